@@ -1,0 +1,1 @@
+"""Bytes on disk: codecs, blocks, segments, the LMDB index and the writer."""

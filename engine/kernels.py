@@ -1,0 +1,226 @@
+"""Pure numba kernels for the block codec: no I/O, no allocation they do not return.
+
+Importing this module imports numba, so the rest of the engine imports it lazily
+(inside functions) to keep ``import steplog`` fast. Every kernel is compiled on first
+use and cached on disk (``cache=True``); ``nogil=True`` lets the flusher and parallel
+readers run them beside other Python threads.
+
+Column layout (see docs/FORMAT.md, "Column encoding"):
+
+    mode u8 | plane_mask u8 | base i64 | delta0 i64 | planes...
+
+A column of n 64-bit words is first transformed (delta-of-delta for integers, XOR with
+the previous value for floats), zigzag-mapped for integers, then split into byte planes:
+plane p holds byte p of every word. Planes whose bytes are all zero are left out and
+their bit in plane_mask is clear. zstd then compresses the concatenated planes.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+MODE_DOD = 1  # integers: delta of deltas, zigzag
+MODE_XOR = 2  # float64 bits: XOR with previous value
+COLUMN_HEADER = 18
+
+
+@nb.njit(cache=True, nogil=True)
+def _zigzag(v):
+    return np.uint64((v << 1) ^ (v >> 63))
+
+
+@nb.njit(cache=True, nogil=True)
+def _unzigzag(u):
+    return np.int64(u >> np.uint64(1)) ^ -np.int64(u & np.uint64(1))
+
+
+@nb.njit(cache=True, nogil=True)
+def _put_i64(out, pos, v):
+    u = np.uint64(v)
+    for b in range(8):
+        out[pos + b] = np.uint8((u >> np.uint64(8 * b)) & np.uint64(0xFF))
+
+
+@nb.njit(cache=True, nogil=True)
+def _get_i64(buf, pos):
+    u = np.uint64(0)
+    for b in range(8):
+        u |= np.uint64(buf[pos + b]) << np.uint64(8 * b)
+    return np.int64(u)
+
+
+@nb.njit(cache=True, nogil=True)
+def _write_planes(words, out, pos):
+    """Write the non-zero byte planes of the column starting at ``pos``; returns its end."""
+    n = words.shape[0]
+    acc = np.uint64(0)
+    for i in range(n):
+        acc |= words[i]
+    mask = 0
+    w = pos + COLUMN_HEADER
+    for p in range(8):
+        shift = np.uint64(8 * p)
+        if (acc >> shift) & np.uint64(0xFF):
+            mask |= 1 << p
+            for i in range(n):
+                out[w + i] = np.uint8((words[i] >> shift) & np.uint64(0xFF))
+            w += n
+    out[pos + 1] = np.uint8(mask)
+    return w
+
+
+@nb.njit(cache=True, nogil=True)
+def _read_planes(buf, pos, words):
+    """Inverse of _write_planes: fills ``words`` and returns the column's end."""
+    n = words.shape[0]
+    mask = buf[pos + 1]
+    r = pos + COLUMN_HEADER
+    for i in range(n):
+        words[i] = 0
+    for p in range(8):
+        if mask & (1 << p):
+            shift = np.uint64(8 * p)
+            for i in range(n):
+                words[i] |= np.uint64(buf[r + i]) << shift
+            r += n
+    return r
+
+
+@nb.njit(cache=True, nogil=True)
+def encode_int_dod(x, scratch, out, pos):
+    """Encode int64 ``x`` as delta-of-delta at out[pos:]; returns the end position."""
+    n = x.shape[0]
+    out[pos] = MODE_DOD
+    base = x[0] if n > 0 else np.int64(0)
+    delta0 = x[1] - x[0] if n > 1 else np.int64(0)
+    _put_i64(out, pos + 2, base)
+    _put_i64(out, pos + 10, delta0)
+    words = scratch[:n]
+    if n > 0:
+        words[0] = 0
+    if n > 1:
+        words[1] = 0
+    for i in range(2, n):
+        words[i] = _zigzag((x[i] - x[i - 1]) - (x[i - 1] - x[i - 2]))
+    return _write_planes(words, out, pos)
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_int_dod(buf, pos, scratch, x):
+    """Decode a delta-of-delta column at buf[pos:] into ``x``; returns the end position."""
+    n = x.shape[0]
+    base = _get_i64(buf, pos + 2)
+    delta = _get_i64(buf, pos + 10)
+    words = scratch[:n]
+    end = _read_planes(buf, pos, words)
+    if n > 0:
+        x[0] = base
+    if n > 1:
+        x[1] = base + delta
+    for i in range(2, n):
+        delta += _unzigzag(words[i])
+        x[i] = x[i - 1] + delta
+    return end
+
+
+@nb.njit(cache=True, nogil=True)
+def encode_float_xor(v, scratch, out, pos):
+    """Encode float64 ``v`` as XOR with the previous value; returns the end position."""
+    n = v.shape[0]
+    bits = v.view(np.uint64)
+    out[pos] = MODE_XOR
+    base = np.int64(bits[0]) if n > 0 else np.int64(0)
+    _put_i64(out, pos + 2, base)
+    _put_i64(out, pos + 10, np.int64(0))
+    words = scratch[:n]
+    if n > 0:
+        words[0] = 0
+    for i in range(1, n):
+        words[i] = bits[i] ^ bits[i - 1]
+    return _write_planes(words, out, pos)
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_float_xor(buf, pos, scratch, v):
+    n = v.shape[0]
+    base = np.uint64(_get_i64(buf, pos + 2))
+    words = scratch[:n]
+    end = _read_planes(buf, pos, words)
+    bits = v.view(np.uint64)
+    prev = base
+    for i in range(n):
+        prev ^= words[i]
+        bits[i] = prev
+    return end
+
+
+@nb.njit(cache=True, nogil=True)
+def encode_points(steps, times, values, scratch, out):
+    """Encode the three point columns one after another; returns the number of bytes."""
+    pos = encode_int_dod(steps, scratch, out, 0)
+    pos = encode_int_dod(times, scratch, out, pos)
+    return encode_float_xor(values, scratch, out, pos)
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_points(buf, scratch, steps, times, values):
+    pos = decode_int_dod(buf, 0, scratch, steps)
+    pos = decode_int_dod(buf, pos, scratch, times)
+    return decode_float_xor(buf, pos, scratch, values)
+
+
+@nb.njit(cache=True, nogil=True)
+def point_stats(steps, times, values):
+    """Block statistics in one pass.
+
+    Returns (step_min, step_max, time_min, time_max, value_min, value_max, value_sum,
+    nan_count, first_value, last_value). min, max and sum skip NaN (all-NaN gives NaN);
+    first is the value at the smallest step (earliest written on ties), last the value
+    at the largest step (latest written on ties).
+    """
+    n = steps.shape[0]
+    smin = steps[0]
+    smax = steps[0]
+    tmin = times[0]
+    tmax = times[0]
+    first = values[0]
+    last = values[0]
+    vmin = np.inf
+    vmax = -np.inf
+    total = 0.0
+    nans = 0
+    for i in range(n):
+        s = steps[i]
+        if s < smin:
+            smin = s
+            first = values[i]
+        if s >= smax:
+            smax = s
+            last = values[i]
+        t = times[i]
+        if t < tmin:
+            tmin = t
+        if t > tmax:
+            tmax = t
+        v = values[i]
+        if np.isnan(v):
+            nans += 1
+        else:
+            total += v
+            if v < vmin:
+                vmin = v
+            if v > vmax:
+                vmax = v
+    if nans == n:
+        vmin = np.nan
+        vmax = np.nan
+    return smin, smax, tmin, tmax, vmin, vmax, total, nans, first, last
+
+
+@nb.njit(cache=True, nogil=True)
+def is_sorted(steps):
+    for i in range(1, steps.shape[0]):
+        if steps[i] < steps[i - 1]:
+            return False
+    return True

@@ -1,0 +1,320 @@
+"""The write path of one process: per-series buffers, a background flusher, backpressure.
+
+``SeriesBuffer`` holds the unsealed points of one series logged by one thread, in three
+Python lists (``cols``): appending to a list is the cheapest thing CPython does, and
+only the owning thread appends, so logging takes no lock at all. Sealing hands the
+points to the pending queue under ``seal_lock``: the owning thread seals a full buffer
+and swaps in fresh lists; any other thread (``flush``, the interval timer) seals up to
+the current length and leaves the lists alone (``taken`` marks how far was sealed).
+The value is appended last, so ``len(values)`` counts complete points.
+
+The flusher thread takes pending items, converts and encodes them into blocks, appends
+the blocks to this writer's segment with one write, and indexes all of them in one LMDB
+transaction; only then are the items dropped from the queue. A reader of the same
+``Writer`` sees pending and unsealed points, so a read after ``log`` includes them.
+
+Memory: the bytes of pending items are bounded by ``budget_bytes``; a seal that goes
+over it makes the logging thread wait (backpressure). Unsealed buffers are sealed every
+``flush_interval`` seconds.
+
+Thread rules: every public method may be called from any thread; a SeriesBuffer is
+appended to by the thread that ``buffer()`` returned it to. Fork: a Writer is bound to
+the process that made it; the child of a fork must open its own store.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import NamedTuple
+
+import numpy as np
+
+from .block import BlockEncoder, unpack_header
+from .errors import ClosedError
+from .index import Index, IndexTxn, NewBlock
+from .layout import StoreLayout
+from .segment import FILE_HEADER_SIZE, SegmentWriter
+
+POINT_BYTES = 24
+DEFAULT_BLOCK_POINTS = 8192
+DEFAULT_BUDGET_BYTES = 64 << 20
+DEFAULT_FLUSH_INTERVAL = 5.0
+SEGMENT_ROLL_BYTES = 1 << 30
+
+
+class SeriesKey(NamedTuple):
+    run_id: bytes
+    name: str
+    context: str      # canonical JSON of the context dict, "" for none
+
+
+class SeriesBuffer:
+    """Unsealed points of one series from one thread."""
+
+    __slots__ = ("key", "series", "cols", "taken", "last_step")
+
+    def __init__(self, key: SeriesKey, series: "SeriesRef", last_step: int):
+        self.key = key
+        self.series = series
+        self.cols: tuple[list, list, list] = ([], [], [])   # steps, times, values
+        self.taken = 0
+        self.last_step = last_step   # step of the latest sealed point, for step=None
+
+    def next_step(self) -> int:
+        steps = self.cols[0]
+        return steps[-1] + 1 if len(steps) > self.taken else self.last_step + 1
+
+
+class SeriesRef:
+    """The index id of a series, resolved by the flusher on its first block."""
+
+    __slots__ = ("key", "series_id")
+
+    def __init__(self, key: SeriesKey):
+        self.key = key
+        self.series_id: int | None = None
+
+
+class Sealed(NamedTuple):
+    series: SeriesRef
+    steps: "list | np.ndarray"
+    times: "list | np.ndarray"
+    values: "list | np.ndarray"
+    ticket: int
+
+
+class Writer:
+    def __init__(self, layout: StoreLayout, index: Index, *, fsync: bool, budget_bytes: int,
+                 block_points: int, flush_interval: float | None):
+        self.layout = layout
+        self.index = index
+        self.block_points = block_points
+        self.budget_bytes = budget_bytes
+        self.flush_interval = flush_interval
+        self._fsync = fsync
+        self._pid = os.getpid()
+        self.seal_lock = threading.Lock()
+        self._series: dict[SeriesKey, SeriesRef] = {}
+        self._buffers: list[SeriesBuffer] = []
+        self._cv = threading.Condition(threading.Lock())
+        self.publish_lock = threading.Lock()   # held while a commit becomes visible
+        self._pending: deque[Sealed] = deque()
+        self._pending_bytes = 0
+        self._last_ticket = 0
+        self._done_ticket = 0
+        self._error: BaseException | None = None
+        self._closing = False
+        self._segment: SegmentWriter | None = None
+        self._thread = threading.Thread(target=self._run, name="steplog-flusher", daemon=True)
+        self._thread.start()
+
+    # -- logging side ------------------------------------------------------------------
+
+    def buffer(self, key: SeriesKey, last_step: int) -> SeriesBuffer:
+        """A new buffer for the calling thread to append points of ``key`` to."""
+        with self.seal_lock:
+            self._check_usable()
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = SeriesRef(key)
+            buf = SeriesBuffer(key, series, last_step)
+            self._buffers.append(buf)
+            return buf
+
+    def seal_full(self, buf: SeriesBuffer) -> None:
+        """Called by the thread that owns ``buf`` when it holds ``block_points`` points."""
+        with self.seal_lock:
+            over_budget = self._seal(buf, owner=True)
+        if over_budget:
+            self.wait_for_room()
+
+    def _seal(self, buf: SeriesBuffer, owner: bool) -> bool:
+        """Queue the unsealed points of ``buf``. Caller holds ``seal_lock``. The owner swaps
+        in fresh lists; others only advance ``taken``. Returns True when over budget."""
+        steps, times, values = buf.cols
+        n, taken = len(values), buf.taken
+        over_budget = False
+        if n > taken:
+            buf.last_step = steps[n - 1]
+            if owner and taken == 0 and len(steps) == n:
+                over_budget = self.enqueue(buf.series, steps, times, values)
+            else:
+                over_budget = self.enqueue(buf.series, steps[taken:n], times[taken:n], values[taken:n])
+        if owner:
+            buf.cols, buf.taken = ([], [], []), 0
+        else:
+            buf.taken = n
+        return over_budget
+
+    def seal_for_batch(self, buf: SeriesBuffer, steps: np.ndarray, times: np.ndarray, values: np.ndarray) -> None:
+        """Queue a log_batch chunk after the unsealed points of ``buf`` (write order)."""
+        with self.seal_lock:
+            self._seal(buf, owner=True)
+            over_budget = self.enqueue(buf.series, steps, times, values)
+            buf.last_step = int(steps[-1])
+        if over_budget:
+            self.wait_for_room()
+
+    def enqueue(self, series: SeriesRef, steps, times, values) -> bool:
+        with self._cv:
+            self._check_usable()
+            self._last_ticket += 1
+            self._pending.append(Sealed(series, steps, times, values, self._last_ticket))
+            self._pending_bytes += len(values) * POINT_BYTES
+            if self._pending_bytes >= self.budget_bytes or len(self._pending) == 1:
+                self._cv.notify_all()
+            return self._pending_bytes > self.budget_bytes
+
+    def wait_for_room(self) -> None:
+        with self._cv:
+            while self._pending_bytes > self.budget_bytes and self._error is None and not self._closing:
+                self._cv.wait()
+            self._raise_error()
+
+    def seal_all(self) -> None:
+        with self.seal_lock:
+            for buf in self._buffers:
+                self._seal(buf, owner=False)
+
+    def flush(self) -> None:
+        """Return once every point logged before the call is indexed (or raise why not)."""
+        self.seal_all()
+        with self._cv:
+            self._error = None  # a flush retries what failed before
+            target = self._last_ticket
+            self._cv.notify_all()
+            while self._done_ticket < target and self._error is None and self._thread.is_alive():
+                self._cv.wait()
+            self._raise_error()
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            return
+        try:
+            if self._thread.is_alive():
+                self.flush()
+        finally:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            self._thread.join()
+            if self._segment is not None:
+                self._segment.close()
+
+    def _check_usable(self) -> None:
+        if self._closing:
+            raise ClosedError("the store is closed")
+        if self._pid != os.getpid():
+            raise ClosedError("this store was opened before fork(); open it again in the child process")
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # -- reading side ------------------------------------------------------------------
+
+    def unflushed(self, key: SeriesKey) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Points of ``key`` not yet indexed, in write order. Caller holds ``publish_lock``."""
+        with self.seal_lock:
+            chunks = [s[1:4] for s in self._pending if s.series.key == key]
+            for buf in self._buffers:
+                if buf.key == key:
+                    steps, times, values = buf.cols
+                    n = len(values)
+                    chunks.append((steps[buf.taken:n], times[buf.taken:n], values[buf.taken:n]))
+        return [columns(*chunk) for chunk in chunks]
+
+    # -- flusher thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        encoder = BlockEncoder(self.block_points)
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if not batch:
+                self.seal_all()  # the flush interval passed: make buffered points visible
+                continue
+            try:
+                segment, blocks = self._append_blocks(encoder, batch)
+                with self.publish_lock:
+                    self.index.write(lambda txn: txn.add_blocks(segment.segment_id, blocks, segment.size))
+                    with self._cv:
+                        for _ in batch:
+                            self._pending.popleft()
+                        self._pending_bytes -= sum(len(s.steps) for s in batch) * POINT_BYTES
+                        self._done_ticket = batch[-1].ticket
+                        self._cv.notify_all()
+            except BaseException as exc:  # raised again in the thread that waits in flush()
+                with self._cv:
+                    self._error = exc
+                    self._cv.notify_all()
+
+    def _next_batch(self) -> list[Sealed] | None:
+        """Pending items to write; [] when the flush interval passed; None to stop."""
+        deadline = None if self.flush_interval is None else time.monotonic() + self.flush_interval
+        with self._cv:
+            while True:
+                if self._closing:
+                    return None
+                if self._pending and self._error is None:
+                    return list(self._pending)
+                timeout = None if deadline is None else deadline - time.monotonic()
+                if timeout is not None and timeout <= 0:
+                    return []
+                self._cv.wait(timeout)
+
+    def _append_blocks(self, encoder: BlockEncoder, batch: list[Sealed]) -> tuple[SegmentWriter, list[NewBlock]]:
+        self._resolve_series(batch)
+        segment = self._segment_for_append()
+        parts, blocks, offset = [], [], segment.size
+        for item in batch:
+            series_id = item.series.series_id
+            steps, times, values = columns(item.steps, item.times, item.values)
+            for lo in range(0, len(steps), self.block_points):
+                hi = lo + self.block_points
+                data = encoder.encode(series_id, steps[lo:hi], times[lo:hi], values[lo:hi])
+                header = unpack_header(data)
+                blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len]))
+                parts.append(data)
+                offset += len(data)
+        segment.append(b"".join(parts))
+        return segment, blocks
+
+    def _resolve_series(self, batch: list[Sealed]) -> None:
+        new = {item.series.key: item.series for item in batch if item.series.series_id is None}
+        if not new:
+            return
+
+        def create(txn: IndexTxn) -> dict:
+            return {key: txn.create_series(key.run_id, key.name, key.context) for key in new}
+
+        for key, series_id in self.index.write(create).items():
+            new[key].series_id = series_id
+
+    def _segment_for_append(self) -> SegmentWriter:
+        if self._segment is not None and self._segment.size < SEGMENT_ROLL_BYTES:
+            return self._segment
+        if self._segment is not None:
+            self._segment.close()
+
+        def allocate(txn: IndexTxn) -> int:
+            segment_id = txn.next_ids(b"next_segment")
+            txn.put_segment(segment_id, FILE_HEADER_SIZE)
+            return segment_id
+
+        segment_id = self.index.write(allocate)
+        self._segment = SegmentWriter(self.layout.segment_path(segment_id), segment_id, self._fsync)
+        return self._segment
+
+
+def columns(steps, times, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point columns as numpy arrays (buffers hold lists; log_batch chunks are arrays)."""
+    if isinstance(values, np.ndarray):
+        return steps, times, values
+    n = len(values)
+    return np.fromiter(steps, np.int64, n), np.fromiter(times, np.int64, n), np.array(values, np.float64)

@@ -1,0 +1,1 @@
+"""Read side: block selection, decoding into Arrow."""

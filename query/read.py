@@ -1,0 +1,119 @@
+"""Point reads: pick the blocks that overlap a step range, decode them, merge, slice.
+
+Blocks are decoded straight into preallocated output columns; large reads decode on
+two threads (zstd and the numba kernels release the GIL). Points come back sorted by
+step, ties in write order (block sequence, then position in the block).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+
+from ..engine.block import BlockDecoder
+from ..engine.index import BlockRef
+from ..engine.segment import SegmentReader
+
+PARALLEL_MIN_BLOCKS = 16
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+TIME_TYPE = pa.timestamp("ns", tz="UTC")
+POINTS_SCHEMA = pa.schema([("step", pa.int64()), ("time", TIME_TYPE), ("value", pa.float64())])
+
+
+def _decoder() -> BlockDecoder:
+    decoder = getattr(_local, "decoder", None)
+    if decoder is None:
+        decoder = _local.decoder = BlockDecoder()
+    return decoder
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steplog-read")
+        return _pool
+
+
+class Points:
+    """Three aligned columns."""
+
+    __slots__ = ("steps", "times", "values")
+
+    def __init__(self, steps: np.ndarray, times: np.ndarray, values: np.ndarray):
+        self.steps, self.times, self.values = steps, times, values
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @classmethod
+    def empty(cls) -> "Points":
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+
+    def to_arrow(self) -> pa.Table:
+        n = len(self.steps)
+        times = pa.Array.from_buffers(TIME_TYPE, n, [None, pa.py_buffer(self.times)])
+        return pa.Table.from_arrays([pa.array(self.steps), times, pa.array(self.values)], schema=POINTS_SCHEMA)
+
+
+def decode_blocks(segments: SegmentReader, path_of, refs: list[BlockRef], start: int | None,
+                  stop: int | None) -> Points:
+    """Decode ``refs`` (in any order) into one Points, keeping steps in [start, stop)."""
+    refs = sorted(refs, key=lambda r: r.seq)
+    total = sum(r.header.count for r in refs)
+    out = Points(np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.float64))
+    positions = np.cumsum([0] + [r.header.count for r in refs])
+
+    def decode(i: int) -> int:
+        ref = refs[i]
+        lo, hi = positions[i], positions[i + 1]
+        data = segments.read(ref.segment_id, ref.offset, ref.header.length)
+        _decoder().decode_into(data, path_of(ref.segment_id), ref.offset,
+                               out.steps[lo:hi], out.times[lo:hi], out.values[lo:hi])
+        return i
+
+    if len(refs) >= PARALLEL_MIN_BLOCKS:
+        list(_executor().map(decode, range(len(refs))))
+    else:
+        for i in range(len(refs)):
+            decode(i)
+    h_min = min((r.header.step_min for r in refs), default=0)
+    h_max = max((r.header.step_max for r in refs), default=0)
+    if (start is not None and h_min < start) or (stop is not None and h_max >= stop):
+        out = select_range(out, start, stop)
+    return out
+
+
+def select_range(points: Points, start: int | None, stop: int | None) -> Points:
+    keep = np.ones(len(points), bool)
+    if start is not None:
+        keep &= points.steps >= start
+    if stop is not None:
+        keep &= points.steps < stop
+    return Points(points.steps[keep], points.times[keep], points.values[keep])
+
+
+def concat(parts: list[Points]) -> Points:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Points.empty()
+    if len(parts) == 1:
+        return parts[0]
+    return Points(np.concatenate([p.steps for p in parts]), np.concatenate([p.times for p in parts]),
+                  np.concatenate([p.values for p in parts]))
+
+
+def sort_by_step(points: Points) -> Points:
+    """Stable sort by step: ties keep write order."""
+    from ..engine.kernels import is_sorted
+
+    if len(points) < 2 or is_sorted(points.steps):
+        return points
+    order = np.argsort(points.steps, kind="stable")
+    return Points(points.steps[order], points.times[order], points.values[order])

@@ -1,0 +1,61 @@
+"""Tables about runs and series, built from index records."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from .read import TIME_TYPE
+
+RUN_COLUMNS = [("id", pa.string()), ("experiment", pa.string()), ("name", pa.string()),
+               ("parent", pa.string()), ("status", pa.string()), ("start_time", TIME_TYPE),
+               ("end_time", TIME_TYPE)]
+
+
+def flatten(mapping: dict, prefix: str) -> dict:
+    """{"model": {"depth": 50}} -> {"params.model.depth": 50}"""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _column(values: list) -> pa.Array:
+    """Typed when every present value has one type, else JSON text."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {bool} or kinds <= {int, float} or kinds == {str}:
+        try:
+            return pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+
+
+def runs_table(records: list[dict]) -> pa.Table:
+    records = sorted(records, key=lambda r: (r["start_time"], r["id"]))
+    columns = {name: pa.array([r[name] for r in records], type) for name, type in RUN_COLUMNS}
+    extra: dict[str, list] = {}
+    for i, record in enumerate(records):
+        for key, value in {**flatten(record["params"], "params."), **flatten(record["tags"], "tags.")}.items():
+            extra.setdefault(key, [None] * len(records))[i] = value
+    for key in sorted(extra):
+        columns[key] = _column(extra[key])
+    if not records:
+        return pa.table({name: pa.array([], type) for name, type in RUN_COLUMNS})
+    return pa.table(columns)
+
+
+def series_table(rows: list) -> pa.Table:
+    """rows: (metric name, context JSON, SeriesInfo)."""
+    rows = sorted(rows, key=lambda r: (r[0], r[1]))
+    return pa.table({
+        "metric": pa.array([r[0] for r in rows], pa.string()),
+        "context": pa.array([r[1] or None for r in rows], pa.string()),
+        "count": pa.array([r[2].count for r in rows], pa.int64()),
+        "step_min": pa.array([r[2].step_min if r[2].count else None for r in rows], pa.int64()),
+        "step_max": pa.array([r[2].step_max if r[2].count else None for r in rows], pa.int64()),
+    })

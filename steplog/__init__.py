@@ -1,0 +1,17 @@
+"""steplog: an embedded, high-throughput store for machine-learning experiment data.
+
+    import steplog
+    with steplog.open("runs.steplog") as store:
+        with store.start_run(experiment="sweep", params={"lr": 0.1}) as run:
+            run.log("loss", 0.25, step=10)
+        store.read(run.id, "loss")
+"""
+
+from .engine.errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError,
+                            InvalidTypeError, NotFoundError, StepLogError, StorageFullError)
+from .engine.index import FORMAT_VERSION
+from .store import Run, Store, open
+
+__all__ = ["open", "Store", "Run", "FORMAT_VERSION", "StepLogError", "InvalidArgumentError", "InvalidTypeError",
+           "NotFoundError", "ClosedError", "CorruptionError", "FormatVersionError", "StorageFullError"]
+__version__ = "0.1.0"

@@ -1,0 +1,98 @@
+"""Argument checks for the public API. Every failure names the argument."""
+
+from __future__ import annotations
+
+import json
+import numbers
+
+import numpy as np
+
+from .engine.errors import InvalidArgumentError, InvalidTypeError
+
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+CONTEXT_VALUE_TYPES = (str, int, float, bool, type(None))
+
+
+def name_arg(value, argument: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidTypeError(argument, f"must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidArgumentError(argument, "must not be empty")
+    return value
+
+
+def optional_name_arg(value, argument: str) -> str | None:
+    return None if value is None else name_arg(value, argument)
+
+
+def step_arg(value, argument: str = "step") -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise InvalidTypeError(argument, f"must be an int, got {type(value).__name__}")
+    step = int(value)
+    if not INT64_MIN <= step <= INT64_MAX:
+        raise InvalidArgumentError(argument, f"{step} does not fit in int64")
+    return step
+
+
+def value_arg(value, argument: str = "value") -> float:
+    """A metric value as float64. NaN and inf are values, not errors."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise InvalidTypeError(argument, f"must be a real number, got {type(value).__name__}")
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0:
+            raise InvalidTypeError(argument, f"must be a scalar, got an array of shape {value.shape}")
+        value = value[()]
+    if isinstance(value, (numbers.Real, np.number)) and not isinstance(value, (complex, np.complexfloating)):
+        try:
+            return float(value)
+        except OverflowError:
+            raise InvalidArgumentError(argument, "does not fit in float64") from None
+    raise InvalidTypeError(argument, f"must be a real number, got {type(value).__name__}")
+
+
+def context_arg(context) -> str:
+    """Canonical JSON of a context dict ('' for none): the identity of a series."""
+    if context is None:
+        return ""
+    if not isinstance(context, dict):
+        raise InvalidTypeError("context", f"must be a dict, got {type(context).__name__}")
+    for key, val in context.items():
+        if not isinstance(key, str):
+            raise InvalidTypeError("context", f"keys must be str, got {type(key).__name__}")
+        if not isinstance(val, CONTEXT_VALUE_TYPES):
+            raise InvalidTypeError("context", f"value of {key!r} must be str, int, float, bool or None")
+    return json.dumps(context, sort_keys=True, separators=(",", ":")) if context else ""
+
+
+def mapping_arg(value, argument: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidTypeError(argument, f"must be a dict, got {type(value).__name__}")
+    for key in value:
+        name_arg(key, f"{argument} key")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTypeError(argument, f"values must be JSON-serialisable: {exc}") from None
+    return value
+
+
+def column_arg(values, argument: str, dtype) -> np.ndarray:
+    """A 1-d numpy column of ``dtype`` for log_batch (int64 steps and times, float64 values)."""
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTypeError(argument, f"must be a 1-d array: {exc}") from None
+    if array.ndim != 1:
+        raise InvalidArgumentError(argument, f"must be 1-d, got shape {array.shape}")
+    kind = array.dtype.kind
+    if dtype == np.int64:
+        if kind not in "iu" and not (kind == "f" and array.size == 0):
+            raise InvalidTypeError(argument, f"must hold integers, got dtype {array.dtype}")
+        if kind == "u" and array.size and array.max() > INT64_MAX:
+            raise InvalidArgumentError(argument, "holds values that do not fit in int64")
+    elif kind not in "iufb":
+        raise InvalidTypeError(argument, f"must hold real numbers, got dtype {array.dtype}")
+    return np.array(array, dtype=dtype, copy=True)

@@ -1,0 +1,374 @@
+"""The public face: ``open()``, ``Store`` and ``Run``.
+
+Thread rules: a Store and its Runs may be used from many threads at once. Fork: a
+Store belongs to the process that opened it; a child process opens the store again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time as _time
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from . import _args
+from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError
+from .engine.index import Index
+from .engine.layout import StoreLayout
+from .engine.segment import SegmentReader
+from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL,
+                            SeriesBuffer, SeriesKey, Writer)
+from .query import read as _read
+from .query.runs import runs_table, series_table
+
+DURABILITY = ("fsync", "commit", "none")
+RUN_STATUSES = ("running", "finished", "failed", "killed")
+INT64_MIN, INT64_MAX = _args.INT64_MIN, _args.INT64_MAX
+_time_ns = _time.time_ns
+
+
+def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: int = DEFAULT_BUDGET_BYTES,
+         block_points: int = DEFAULT_BLOCK_POINTS, flush_interval: float | None = DEFAULT_FLUSH_INTERVAL) -> "Store":
+    """Open the store at ``path`` (a directory), creating it if missing.
+
+    durability: "fsync" makes ``flush()`` wait until points are on stable storage (they
+    survive power loss); "commit" (default) until they are in the OS page cache (they
+    survive a crash of the process); "none" also skips LMDB's meta-page sync.
+    budget_bytes bounds the memory of all unflushed points of this store object;
+    flush_interval (seconds, None for never) makes buffered points visible to other
+    processes without an explicit flush.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise _args.InvalidTypeError("path", f"must be a str or path, got {type(path).__name__}")
+    if durability not in DURABILITY:
+        raise InvalidArgumentError("durability", f"must be one of {DURABILITY}, got {durability!r}")
+    for argument, value in (("budget_bytes", budget_bytes), ("block_points", block_points)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InvalidArgumentError(argument, f"must be a positive int, got {value!r}")
+    if flush_interval is not None and (not isinstance(flush_interval, (int, float)) or flush_interval <= 0):
+        raise InvalidArgumentError("flush_interval", f"must be a positive number or None, got {flush_interval!r}")
+    layout = StoreLayout(path)
+    layout.create_dirs()
+    index = Index(layout.index_dir, sync=durability == "fsync")
+    writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,
+                    block_points=block_points, flush_interval=flush_interval)
+    return Store(layout, index, writer)
+
+
+class Store:
+    """An open store. Use ``steplog.open()``; close it (or use ``with``) to flush."""
+
+    def __init__(self, layout: StoreLayout, index: Index, writer: Writer):
+        self.path = layout.root
+        self._layout = layout
+        self._index = index
+        self._writer = writer
+        self._segments = SegmentReader(layout.segment_path)
+        self._closed = False
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<steplog.Store {self.path!r}{' closed' if self._closed else ''}>"
+
+    # -- runs --------------------------------------------------------------------------
+
+    def start_run(self, experiment: str = "default", name: str | None = None, params: dict | None = None,
+                  tags: dict | None = None, parent: "str | Run | None" = None) -> "Run":
+        """Create a run and return it; use it as a context manager to end it."""
+        self._check_open()
+        experiment = _args.name_arg(experiment, "experiment")
+        name = _args.optional_name_arg(name, "name")
+        params = _args.mapping_arg(params, "params")
+        tags = _args.mapping_arg(tags, "tags")
+        parent_id = None if parent is None else self._run_id_arg(parent.id if isinstance(parent, Run) else parent,
+                                                                  "parent")
+        run_id = secrets.token_bytes(16)
+        now = _time_ns()
+
+        def create(txn):
+            if parent_id is not None and txn.get_run(parent_id) is None:
+                raise NotFoundError(f"parent: no run {parent_id.hex()}")
+            if txn.get_experiment(experiment) is None:
+                txn.put_experiment({"name": experiment, "created": now})
+            txn.put_run(run_id, {"id": run_id.hex(), "experiment": experiment, "name": name or run_id.hex()[:8],
+                                 "parent": parent_id.hex() if parent_id else None, "status": "running",
+                                 "start_time": now, "end_time": None, "params": params, "tags": tags})
+
+        self._index.write(create)
+        return Run(self, run_id)
+
+    def run(self, run_id: str) -> "Run":
+        """Reopen a run to log more (a job resumed from a checkpoint); it is running again."""
+        self._check_open()
+        key = self._run_id_arg(run_id, "run_id")
+
+        def resume(txn):
+            record = txn.get_run(key)
+            if record is None:
+                raise NotFoundError(f"run_id: no run {run_id}")
+            record.update(status="running", end_time=None)
+            txn.put_run(key, record)
+
+        self._index.write(resume)
+        return Run(self, key)
+
+    def runs(self) -> pa.Table:
+        """One row per run: id, experiment, name, parent, status, times, params.*, tags.*."""
+        self._check_open()
+        with self._index.read() as txn:
+            return runs_table(list(txn.runs()))
+
+    def metrics(self, run_id: str) -> pa.Table:
+        """The series of a run: metric, context, count, step_min, step_max (flushed points)."""
+        self._check_open()
+        key = self._existing_run(run_id)
+        with self._index.read() as txn:
+            rows = [(name, context, txn.series_info(sid)) for sid, name, context in txn.run_series(key)]
+        return series_table(rows)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, run_id: str, name: str, context: dict | None = None, start: int | None = None,
+             stop: int | None = None) -> pa.Table:
+        """Points of one series with start <= step < stop: a table of step, time, value,
+        sorted by step (ties in write order). Includes points not yet flushed."""
+        self._check_open()
+        key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.name_arg(name, "name"),
+                        _args.context_arg(context))
+        start = None if start is None else _args.step_arg(start, "start")
+        stop = None if stop is None else _args.step_arg(stop, "stop")
+        return self._read_points(key, start, stop).to_arrow()
+
+    def _read_points(self, key: SeriesKey, start: int | None, stop: int | None) -> _read.Points:
+        with self._writer.publish_lock:
+            txn = self._index.read()
+            unflushed = self._writer.unflushed(key)
+        with txn:
+            if txn.get_run(key.run_id) is None:
+                raise NotFoundError(f"run_id: no run {key.run_id.hex()}")
+            series_id = txn.get_series(key.run_id, key.name, key.context)
+            refs = [] if series_id is None else txn.blocks_overlapping(series_id, start, stop)
+            stored = _read.decode_blocks(self._segments, self._layout.segment_path, refs, start, stop)
+        recent = [_read.select_range(_read.Points(*chunk), start, stop) for chunk in unflushed]
+        return _read.sort_by_step(_read.concat([stored, *recent]))
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Return when every point logged so far is durable and visible to other processes."""
+        self._check_open()
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        finally:
+            self._segments.close()
+            self._index.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the store is closed")
+
+    @staticmethod
+    def _run_id_arg(run_id, argument: str) -> bytes:
+        if not isinstance(run_id, str):
+            raise _args.InvalidTypeError(argument, f"must be a run id str, got {type(run_id).__name__}")
+        try:
+            key = bytes.fromhex(run_id)
+        except ValueError:
+            key = b""
+        if len(key) != 16:
+            raise InvalidArgumentError(argument, f"{run_id!r} is not a run id (32 hex digits)")
+        return key
+
+    def _existing_run(self, run_id) -> bytes:
+        key = self._run_id_arg(run_id, "run_id")
+        with self._index.read() as txn:
+            if txn.get_run(key) is None:
+                raise NotFoundError(f"run_id: no run {run_id}")
+        return key
+
+
+class Run:
+    """A run being logged to. Obtain one from ``Store.start_run`` or ``Store.run``.
+
+    ``log`` and ``log_batch`` buffer points in memory and return at once; ``flush``
+    makes them durable. Thread-safe.
+    """
+
+    def __init__(self, store: Store, run_id: bytes):
+        self._store = store
+        self._key = run_id
+        self.id = run_id.hex()
+        self._writer = store._writer
+        self._block_points = store._writer.block_points
+        self._local = threading.local()   # .series: name or (name, context items) -> SeriesBuffer
+        self._ended = False
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._ended:
+            self.end("failed" if exc_type is not None else "finished")
+
+    def __repr__(self) -> str:
+        return f"<steplog.Run {self.id}>"
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def log(self, name, value=None, step: int | None = None, context: dict | None = None) -> None:
+        """Log one point, or several metrics at one step when ``name`` is a dict.
+        step=None logs at the next step of each series (its last step + 1, from 0)."""
+        if self._ended:
+            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        if type(name) is dict:
+            return self._log_dict(name, value, step, context)
+        try:
+            buf = self._local.series.get(name if context is None else (name, _context_items(context)))
+        except AttributeError:
+            buf = None
+        if buf is None:
+            buf = self._open_series(name, context)
+        if type(value) is not float:
+            value = _args.value_arg(value)
+        if step is None:
+            step = buf.next_step()
+        elif type(step) is not int or step > INT64_MAX or step < INT64_MIN:
+            step = _args.step_arg(step)
+        steps, times, values = buf.cols
+        steps.append(step)
+        times.append(_time_ns())
+        values.append(value)  # last: len(values) counts complete points
+        if len(values) >= self._block_points:
+            self._writer.seal_full(buf)
+
+    def _log_dict(self, metrics: dict, value, step, context) -> None:
+        if value is not None:
+            raise InvalidArgumentError("value", "pass either a dict of metrics or one name and a value")
+        if step is not None and (type(step) is not int or step > INT64_MAX or step < INT64_MIN):
+            step = _args.step_arg(step)
+        try:
+            series = self._local.series
+        except AttributeError:
+            series = self._local.series = {}
+        context_items = None if context is None else _context_items(context)
+        items = []
+        for name, value in metrics.items():
+            buf = series.get(name if context is None else (name, context_items))
+            if buf is None:
+                buf = self._open_series(name, context)
+            items.append((buf, value if type(value) is float else _args.value_arg(value, f"value of {name!r}")))
+        now = _time_ns()
+        full = []
+        for buf, value in items:
+            steps, times, values = buf.cols
+            steps.append(buf.next_step() if step is None else step)
+            times.append(now)
+            values.append(value)
+            if len(values) >= self._block_points:
+                full.append(buf)
+        for buf in full:
+            self._writer.seal_full(buf)
+
+    def log_batch(self, name: str, steps, values, times=None, context: dict | None = None) -> None:
+        """Log many points of one series from arrays. times (int64 ns since the epoch)
+        default to now for every point."""
+        if self._ended:
+            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        try:
+            buf = self._local.series.get(name if context is None else (name, _context_items(context)))
+        except AttributeError:
+            buf = None
+        if buf is None:
+            buf = self._open_series(name, context)
+        steps = _args.column_arg(steps, "steps", np.int64)
+        values = _args.column_arg(values, "values", np.float64)
+        if len(values) != len(steps):
+            raise InvalidArgumentError("values", f"has {len(values)} points but steps has {len(steps)}")
+        if times is None:
+            times = np.full(len(steps), _time_ns(), np.int64)
+        else:
+            times = _args.column_arg(times, "times", np.int64)
+            if len(times) != len(steps):
+                raise InvalidArgumentError("times", f"has {len(times)} points but steps has {len(steps)}")
+        chunk = self._block_points
+        for lo in range(0, len(steps), chunk):
+            self._writer.seal_for_batch(buf, steps[lo:lo + chunk], times[lo:lo + chunk], values[lo:lo + chunk])
+
+    def _open_series(self, name, context) -> SeriesBuffer:
+        name = _args.name_arg(name, "name")
+        key = SeriesKey(self._key, name, _args.context_arg(context))
+        with self._store._index.read() as txn:
+            series_id = txn.get_series(key.run_id, key.name, key.context)
+            last_step = txn.series_info(series_id).step_max if series_id is not None else -1
+        buf = self._writer.buffer(key, last_step)
+        try:
+            series = self._local.series
+        except AttributeError:
+            series = self._local.series = {}
+        series[name if context is None else (name, _context_items(context))] = buf
+        return buf
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def log_params(self, params: dict) -> None:
+        """Add or replace parameters (nested dicts allowed)."""
+        self._update_record("params", _args.mapping_arg(params, "params"))
+
+    def set_tags(self, tags: dict) -> None:
+        """Add or replace tags."""
+        self._update_record("tags", _args.mapping_arg(tags, "tags"))
+
+    def _update_record(self, field: str, values: dict) -> None:
+        self._store._check_open()
+
+        def update(txn):
+            record = txn.get_run(self._key)
+            record[field].update(values)
+            txn.put_run(self._key, record)
+
+        self._store._index.write(update)
+
+    def flush(self) -> None:
+        """Return when every point logged so far (by this store object) is durable."""
+        self._store.flush()
+
+    def end(self, status: str = "finished") -> None:
+        """Flush, then record the final status ("finished", "failed" or "killed")."""
+        if status not in RUN_STATUSES[1:]:
+            raise InvalidArgumentError("status", f"must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        if self._ended:
+            return
+        self._store.flush()
+        self._ended = True
+
+        def finish(txn):
+            record = txn.get_run(self._key)
+            record.update(status=status, end_time=_time_ns())
+            txn.put_run(self._key, record)
+
+        self._store._index.write(finish)
+
+
+def _context_items(context) -> tuple:
+    try:
+        items = tuple(sorted(context.items()))
+        hash(items)
+        return items
+    except (AttributeError, TypeError):
+        _args.context_arg(context)  # raises the typed error
+        raise
