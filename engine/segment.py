@@ -8,6 +8,7 @@ unfinished append and are cut by ``truncate_tail``. Layout in docs/FORMAT.md.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import struct
 import threading
@@ -29,7 +30,9 @@ def _raise_storage(exc: OSError, path: str) -> None:
 
 
 class SegmentWriter:
-    """Appends blocks to one segment file. Used by one thread (the flusher) at a time."""
+    """Appends blocks to one segment file. Used by one thread (the flusher) at a time.
+    Holds an exclusive flock on the file for its lifetime; the kernel releases it when
+    the process dies, so a crashed writer never leaves a lock to clean by hand."""
 
     def __init__(self, path: str, segment_id: int, fsync: bool):
         self.path = path
@@ -38,6 +41,7 @@ class SegmentWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         self.size = 0
         try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells recovery this segment is live
             self._write_all(FILE_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, segment_id))
         except BaseException:
             os.close(self._fd)

@@ -6,11 +6,11 @@ import json
 
 import pyarrow as pa
 
-from .read import TIME_TYPE
+RUN_TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 RUN_COLUMNS = [("id", pa.string()), ("experiment", pa.string()), ("name", pa.string()),
-               ("parent", pa.string()), ("status", pa.string()), ("start_time", TIME_TYPE),
-               ("end_time", TIME_TYPE)]
+               ("parent", pa.string()), ("status", pa.string()), ("start_time", RUN_TIME_TYPE),
+               ("end_time", RUN_TIME_TYPE)]
 
 
 def flatten(mapping: dict, prefix: str) -> dict:
@@ -37,6 +37,9 @@ def _column(values: list) -> pa.Array:
 
 def runs_table(records: list[dict]) -> pa.Table:
     records = sorted(records, key=lambda r: (r["start_time"], r["id"]))
+    for record in records:  # stored in ns; microseconds convert to Python datetimes
+        for field in ("start_time", "end_time"):
+            record[field] = None if record[field] is None else record[field] // 1000
     columns = {name: pa.array([r[name] for r in records], type) for name, type in RUN_COLUMNS}
     extra: dict[str, list] = {}
     for i, record in enumerate(records):

@@ -19,6 +19,7 @@ from . import _args
 from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError
 from .engine.index import Index
 from .engine.layout import StoreLayout
+from .engine.recovery import cut_torn_tails
 from .engine.segment import SegmentReader
 from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL,
                             SeriesBuffer, SeriesKey, Writer)
@@ -54,6 +55,7 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
     layout = StoreLayout(path)
     layout.create_dirs()
     index = Index(layout.index_dir, sync=durability == "fsync")
+    cut_torn_tails(layout, index)
     writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,
                     block_points=block_points, flush_interval=flush_interval)
     return Store(layout, index, writer)

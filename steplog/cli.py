@@ -1,0 +1,34 @@
+"""The command line: ``steplog demo | bench | verify``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="steplog", description="steplog: a store for experiment metrics")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="simulate a hyper-parameter sweep, then query it")
+    demo.add_argument("--store", default="demo.steplog", help="store directory (replaced if it holds a demo)")
+    demo.add_argument("--points", type=int, default=12_000_000, help="points to log in all")
+    bench = sub.add_parser("bench", help="measure ingest, size and read figures")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    verify = sub.add_parser("verify", help="check every block against its checksum and the index")
+    verify.add_argument("path", help="store directory")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.store, args.points)
+    if args.command == "bench":
+        from .bench import run_bench
+
+        return run_bench(quick=args.quick)
+    from .verify import run_verify
+
+    return run_verify(args.path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
