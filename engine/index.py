@@ -89,9 +89,10 @@ class Index:
     first use (an LMDB environment must never cross a fork).
     """
 
-    def __init__(self, path: str, sync: bool, map_size: int = INITIAL_MAP_SIZE):
+    def __init__(self, path: str, sync: bool, writemap: bool = False, map_size: int = INITIAL_MAP_SIZE):
         self.path = path
         self._sync = sync
+        self._writemap = writemap
         self._map_size = map_size
         self._write_lock = threading.Lock()
         self._open()
@@ -99,7 +100,8 @@ class Index:
     def _open(self) -> None:
         self._pid = os.getpid()
         self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=len(TABLES), subdir=True,
-                             sync=self._sync, metasync=self._sync, readahead=False,
+                             sync=self._sync, metasync=self._sync, writemap=self._writemap,
+                             map_async=self._writemap, readahead=False,
                              max_readers=MAX_READERS, lock=True)
         self._db = {name: self.env.open_db(name.encode()) for name in TABLES}
         self._check_format()

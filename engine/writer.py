@@ -14,8 +14,9 @@ transaction; only then are the items dropped from the queue. A reader of the sam
 ``Writer`` sees pending and unsealed points, so a read after ``log`` includes them.
 
 Memory: the bytes of pending items are bounded by ``budget_bytes``; a seal that goes
-over it makes the logging thread wait (backpressure). Unsealed buffers are sealed every
-``flush_interval`` seconds.
+over it makes the logging thread wait (backpressure). Unsealed buffers get the other
+half of the budget: a buffer is sealed at ``seal_at`` points, which shrinks as buffers
+are added (never below MIN_SEAL_POINTS), and every ``flush_interval`` seconds.
 
 Thread rules: every public method may be called from any thread; a SeriesBuffer is
 appended to by the thread that ``buffer()`` returned it to. Fork: a Writer is bound to
@@ -38,7 +39,9 @@ from .index import Index, IndexTxn, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentWriter
 
-POINT_BYTES = 24
+POINT_BYTES = 24           # a sealed point in numpy columns
+LIST_POINT_BYTES = 112     # an unsealed point: three list slots and their int/float objects
+MIN_SEAL_POINTS = 64
 DEFAULT_BLOCK_POINTS = 8192
 DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
@@ -92,6 +95,7 @@ class Writer:
         self.layout = layout
         self.index = index
         self.block_points = block_points
+        self.seal_at = block_points   # points at which the owner seals a buffer
         self.budget_bytes = budget_bytes
         self.flush_interval = flush_interval
         self._fsync = fsync
@@ -122,10 +126,12 @@ class Writer:
                 series = self._series[key] = SeriesRef(key)
             buf = SeriesBuffer(key, series, last_step)
             self._buffers.append(buf)
+            share = self.budget_bytes // 2 // (LIST_POINT_BYTES * len(self._buffers))
+            self.seal_at = max(MIN_SEAL_POINTS, min(self.block_points, share))
             return buf
 
     def seal_full(self, buf: SeriesBuffer) -> None:
-        """Called by the thread that owns ``buf`` when it holds ``block_points`` points."""
+        """Called by the thread that owns ``buf`` when it holds ``seal_at`` points."""
         with self.seal_lock:
             over_budget = self._seal(buf, owner=True)
         if over_budget:

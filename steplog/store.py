@@ -38,7 +38,8 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
 
     durability: "fsync" makes ``flush()`` wait until points are on stable storage (they
     survive power loss); "commit" (default) until they are in the OS page cache (they
-    survive a crash of the process); "none" also skips LMDB's meta-page sync.
+    survive a crash of the process); "none" lets LMDB write through its memory map
+    asynchronously (fastest; still survives a crash of the process, not of the OS).
     budget_bytes bounds the memory of all unflushed points of this store object;
     flush_interval (seconds, None for never) makes buffered points visible to other
     processes without an explicit flush.
@@ -54,7 +55,7 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
         raise InvalidArgumentError("flush_interval", f"must be a positive number or None, got {flush_interval!r}")
     layout = StoreLayout(path)
     layout.create_dirs()
-    index = Index(layout.index_dir, sync=durability == "fsync")
+    index = Index(layout.index_dir, sync=durability == "fsync", writemap=durability == "none")
     cut_torn_tails(layout, index)
     writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,
                     block_points=block_points, flush_interval=flush_interval)
@@ -216,7 +217,6 @@ class Run:
         self._key = run_id
         self.id = run_id.hex()
         self._writer = store._writer
-        self._block_points = store._writer.block_points
         self._local = threading.local()   # .series: name or (name, context items) -> SeriesBuffer
         self._ended = False
 
@@ -255,7 +255,7 @@ class Run:
         steps.append(step)
         times.append(_time_ns())
         values.append(value)  # last: len(values) counts complete points
-        if len(values) >= self._block_points:
+        if len(values) >= self._writer.seal_at:
             self._writer.seal_full(buf)
 
     def _log_dict(self, metrics: dict, value, step, context) -> None:
@@ -267,21 +267,24 @@ class Run:
             series = self._local.series
         except AttributeError:
             series = self._local.series = {}
-        context_items = None if context is None else _context_items(context)
-        items = []
-        for name, value in metrics.items():
-            buf = series.get(name if context is None else (name, context_items))
-            if buf is None:
-                buf = self._open_series(name, context)
-            items.append((buf, value if type(value) is float else _args.value_arg(value, f"value of {name!r}")))
+        names = tuple(metrics)
+        group = names if context is None else (names, _context_items(context))
+        bufs = series.get(group)  # the buffers of a dict's keys, looked up once per key set
+        if bufs is None:
+            bufs = series[group] = [self._open_series(name, context) for name in names]
+        values = list(metrics.values())
+        for i, value in enumerate(values):
+            if type(value) is not float:  # check all before appending any: no partial point
+                values[i] = _args.value_arg(value, f"value of {names[i]!r}")
         now = _time_ns()
+        seal_at = self._writer.seal_at
         full = []
-        for buf, value in items:
-            steps, times, values = buf.cols
+        for buf, value in zip(bufs, values):
+            steps, times, column = buf.cols
             steps.append(buf.next_step() if step is None else step)
             times.append(now)
-            values.append(value)
-            if len(values) >= self._block_points:
+            column.append(value)
+            if len(column) >= seal_at:
                 full.append(buf)
         for buf in full:
             self._writer.seal_full(buf)
@@ -307,7 +310,7 @@ class Run:
             times = _args.column_arg(times, "times", np.int64)
             if len(times) != len(steps):
                 raise InvalidArgumentError("times", f"has {len(times)} points but steps has {len(steps)}")
-        chunk = self._block_points
+        chunk = self._writer.block_points
         for lo in range(0, len(steps), chunk):
             self._writer.seal_for_batch(buf, steps[lo:lo + chunk], times[lo:lo + chunk], values[lo:lo + chunk])
 
