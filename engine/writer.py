@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +47,8 @@ DEFAULT_BLOCK_POINTS = 8192
 DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
 SEGMENT_ROLL_BYTES = 1 << 30
+ENCODE_THREADS = 2
+PARALLEL_MIN_BLOCKS = 4
 
 
 class SeriesKey(NamedTuple):
@@ -112,6 +115,8 @@ class Writer:
         self._error: BaseException | None = None
         self._closing = False
         self._segment: SegmentWriter | None = None
+        self._local = threading.local()        # one BlockEncoder per encoding thread
+        self._pool: ThreadPoolExecutor | None = None
         self._thread = threading.Thread(target=self._run, name="steplog-flusher", daemon=True)
         self._thread.start()
 
@@ -207,6 +212,8 @@ class Writer:
                 self._closing = True
                 self._cv.notify_all()
             self._thread.join()
+            if self._pool is not None:
+                self._pool.shutdown()
             if self._segment is not None:
                 self._segment.close()
 
@@ -237,7 +244,6 @@ class Writer:
     # -- flusher thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        encoder = BlockEncoder(self.block_points)
         while True:
             batch = self._next_batch()
             if batch is None:
@@ -246,7 +252,7 @@ class Writer:
                 self.seal_all()  # the flush interval passed: make buffered points visible
                 continue
             try:
-                segment, blocks = self._append_blocks(encoder, batch)
+                segment, blocks = self._append_blocks(batch)
                 with self.publish_lock:
                     self.index.write(lambda txn: txn.add_blocks(segment.segment_id, blocks, segment.size))
                     with self._cv:
@@ -268,28 +274,54 @@ class Writer:
                 if self._closing:
                     return None
                 if self._pending and self._error is None:
-                    return list(self._pending)
+                    return self._take_batch()
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return []
                 self._cv.wait(timeout)
 
-    def _append_blocks(self, encoder: BlockEncoder, batch: list[Sealed]) -> tuple[SegmentWriter, list[NewBlock]]:
+    def _take_batch(self) -> list[Sealed]:
+        """The oldest pending items, up to a quarter of the budget, so that logging can
+        refill the queue while they are written."""
+        batch, size = [], 0
+        for item in self._pending:
+            batch.append(item)
+            size += len(item.values) * POINT_BYTES
+            if size >= self.budget_bytes // 4:
+                break
+        return batch
+
+    def _append_blocks(self, batch: list[Sealed]) -> tuple[SegmentWriter, list[NewBlock]]:
         self._resolve_series(batch)
-        segment = self._segment_for_append()
-        parts, blocks, offset = [], [], segment.size
+        chunks = []
         for item in batch:
-            series_id = item.series.series_id
             steps, times, values = columns(item.steps, item.times, item.values)
             for lo in range(0, len(steps), self.block_points):
                 hi = lo + self.block_points
-                data = encoder.encode(series_id, steps[lo:hi], times[lo:hi], values[lo:hi])
-                header = unpack_header(data)
-                blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len]))
-                parts.append(data)
-                offset += len(data)
-        segment.append(b"".join(parts))
+                chunks.append((item.series.series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
+        if len(chunks) >= PARALLEL_MIN_BLOCKS:  # kernels and zstd release the GIL
+            encoded = list(self._encode_pool().map(self._encode, chunks))
+        else:
+            encoded = [self._encode(chunk) for chunk in chunks]
+        segment = self._segment_for_append()
+        blocks, offset = [], segment.size
+        for (series_id, *_), data in zip(chunks, encoded):
+            header = unpack_header(data)
+            blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len]))
+            offset += len(data)
+        segment.append(b"".join(encoded))
         return segment, blocks
+
+    def _encode(self, chunk: tuple) -> bytes:
+        encoder = getattr(self._local, "encoder", None)
+        if encoder is None:
+            encoder = self._local.encoder = BlockEncoder(self.block_points)
+        return encoder.encode(*chunk)
+
+    def _encode_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="steplog-encode")
+        return self._pool
 
     def _resolve_series(self, batch: list[Sealed]) -> None:
         new = {item.series.key: item.series for item in batch if item.series.series_id is None}
