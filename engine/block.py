@@ -107,10 +107,14 @@ class BlockDecoder:
         self._kernels = kernels
         self._zstd = zstandard.ZstdDecompressor()
 
-    def decode_into(self, block, path: str, offset: int, steps, times, values) -> BlockHeader:
+    def decode_into(self, block, path: str, offset: int, steps, times, values,
+                    expected_header: bytes | None = None) -> BlockHeader:
         """Check the block at ``block`` (bytes of exactly one block) and decode its points
-        into the given arrays, which must have room for ``header.count`` points."""
+        into the given arrays, which must have room for ``header.count`` points.
+        ``expected_header`` is the index's copy of the header, compared byte for byte."""
         header = unpack_header(block, path, offset)
+        if expected_header is not None and block[:HEADER_SIZE] != expected_header:
+            raise CorruptionError(path, offset, "block header differs from its index entry")
         if len(block) != header.length:
             raise CorruptionError(path, offset, "block length does not match its header")
         view = memoryview(block)

@@ -10,6 +10,7 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     blocks       series_id u64 BE | first_step biased u64 BE | block_seq u64 BE
                                      -> segment_id u64 LE | offset u64 LE | block header (112 bytes)
     segments     segment_id u64 BE   -> committed_end u64 LE | pid u32 LE | created_ns i64 LE
+    heartbeats   run_id (16 bytes)   -> pid u32 LE | host u64 LE | time_ns i64 LE
 
 User names are hashed into keys (LMDB keys stop at 511 bytes); the names themselves
 live in values. Write transactions belong to one thread; the environment is reopened,
@@ -18,9 +19,11 @@ never reused, after ``fork()``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import socket
 import struct
 import threading
 from typing import Callable, Iterator, NamedTuple
@@ -32,8 +35,9 @@ from .errors import CorruptionError, FormatVersionError, StorageFullError
 
 FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 1 << 30
+_FULL_MESSAGES = (os.strerror(errno.ENOSPC), os.strerror(errno.EFBIG), os.strerror(errno.EDQUOT))
 MAX_READERS = 1024
-TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments")
+TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats")
 
 U64 = struct.Struct("<Q")
 BE_U64 = struct.Struct(">Q")
@@ -41,8 +45,10 @@ BLOCK_KEY = struct.Struct(">QQQ")               # series_id, first_step ^ 2**63,
 BLOCK_LOCATION = struct.Struct("<QQ")           # segment_id, offset
 SERIES_INFO = struct.Struct("<QQqq")            # point count, max step span of a block, step_min, step_max
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
+HEARTBEAT = struct.Struct("<IQq")               # pid, host hash, time_ns
 STEP_BIAS = 1 << 63
 KIND_SCALAR_SERIES = 1
+HOST_ID = int.from_bytes(hashlib.blake2b(socket.gethostname().encode(), digest_size=8).digest(), "little")
 
 
 def name_hash(*parts: str) -> bytes:
@@ -65,6 +71,7 @@ class BlockRef(NamedTuple):
     segment_id: int
     offset: int
     header: BlockHeader
+    header_bytes: bytes   # verbatim; must equal the header in the segment
 
 
 class SeriesInfo(NamedTuple):
@@ -72,6 +79,18 @@ class SeriesInfo(NamedTuple):
     max_span: int
     step_min: int
     step_max: int
+
+
+class Heartbeat(NamedTuple):
+    """Proof of life of the process writing a run, renewed by its flusher."""
+
+    pid: int
+    host: int
+    time_ns: int
+
+    @classmethod
+    def now(cls) -> "Heartbeat":
+        return cls(os.getpid(), HOST_ID, _now_ns())
 
 
 class NewBlock(NamedTuple):
@@ -104,6 +123,7 @@ class Index:
                              map_async=self._writemap, readahead=False,
                              max_readers=MAX_READERS, lock=True)
         self._db = {name: self.env.open_db(name.encode()) for name in TABLES}
+        self.env.reader_check()  # free reader slots of dead processes
         self._check_format()
 
     def _env(self) -> lmdb.Environment:
@@ -143,8 +163,10 @@ class Index:
                     env.set_mapsize(self._map_size)
                 except lmdb.MapResizedError:
                     env.set_mapsize(0)
-                except lmdb.DiskError as exc:
-                    raise StorageFullError(28, f"index write failed: {exc}") from exc
+                except lmdb.Error as exc:
+                    if any(text in str(exc) for text in _FULL_MESSAGES):
+                        raise StorageFullError(errno.ENOSPC, f"index write failed: {exc}") from exc
+                    raise
 
     def read(self) -> "IndexTxn":
         """A read transaction as a context manager: ``with index.read() as txn``."""
@@ -286,6 +308,13 @@ class IndexTxn:
         self.txn.put(BE_U64.pack(segment_id), SEGMENT_INFO.pack(committed_end, os.getpid(), created),
                      db=self._db["segments"])
 
+    # heartbeats of running runs
+    def put_heartbeat(self, run_id: bytes, beat: "Heartbeat") -> None:
+        self.txn.put(run_id, HEARTBEAT.pack(*beat), db=self._db["heartbeats"])
+
+    def heartbeats(self) -> dict[bytes, "Heartbeat"]:
+        return {bytes(k): Heartbeat._make(HEARTBEAT.unpack(v)) for k, v in self.txn.cursor(db=self._db["heartbeats"])}
+
     def segments(self) -> Iterator[tuple[int, int]]:
         """(segment_id, committed_end) of every segment."""
         for key, raw in self.txn.cursor(db=self._db["segments"]):
@@ -299,7 +328,7 @@ def _block_ref(seq: int, value: bytes) -> BlockRef:
         header = unpack_header(header_bytes)
     except CorruptionError as exc:
         raise CorruptionError("index", offset, f"index entry of block {seq}: {exc.reason}") from None
-    return BlockRef(seq, segment_id, offset, header)
+    return BlockRef(seq, segment_id, offset, header, header_bytes)
 
 
 def _dumps(record: dict) -> bytes:

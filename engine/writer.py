@@ -35,8 +35,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .block import BlockEncoder, unpack_header
-from .errors import ClosedError
-from .index import Index, IndexTxn, NewBlock
+from .errors import ClosedError, StepLogError
+from .index import Heartbeat, Index, IndexTxn, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentWriter
 
@@ -47,6 +47,7 @@ DEFAULT_BLOCK_POINTS = 8192
 DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
 SEGMENT_ROLL_BYTES = 1 << 30
+HEARTBEAT_SECONDS = 10.0
 ENCODE_THREADS = 2
 PARALLEL_MIN_BLOCKS = 4
 
@@ -115,6 +116,9 @@ class Writer:
         self._error: BaseException | None = None
         self._closing = False
         self._segment: SegmentWriter | None = None
+        self.live_runs: set[bytes] = set()     # runs whose heartbeat this writer renews
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        self._next_seal = time.monotonic() + (flush_interval or float("inf"))
         self._local = threading.local()        # one BlockEncoder per encoding thread
         self._pool: ThreadPoolExecutor | None = None
         self._thread = threading.Thread(target=self._run, name="steplog-flusher", daemon=True)
@@ -248,35 +252,50 @@ class Writer:
             batch = self._next_batch()
             if batch is None:
                 return
-            if not batch:
-                self.seal_all()  # the flush interval passed: make buffered points visible
-                continue
+            if batch:
+                self._write_batch(batch)
+            self._on_timer()
+
+    def _write_batch(self, batch: list[Sealed]) -> None:
+        try:
+            segment, blocks = self._append_blocks(batch)
+            with self.publish_lock:
+                self.index.write(lambda txn: txn.add_blocks(segment.segment_id, blocks, segment.size))
+                with self._cv:
+                    for _ in batch:
+                        self._pending.popleft()
+                    self._pending_bytes -= sum(len(s.values) for s in batch) * POINT_BYTES
+                    self._done_ticket = batch[-1].ticket
+                    self._cv.notify_all()
+        except BaseException as exc:  # raised again in the thread that waits in flush()
+            with self._cv:
+                self._error = exc
+                self._cv.notify_all()
+
+    def _on_timer(self) -> None:
+        if time.monotonic() >= self._next_seal:
+            self._next_seal = time.monotonic() + self.flush_interval
+            self.seal_all()  # make buffered points visible to other processes
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+            runs, beat = list(self.live_runs), Heartbeat.now()
             try:
-                segment, blocks = self._append_blocks(batch)
-                with self.publish_lock:
-                    self.index.write(lambda txn: txn.add_blocks(segment.segment_id, blocks, segment.size))
-                    with self._cv:
-                        for _ in batch:
-                            self._pending.popleft()
-                        self._pending_bytes -= sum(len(s.steps) for s in batch) * POINT_BYTES
-                        self._done_ticket = batch[-1].ticket
-                        self._cv.notify_all()
-            except BaseException as exc:  # raised again in the thread that waits in flush()
+                self.index.write(lambda txn: [txn.put_heartbeat(run_id, beat) for run_id in runs])
+            except (StepLogError, OSError) as exc:
                 with self._cv:
                     self._error = exc
-                    self._cv.notify_all()
 
     def _next_batch(self) -> list[Sealed] | None:
-        """Pending items to write; [] when the flush interval passed; None to stop."""
-        deadline = None if self.flush_interval is None else time.monotonic() + self.flush_interval
+        """Pending items to write; [] when a timer is due; None to stop."""
+        deadline = min(self._next_seal, self._next_heartbeat)
         with self._cv:
             while True:
                 if self._closing:
                     return None
                 if self._pending and self._error is None:
                     return self._take_batch()
-                timeout = None if deadline is None else deadline - time.monotonic()
-                if timeout is not None and timeout <= 0:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
                     return []
                 self._cv.wait(timeout)
 

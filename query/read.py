@@ -75,7 +75,7 @@ def decode_blocks(segments: SegmentReader, path_of, refs: list[BlockRef], start:
         lo, hi = positions[i], positions[i + 1]
         data = segments.read(ref.segment_id, ref.offset, ref.header.length)
         _decoder().decode_into(data, path_of(ref.segment_id), ref.offset,
-                               out.steps[lo:hi], out.times[lo:hi], out.values[lo:hi])
+                               out.steps[lo:hi], out.times[lo:hi], out.values[lo:hi], ref.header_bytes)
         return i
 
     if len(refs) >= PARALLEL_MIN_BLOCKS:

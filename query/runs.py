@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pyarrow as pa
 
+from ..engine.index import HOST_ID
+
+STALE_HEARTBEAT_NS = 60 * 10**9   # six missed heartbeats (engine.writer.HEARTBEAT_SECONDS)
 RUN_TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 RUN_COLUMNS = [("id", pa.string()), ("experiment", pa.string()), ("name", pa.string()),
                ("parent", pa.string()), ("status", pa.string()), ("start_time", RUN_TIME_TYPE),
                ("end_time", RUN_TIME_TYPE)]
+
+
+def writer_is_dead(beat) -> bool:
+    if beat is None:
+        return True
+    if time.time_ns() - beat.time_ns > STALE_HEARTBEAT_NS:
+        return True
+    if beat.host == HOST_ID and beat.pid != os.getpid():
+        try:
+            os.kill(beat.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return False
 
 
 def flatten(mapping: dict, prefix: str) -> dict:
@@ -35,8 +55,13 @@ def _column(values: list) -> pa.Array:
     return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
 
 
-def runs_table(records: list[dict]) -> pa.Table:
+def runs_table(records: list[dict], heartbeats: dict) -> pa.Table:
+    """heartbeats: run_id bytes -> Heartbeat. A running run whose writer stopped beating
+    (or, on this host, whose process is gone) is shown as "crashed"."""
     records = sorted(records, key=lambda r: (r["start_time"], r["id"]))
+    for record in records:
+        if record["status"] == "running" and writer_is_dead(heartbeats.get(bytes.fromhex(record["id"]))):
+            record["status"] = "crashed"
     for record in records:  # stored in ns; microseconds convert to Python datetimes
         for field in ("start_time", "end_time"):
             record[field] = None if record[field] is None else record[field] // 1000

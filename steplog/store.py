@@ -6,18 +6,20 @@ Store belongs to the process that opened it; a child process opens the store aga
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import threading
 import time as _time
+import weakref
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 
 from . import _args
-from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError
-from .engine.index import Index
+from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, StepLogError
+from .engine.index import Heartbeat, Index
 from .engine.layout import StoreLayout
 from .engine.recovery import cut_torn_tails
 from .engine.segment import SegmentReader
@@ -30,6 +32,18 @@ DURABILITY = ("fsync", "commit", "none")
 RUN_STATUSES = ("running", "finished", "failed", "killed")
 INT64_MIN, INT64_MAX = _args.INT64_MIN, _args.INT64_MAX
 _time_ns = _time.time_ns
+_FLOAT_ONLY = frozenset([float])
+_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """A store left open at interpreter exit is flushed, as users of other trackers expect."""
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except StepLogError:
+            pass  # nothing more can be done at exit; the next open cuts any torn tail
 
 
 def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: int = DEFAULT_BUDGET_BYTES,
@@ -72,6 +86,8 @@ class Store:
         self._writer = writer
         self._segments = SegmentReader(layout.segment_path)
         self._closed = False
+        self._pid = os.getpid()
+        _open_stores.add(self)
 
     def __enter__(self) -> "Store":
         return self
@@ -105,8 +121,10 @@ class Store:
             txn.put_run(run_id, {"id": run_id.hex(), "experiment": experiment, "name": name or run_id.hex()[:8],
                                  "parent": parent_id.hex() if parent_id else None, "status": "running",
                                  "start_time": now, "end_time": None, "params": params, "tags": tags})
+            txn.put_heartbeat(run_id, Heartbeat.now())
 
         self._index.write(create)
+        self._writer.live_runs.add(run_id)
         return Run(self, run_id)
 
     def run(self, run_id: str) -> "Run":
@@ -120,15 +138,17 @@ class Store:
                 raise NotFoundError(f"run_id: no run {run_id}")
             record.update(status="running", end_time=None)
             txn.put_run(key, record)
+            txn.put_heartbeat(key, Heartbeat.now())
 
         self._index.write(resume)
+        self._writer.live_runs.add(key)
         return Run(self, key)
 
     def runs(self) -> pa.Table:
         """One row per run: id, experiment, name, parent, status, times, params.*, tags.*."""
         self._check_open()
         with self._index.read() as txn:
-            return runs_table(list(txn.runs()))
+            return runs_table(list(txn.runs()), txn.heartbeats())
 
     def metrics(self, run_id: str) -> pa.Table:
         """The series of a run: metric, context, count, step_min, step_max (flushed points)."""
@@ -172,9 +192,14 @@ class Store:
         self._writer.flush()
 
     def close(self) -> None:
+        """Flush and release the store. In a child process after fork() this only
+        forgets it: the parent still owns its files and threads."""
         if self._closed:
             return
         self._closed = True
+        _open_stores.discard(self)
+        if self._pid != os.getpid():
+            return
         try:
             self._writer.close()
         finally:
@@ -184,6 +209,8 @@ class Store:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the store is closed")
+        if self._pid != os.getpid():
+            raise ClosedError("this store was opened before fork(); call steplog.open() again in the child process")
 
     @staticmethod
     def _run_id_arg(run_id, argument: str) -> bytes:
@@ -272,10 +299,9 @@ class Run:
         bufs = series.get(group)  # the buffers of a dict's keys, looked up once per key set
         if bufs is None:
             bufs = series[group] = [self._open_series(name, context) for name in names]
-        values = list(metrics.values())
-        for i, value in enumerate(values):
-            if type(value) is not float:  # check all before appending any: no partial point
-                values[i] = _args.value_arg(value, f"value of {names[i]!r}")
+        values = metrics.values()
+        if not _FLOAT_ONLY.issuperset(map(type, values)):  # check all before appending any
+            values = [_args.value_arg(v, f"value of {n!r}") for n, v in zip(names, values)]
         now = _time_ns()
         seal_at = self._writer.seal_at
         full = []
@@ -367,6 +393,7 @@ class Run:
             txn.put_run(self._key, record)
 
         self._store._index.write(finish)
+        self._writer.live_runs.discard(self._key)
 
 
 def _context_items(context) -> tuple:
