@@ -5,12 +5,13 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     meta         ascii name          -> u64 LE                  format version, counters
     experiments  hash16(name)        -> JSON experiment record
     runs         run_id (16 bytes)   -> JSON run record
-    series       run_id | hash16(name, context) -> series_id u64 LE | kind u8 | JSON {name, context}
+    series       run_id | hash16(name, context) -> series_id u64 LE | kind u8 | rollup_shift u8 | JSON {name, context}
     series_info  series_id u64 BE    -> SERIES_INFO struct (stats kept by every flush)
     blocks       series_id u64 BE | first_step biased u64 BE | block_seq u64 BE
                                      -> segment_id u64 LE | offset u64 LE | block header (112 bytes)
     segments     segment_id u64 BE   -> committed_end u64 LE | pid u32 LE | created_ns i64 LE
     heartbeats   run_id (16 bytes)   -> pid u32 LE | host u64 LE | time_ns i64 LE
+    rollups      series_id u64 BE | level u8 | page_no biased u64 BE -> rollup page (engine/rollup.py)
 
 User names are hashed into keys (LMDB keys stop at 511 bytes); the names themselves
 live in values. Write transactions belong to one thread; the environment is reopened,
@@ -37,11 +38,13 @@ FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 1 << 30
 _FULL_MESSAGES = (os.strerror(errno.ENOSPC), os.strerror(errno.EFBIG), os.strerror(errno.EDQUOT))
 MAX_READERS = 1024
-TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats")
+TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups")
 
 U64 = struct.Struct("<Q")
 BE_U64 = struct.Struct(">Q")
 BLOCK_KEY = struct.Struct(">QQQ")               # series_id, first_step ^ 2**63, block_seq
+ROLLUP_KEY = struct.Struct(">QBQ")              # series_id, level, page_no ^ 2**63
+SERIES_HEAD = struct.Struct("<QBB")             # series_id, kind, rollup_shift
 BLOCK_LOCATION = struct.Struct("<QQ")           # segment_id, offset
 SERIES_INFO = struct.Struct("<QQqq")            # point count, max step span of a block, step_min, step_max
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
@@ -72,6 +75,12 @@ class BlockRef(NamedTuple):
     offset: int
     header: BlockHeader
     header_bytes: bytes   # verbatim; must equal the header in the segment
+
+
+class SeriesEntry(NamedTuple):
+    series_id: int
+    kind: int
+    rollup_shift: int    # level-0 group width of the rollups, log2 of steps
 
 
 class SeriesInfo(NamedTuple):
@@ -224,20 +233,21 @@ class IndexTxn:
             yield json.loads(raw)
 
     # series
-    def get_series(self, run_id: bytes, name: str, context_json: str) -> int | None:
+    def get_series(self, run_id: bytes, name: str, context_json: str) -> "SeriesEntry | None":
         raw = self.txn.get(run_id + name_hash(name, context_json), db=self._db["series"])
-        return U64.unpack_from(raw)[0] if raw else None
+        return SeriesEntry._make(SERIES_HEAD.unpack_from(raw)) if raw else None
 
-    def create_series(self, run_id: bytes, name: str, context_json: str) -> int:
+    def create_series(self, run_id: bytes, name: str, context_json: str, rollup_shift: int) -> "SeriesEntry":
+        """The series' entry, created if missing (then with ``rollup_shift``)."""
         key = run_id + name_hash(name, context_json)
         raw = self.txn.get(key, db=self._db["series"])
         if raw:
-            return U64.unpack_from(raw)[0]
-        series_id = self.next_ids(b"next_series")
+            return SeriesEntry._make(SERIES_HEAD.unpack_from(raw))
+        entry = SeriesEntry(self.next_ids(b"next_series"), KIND_SCALAR_SERIES, rollup_shift)
         body = json.dumps({"name": name, "context": context_json}).encode()
-        self.txn.put(key, U64.pack(series_id) + bytes([KIND_SCALAR_SERIES]) + body, db=self._db["series"])
-        self.txn.put(BE_U64.pack(series_id), SERIES_INFO.pack(0, 0, 0, 0), db=self._db["series_info"])
-        return series_id
+        self.txn.put(key, SERIES_HEAD.pack(*entry) + body, db=self._db["series"])
+        self.txn.put(BE_U64.pack(entry.series_id), SERIES_INFO.pack(0, 0, 0, 0), db=self._db["series_info"])
+        return entry
 
     def run_series(self, run_id: bytes) -> Iterator[tuple[int, str, str]]:
         """(series_id, name, context_json) of every series of a run."""
@@ -247,7 +257,7 @@ class IndexTxn:
         for key, raw in cursor:
             if key[:16] != run_id:
                 break
-            record = json.loads(bytes(raw[9:]))
+            record = json.loads(bytes(raw[SERIES_HEAD.size:]))
             yield U64.unpack_from(raw)[0], record["name"], record["context"]
 
     def series_info(self, series_id: int) -> SeriesInfo:
@@ -300,6 +310,33 @@ class IndexTxn:
     def all_blocks(self) -> Iterator[BlockRef]:
         for key, value in self.txn.cursor(db=self._db["blocks"]):
             yield _block_ref(BLOCK_KEY.unpack(key)[2], value)
+
+    # rollups
+    def merge_rollups(self, series_id: int, level: int, groups) -> None:
+        """Fold ``groups`` (engine.rollup.Groups of one level) into the stored pages."""
+        from .rollup import merge_into_pages
+
+        db = self._db["rollups"]
+
+        def key(page_no: int) -> bytes:
+            return ROLLUP_KEY.pack(series_id, level, (page_no + STEP_BIAS) & 0xFFFFFFFFFFFFFFFF)
+
+        merge_into_pages(groups, lambda page_no: self.txn.get(key(page_no), db=db),
+                         lambda page_no, page: self.txn.put(key(page_no), page, db=db))
+
+    def rollup_pages(self, series_id: int, level: int, page_lo: int, page_hi: int) -> list[tuple[int, bytes]]:
+        """(page_no, page) of the stored pages with page_lo <= page_no < page_hi."""
+        cursor = self.txn.cursor(db=self._db["rollups"])
+        found = []
+        if not cursor.set_range(ROLLUP_KEY.pack(series_id, level, (page_lo + STEP_BIAS) & 0xFFFFFFFFFFFFFFFF)):
+            return found
+        for key, value in cursor:
+            sid, lvl, biased = ROLLUP_KEY.unpack(key)
+            page_no = biased - STEP_BIAS
+            if sid != series_id or lvl != level or page_no >= page_hi:
+                break
+            found.append((page_no, bytes(value)))
+        return found
 
     # segments
     def put_segment(self, segment_id: int, committed_end: int) -> None:

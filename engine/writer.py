@@ -78,11 +78,12 @@ class SeriesBuffer:
 class SeriesRef:
     """The index id of a series, resolved by the flusher on its first block."""
 
-    __slots__ = ("key", "series_id")
+    __slots__ = ("key", "series_id", "rollup_shift")
 
     def __init__(self, key: SeriesKey):
         self.key = key
         self.series_id: int | None = None
+        self.rollup_shift = 0
 
 
 class Sealed(NamedTuple):
@@ -234,6 +235,10 @@ class Writer:
 
     # -- reading side ------------------------------------------------------------------
 
+    def series_keys(self) -> list[SeriesKey]:
+        with self.seal_lock:
+            return list(self._series)
+
     def unflushed(self, key: SeriesKey) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Points of ``key`` not yet indexed, in write order. Caller holds ``publish_lock``."""
         with self.seal_lock:
@@ -258,9 +263,19 @@ class Writer:
 
     def _write_batch(self, batch: list[Sealed]) -> None:
         try:
-            segment, blocks = self._append_blocks(batch)
+            cols = [columns(item.steps, item.times, item.values) for item in batch]
+            self._resolve_series(batch, cols)
+            segment, blocks = self._append_blocks(batch, cols)
+            rollups = self._rollups(batch, cols)
+
+            def commit(txn: IndexTxn) -> None:
+                txn.add_blocks(segment.segment_id, blocks, segment.size)
+                for series_id, levels in rollups:
+                    for level, groups in enumerate(levels):
+                        txn.merge_rollups(series_id, level, groups)
+
             with self.publish_lock:
-                self.index.write(lambda txn: txn.add_blocks(segment.segment_id, blocks, segment.size))
+                self.index.write(commit)
                 with self._cv:
                     for _ in batch:
                         self._pending.popleft()
@@ -310,11 +325,9 @@ class Writer:
                 break
         return batch
 
-    def _append_blocks(self, batch: list[Sealed]) -> tuple[SegmentWriter, list[NewBlock]]:
-        self._resolve_series(batch)
+    def _append_blocks(self, batch: list[Sealed], cols: list) -> tuple[SegmentWriter, list[NewBlock]]:
         chunks = []
-        for item in batch:
-            steps, times, values = columns(item.steps, item.times, item.values)
+        for item, (steps, times, values) in zip(batch, cols):
             for lo in range(0, len(steps), self.block_points):
                 hi = lo + self.block_points
                 chunks.append((item.series.series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
@@ -331,6 +344,24 @@ class Writer:
         segment.append(b"".join(encoded))
         return segment, blocks
 
+    @staticmethod
+    def _rollups(batch: list[Sealed], cols: list) -> list[tuple[int, list]]:
+        """(series_id, groups of every level) for each series of the batch."""
+        from .rollup import LEVEL_BITS, LEVELS, coarsen, group_points
+
+        by_series: dict[int, list[int]] = {}
+        for i, item in enumerate(batch):
+            by_series.setdefault(item.series.series_id, []).append(i)
+        result = []
+        for series_id, items in by_series.items():
+            steps = np.concatenate([cols[i][0] for i in items]) if len(items) > 1 else cols[items[0]][0]
+            values = np.concatenate([cols[i][2] for i in items]) if len(items) > 1 else cols[items[0]][2]
+            levels = [group_points(steps, values, batch[items[0]].series.rollup_shift)]
+            for _ in range(1, LEVELS):
+                levels.append(coarsen(levels[-1], LEVEL_BITS))
+            result.append((series_id, levels))
+        return result
+
     def _encode(self, chunk: tuple) -> bytes:
         encoder = getattr(self._local, "encoder", None)
         if encoder is None:
@@ -342,16 +373,23 @@ class Writer:
             self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="steplog-encode")
         return self._pool
 
-    def _resolve_series(self, batch: list[Sealed]) -> None:
-        new = {item.series.key: item.series for item in batch if item.series.series_id is None}
+    def _resolve_series(self, batch: list[Sealed], cols: list) -> None:
+        from .rollup import base_shift
+
+        new = {}
+        for item, (steps, _, _) in zip(batch, cols):
+            if item.series.series_id is None and item.series.key not in new:
+                new[item.series.key] = (item.series, base_shift(steps))
         if not new:
             return
 
         def create(txn: IndexTxn) -> dict:
-            return {key: txn.create_series(key.run_id, key.name, key.context) for key in new}
+            return {key: txn.create_series(key.run_id, key.name, key.context, shift)
+                    for key, (_, shift) in new.items()}
 
-        for key, series_id in self.index.write(create).items():
-            new[key].series_id = series_id
+        for key, entry in self.index.write(create).items():
+            series = new[key][0]
+            series.series_id, series.rollup_shift = entry.series_id, entry.rollup_shift
 
     def _segment_for_append(self) -> SegmentWriter:
         if self._segment is not None and self._segment.size < SEGMENT_ROLL_BYTES:

@@ -60,8 +60,8 @@ class Sizes(NamedTuple):
     import_repeats: int    # `python -c "import steplog"` repetitions
 
 
-FULL = Sizes(1_000_000, 300_000, 10_000_000, 10_000_000, 3, 201, 7)
-QUICK = Sizes(100_000, 30_000, 1_000_000, 1_000_000, 2, 51, 3)
+FULL = Sizes(1_000_000, 300_000, 10_000_000, 10_000_000, 5, 201, 7)
+QUICK = Sizes(100_000, 30_000, 1_000_000, 1_000_000, 3, 51, 3)
 
 
 class Figure(NamedTuple):
@@ -149,12 +149,14 @@ def log_loop(run, values: list) -> None:
 
 
 def log_dict_loop(run, rows: list) -> None:
+    """One run.log(dict) per step (dicts built beforehand), then flush."""
     for step, metrics in enumerate(rows):
         run.log(metrics, step=step)
     run.flush()
 
 
-def log_batch(run, steps, times, values) -> None:
+def log_batch(run, steps, values, times) -> None:
+    """One log_batch of the whole series, then flush: done when indexed."""
     run.log_batch("loss", steps, values, times)
     run.flush()
 
@@ -189,7 +191,7 @@ def bench_log_dict(sizes: Sizes) -> float:
 
 def bench_log_batch(sizes: Sizes) -> float:
     steps, times, values = standard_curve(sizes.batch_points)
-    return measure_ingest(log_batch, (steps, times, values), sizes.batch_points, sizes.repeats)
+    return measure_ingest(log_batch, (steps, values, times), sizes.batch_points, sizes.repeats)
 
 
 # -- size on disk ----------------------------------------------------------------------------
@@ -198,8 +200,11 @@ def bench_log_batch(sizes: Sizes) -> float:
 def bytes_per_point(steps, values, times=None) -> float:
     """Bytes on disk per point of one series written with log_batch, after close."""
     with temp_dir() as path:
-        write_series(path, steps, values, times)
-        return store_bytes(path) / len(steps)
+        run_id = write_series(path, steps, values, times)
+        size = store_bytes(path)
+        with steplog.open(path) as store:
+            check_points(store.read(run_id, "loss"), steps, values, times)
+        return size / len(steps)
 
 
 def bench_bytes_standard(sizes: Sizes) -> float:
@@ -223,7 +228,7 @@ def bench_reads(sizes: Sizes) -> tuple[float, float]:
         run_id = write_series(path, steps, values, times)
         with steplog.open(path) as store:
             check_points(store.read(run_id, "loss"), steps, values, times)
-            full = median_time(lambda: store.read(run_id, "loss"), sizes.repeats + 2)
+            full = median_time(lambda: store.read(run_id, "loss"), sizes.repeats)
             lo = n // 2
             middle = store.read(run_id, "loss", start=lo, stop=lo + 1000)
             check_points(middle, steps[lo:lo + 1000], values[lo:lo + 1000], times[lo:lo + 1000])
@@ -266,23 +271,38 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 1000 else f"{x:.3g}"
 
 
+def ingest_figures(sizes: Sizes) -> list[Figure]:
+    return [
+        Figure('run.log("loss", v, step=i) loop, flush included', bench_log(sizes), 1_000_000, "points/s", True),
+        Figure(f"run.log({{{METRICS_PER_DICT} metrics}}, step=i) loop, flush included", bench_log_dict(sizes),
+               3_000_000, "points/s", True),
+        Figure(f"run.log_batch of {sizes.batch_points:,} points, until indexed", bench_log_batch(sizes),
+               20_000_000, "points/s", True),
+    ]
+
+
+def size_figures(sizes: Sizes) -> list[Figure]:
+    return [
+        Figure("bytes per point, standard curve (index included)", bench_bytes_standard(sizes), 5.5, "bytes", False),
+        Figure("bytes per point, constant learning rate", bench_bytes_constant(sizes), 0.1, "bytes", False),
+    ]
+
+
+def read_figures(sizes: Sizes) -> list[Figure]:
+    full, ranged = bench_reads(sizes)
+    return [
+        Figure(f"full read of {sizes.read_points:,} points into Arrow", full, 40_000_000, "points/s", True),
+        Figure(f"range read of 1,000 points from the middle of {sizes.read_points:,}", ranged, 1.0, "ms", False),
+    ]
+
+
 def run_bench(quick: bool = False) -> int:
     sizes = QUICK if quick else FULL
     print(f"steplog bench{' --quick' if quick else ''}: {machine()}")
+    if quick:
+        print("quick: sizes 10x smaller than the targets assume; the index's fixed pages weigh more per point")
     warm_up()
-    full_read, range_read_ms = bench_reads(sizes)
-    figures = [
-        Figure('run.log("loss", v, step=i) loop, flush included', bench_log(sizes), 1_000_000, "points/s", True),
-        Figure(f"run.log({{{METRICS_PER_DICT} metrics}}, step=i) loop", bench_log_dict(sizes), 3_000_000,
-               "points/s", True),
-        Figure(f"run.log_batch of {sizes.batch_points:,} points, until indexed", bench_log_batch(sizes),
-               20_000_000, "points/s", True),
-        Figure("bytes per point, standard curve (index included)", bench_bytes_standard(sizes), 5.5,
-               "bytes", False),
-        Figure("bytes per point, constant learning rate", bench_bytes_constant(sizes), 0.1, "bytes", False),
-        Figure(f"full read of {sizes.read_points:,} points into Arrow", full_read, 40_000_000, "points/s", True),
-        Figure("range read of 1,000 points from the middle", range_read_ms, 1.0, "ms", False),
-        Figure('python -c "import steplog"', import_seconds(sizes.import_repeats), 0.5, "s", False),
-    ]
+    figures = [*ingest_figures(sizes), *size_figures(sizes), *read_figures(sizes),
+               Figure('python -c "import steplog"', import_seconds(sizes.import_repeats), 0.5, "s", False)]
     print_table(figures)
     return 0

@@ -7,6 +7,7 @@ Store belongs to the process that opened it; a child process opens the store aga
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import secrets
 import threading
@@ -26,6 +27,8 @@ from .engine.segment import SegmentReader
 from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL,
                             SeriesBuffer, SeriesKey, Writer)
 from .query import read as _read
+from .query.downsample import empty_table as empty_bucket_table
+from .query.reader import X_AXES, SeriesReader
 from .query.runs import runs_table, series_table
 
 DURABILITY = ("fsync", "commit", "none")
@@ -161,28 +164,77 @@ class Store:
     # -- reads -------------------------------------------------------------------------
 
     def read(self, run_id: str, name: str, context: dict | None = None, start: int | None = None,
-             stop: int | None = None) -> pa.Table:
-        """Points of one series with start <= step < stop: a table of step, time, value,
-        sorted by step (ties in write order). Includes points not yet flushed."""
+             stop: int | None = None, buckets: int | None = None, method: str = "minmax",
+             x: str = "step") -> pa.Table:
+        """One series, start <= step < stop, including points not yet flushed.
+
+        Without ``buckets``: every point, a table of step, time, value sorted by step (ties
+        in write order). With ``buckets=N`` and method "minmax": at most N rows of
+        ``{x}_start``, ``{x}_end`` (end exclusive), count, nan_count, min, max, mean, first,
+        first_step, last, last_step, exact over the raw points (empty buckets left out);
+        x is "step" (from rollups), "time" or "relative" (time since the run started; both
+        decode the range). With method "lttb": N raw points chosen by
+        Largest-Triangle-Three-Buckets, first and last always kept.
+        """
         self._check_open()
         key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.name_arg(name, "name"),
                         _args.context_arg(context))
-        start = None if start is None else _args.step_arg(start, "start")
-        stop = None if stop is None else _args.step_arg(stop, "stop")
-        return self._read_points(key, start, stop).to_arrow()
+        start, stop, buckets, method, x = _range_args(start, stop, buckets, method, x)
+        with self._snapshot([key]) as (txn, readers):
+            run = txn.get_run(key.run_id)
+            if run is None:
+                raise NotFoundError(f"run_id: no run {run_id}")
+            return _read_one(readers[key], run, start, stop, buckets, method, x)
 
-    def _read_points(self, key: SeriesKey, start: int | None, stop: int | None) -> _read.Points:
+    def read_many(self, runs: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
+                  experiment: str | None = None, start: int | None = None, stop: int | None = None,
+                  buckets: int | None = None, method: str = "minmax", x: str = "step") -> pa.Table:
+        """Several series in one long table: run_id, metric, context, then the columns of
+        ``read`` with the same arguments. runs: run ids (default all, or all of
+        ``experiment``); metrics: names (default all); every context of each is included."""
+        self._check_open()
+        run_keys = None if runs is None else [self._run_id_arg(r, "runs") for r in _list_arg(runs, "runs")]
+        names = None if metrics is None else {_args.name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")}
+        experiment = _args.optional_name_arg(experiment, "experiment")
+        start, stop, buckets, method, x = _range_args(start, stop, buckets, method, x)
+        with self._index.read() as txn:
+            records = [txn.get_run(k) for k in run_keys] if run_keys is not None else list(txn.runs())
+            if any(r is None for r in records):
+                raise NotFoundError("runs: " + ", ".join(r for r, rec in zip(runs, records) if rec is None))
+            records = [r for r in records if experiment is None or r["experiment"] == experiment]
+            keys = [SeriesKey(bytes.fromhex(r["id"]), name, context) for r in records
+                    for _, name, context in txn.run_series(bytes.fromhex(r["id"]))
+                    if names is None or name in names]
+        keys += [k for k in self._writer.series_keys() if k not in set(keys)
+                 and k.run_id in {bytes.fromhex(r["id"]) for r in records} and (names is None or k.name in names)]
+        by_run = {bytes.fromhex(r["id"]): r for r in records}
+        tables = []
+        with self._snapshot(keys) as (_, readers):
+            for key in keys:
+                table = _read_one(readers[key], by_run[key.run_id], start, stop, buckets, method, x)
+                n = table.num_rows
+                labels = [pa.array([key.run_id.hex()] * n, pa.string()), pa.array([key.name] * n, pa.string()),
+                          pa.array([key.context or None] * n, pa.string())]
+                tables.append(pa.Table.from_arrays(labels + table.columns,
+                                                   names=["run_id", "metric", "context"] + table.column_names))
+        if not tables:
+            empty = _read_one(None, None, start, stop, buckets, method, x)
+            return pa.Table.from_arrays([pa.array([], pa.string())] * 3 + empty.columns,
+                                        names=["run_id", "metric", "context"] + empty.column_names)
+        return pa.concat_tables(tables)
+
+    @contextlib.contextmanager
+    def _snapshot(self, keys: list[SeriesKey]):
+        """One index read transaction and the unflushed points of ``keys``, taken together."""
         with self._writer.publish_lock:
             txn = self._index.read()
-            unflushed = self._writer.unflushed(key)
+            unflushed = {key: self._writer.unflushed(key) for key in keys}
         with txn:
-            if txn.get_run(key.run_id) is None:
-                raise NotFoundError(f"run_id: no run {key.run_id.hex()}")
-            series_id = txn.get_series(key.run_id, key.name, key.context)
-            refs = [] if series_id is None else txn.blocks_overlapping(series_id, start, stop)
-            stored = _read.decode_blocks(self._segments, self._layout.segment_path, refs, start, stop)
-        recent = [_read.select_range(_read.Points(*chunk), start, stop) for chunk in unflushed]
-        return _read.sort_by_step(_read.concat([stored, *recent]))
+            readers = {key: SeriesReader(txn, self._segments, self._layout.segment_path,
+                                         txn.get_series(key.run_id, key.name, key.context),
+                                         [_read.Points(*chunk) for chunk in unflushed[key]])
+                       for key in keys}
+            yield txn, readers
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -344,8 +396,8 @@ class Run:
         name = _args.name_arg(name, "name")
         key = SeriesKey(self._key, name, _args.context_arg(context))
         with self._store._index.read() as txn:
-            series_id = txn.get_series(key.run_id, key.name, key.context)
-            last_step = txn.series_info(series_id).step_max if series_id is not None else -1
+            entry = txn.get_series(key.run_id, key.name, key.context)
+            last_step = txn.series_info(entry.series_id).step_max if entry is not None else -1
         buf = self._writer.buffer(key, last_step)
         try:
             series = self._local.series
@@ -394,6 +446,44 @@ class Run:
 
         self._store._index.write(finish)
         self._writer.live_runs.discard(self._key)
+
+
+def _range_args(start, stop, buckets, method, x) -> tuple:
+    start = None if start is None else _args.step_arg(start, "start")
+    stop = None if stop is None else _args.step_arg(stop, "stop")
+    if buckets is not None:
+        if isinstance(buckets, bool) or not isinstance(buckets, (int, np.integer)):
+            raise _args.InvalidTypeError("buckets", f"must be an int, got {type(buckets).__name__}")
+        if buckets < 1:
+            raise InvalidArgumentError("buckets", f"must be at least 1, got {buckets}")
+        buckets = int(buckets)
+    if method not in ("minmax", "lttb"):
+        raise InvalidArgumentError("method", f"must be 'minmax' or 'lttb', got {method!r}")
+    if x not in X_AXES:
+        raise InvalidArgumentError("x", f"must be one of {X_AXES}, got {x!r}")
+    if method == "lttb" and buckets is None:
+        raise InvalidArgumentError("buckets", "method='lttb' needs the number of points to keep")
+    return start, stop, buckets, method, x
+
+
+def _list_arg(values, argument: str) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise _args.InvalidTypeError(argument, f"must be a list, got {type(values).__name__}")
+    return list(values)
+
+
+def _read_one(reader: "SeriesReader | None", run: dict | None, start, stop, buckets, method, x) -> pa.Table:
+    """The table ``Store.read`` returns for one series (reader None: its empty schema)."""
+    run_start = run["start_time"] if run else 0
+    if buckets is None or method == "lttb":
+        if reader is None:
+            return _read.Points.empty().to_arrow()
+        if buckets is None:
+            return reader.points(start, stop).to_arrow()
+        return reader.lttb(start, stop, buckets, x, run_start).to_arrow()
+    if reader is None:
+        return empty_bucket_table(x)
+    return reader.buckets(start, stop, buckets, x, run_start)
 
 
 def _context_items(context) -> tuple:

@@ -1,0 +1,226 @@
+"""Rollups: aggregates over fixed step ranges of a series, kept at ingest at several levels.
+
+Level k of a series splits the step axis into groups of ``1 << shift(k)`` steps, with
+``shift(k) = base_shift + LEVEL_BITS * k``; group ``g`` holds steps
+``[g << shift, (g + 1) << shift)``. ``base_shift`` is fixed when a series is created so
+that a level-0 group holds about ``1 << BASE_POINTS_BITS`` points (it grows with the
+spacing of the steps). Every group keeps count, NaN count, min, max and sum of the
+non-NaN values, and the value and step of the first point (smallest step, earliest
+written on ties) and of the last point (largest step, latest written on ties).
+Aggregates merge exactly, so flushes, processes and out-of-order steps all fold into
+the same groups.
+
+Groups are stored in pages of ``1 << PAGE_BITS`` consecutive groups, one LMDB value a
+page (``index.Index`` table ``rollups``), as 9 little-endian arrays one after another:
+count i64, nan_count i64, min f64, max f64, sum f64, first f64, first_step i64, last f64,
+last_step i64. An empty group has count 0, min +inf, max -inf. Layout in docs/FORMAT.md.
+
+Importing this module imports numba: import it lazily.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+LEVELS = 5
+LEVEL_BITS = 4            # each level's groups are 16 times wider than the level below
+PAGE_BITS = 6             # 64 groups a page
+PAGE_GROUPS = 1 << PAGE_BITS
+BASE_POINTS_BITS = 9      # about 512 points in a level-0 group
+MAX_BASE_SHIFT = 62 - LEVEL_BITS * (LEVELS - 1)
+FIELDS = 9
+PAGE_BYTES = FIELDS * PAGE_GROUPS * 8
+
+
+class Groups(NamedTuple):
+    """Aggregates of groups, one entry per group, ascending group id."""
+
+    gid: np.ndarray
+    count: np.ndarray
+    nan_count: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    sum: np.ndarray
+    first: np.ndarray
+    first_step: np.ndarray
+    last: np.ndarray
+    last_step: np.ndarray
+
+
+def base_shift(steps: np.ndarray) -> int:
+    """Level-0 shift for a new series, from the spacing of its first steps."""
+    distinct = np.unique(steps)
+    stride = int(np.median(np.diff(distinct))) if len(distinct) > 1 else 1
+    stride_bits = max(0, (max(stride, 1) - 1).bit_length())
+    return min(BASE_POINTS_BITS + stride_bits, MAX_BASE_SHIFT)
+
+
+def level_shift(base: int, level: int) -> int:
+    return base + LEVEL_BITS * level
+
+
+@nb.njit(cache=True, nogil=True)
+def _empty(n):
+    return (np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, np.inf), np.full(n, -np.inf),
+            np.zeros(n, np.float64), np.full(n, np.nan), np.zeros(n, np.int64), np.full(n, np.nan),
+            np.zeros(n, np.int64))
+
+
+@nb.njit(cache=True, nogil=True)
+def _fold_point(i, step, v, cnt, nan, mn, mx, sm, first, fstep, last, lstep):
+    if cnt[i] == 0 or step < fstep[i]:
+        first[i] = v
+        fstep[i] = step
+    if cnt[i] == 0 or step >= lstep[i]:
+        last[i] = v
+        lstep[i] = step
+    cnt[i] += 1
+    if np.isnan(v):
+        nan[i] += 1
+    else:
+        sm[i] += v
+        if v < mn[i]:
+            mn[i] = v
+        if v > mx[i]:
+            mx[i] = v
+
+
+@nb.njit(cache=True, nogil=True)
+def fold_points(steps, values, keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep):
+    """Fold point i into slot keys[i] (slots out of range are skipped), in write order."""
+    n_slots = cnt.shape[0]
+    for i in range(steps.shape[0]):
+        k = keys[i]
+        if 0 <= k < n_slots:
+            _fold_point(k, steps[i], values[i], cnt, nan, mn, mx, sm, first, fstep, last, lstep)
+
+
+@nb.njit(cache=True, nogil=True)
+def fold_groups(keys, g_cnt, g_nan, g_mn, g_mx, g_sm, g_first, g_fstep, g_last, g_lstep,
+                cnt, nan, mn, mx, sm, first, fstep, last, lstep):
+    """Merge aggregate j into slot keys[j]; the aggregates being merged in are the later writes."""
+    n_slots = cnt.shape[0]
+    for j in range(keys.shape[0]):
+        i = keys[j]
+        if i < 0 or i >= n_slots or g_cnt[j] == 0:
+            continue
+        if cnt[i] == 0 or g_fstep[j] < fstep[i]:
+            first[i] = g_first[j]
+            fstep[i] = g_fstep[j]
+        if cnt[i] == 0 or g_lstep[j] >= lstep[i]:
+            last[i] = g_last[j]
+            lstep[i] = g_lstep[j]
+        cnt[i] += g_cnt[j]
+        nan[i] += g_nan[j]
+        sm[i] += g_sm[j]
+        if g_mn[j] < mn[i]:
+            mn[i] = g_mn[j]
+        if g_mx[j] > mx[i]:
+            mx[i] = g_mx[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _dense_keys(gids):
+    """Map group ids to 0..u-1 in ascending order; returns (keys, unique ids)."""
+    n = gids.shape[0]
+    ascending = True
+    for i in range(1, n):
+        if gids[i] < gids[i - 1]:
+            ascending = False
+            break
+    if ascending:  # the common case: one linear pass
+        keys = np.empty(n, np.int64)
+        uniq = np.empty(n, np.int64)
+        u = -1
+        for i in range(n):
+            if u < 0 or gids[i] != uniq[u]:
+                u += 1
+                uniq[u] = gids[i]
+            keys[i] = u
+        return keys, uniq[:u + 1]
+    order = np.argsort(gids, kind="mergesort")
+    keys = np.empty(gids.shape[0], np.int64)
+    uniq = np.empty(gids.shape[0], np.int64)
+    u = -1
+    for pos in range(order.shape[0]):
+        g = gids[order[pos]]
+        if u < 0 or g != uniq[u]:
+            u += 1
+            uniq[u] = g
+        keys[order[pos]] = u
+    return keys, uniq[:u + 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def _group_points(steps, values, shift):
+    gids = steps >> shift
+    keys, uniq = _dense_keys(gids)
+    cnt, nan, mn, mx, sm, first, fstep, last, lstep = _empty(uniq.shape[0])
+    fold_points(steps, values, keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep)
+    return uniq, cnt, nan, mn, mx, sm, first, fstep, last, lstep
+
+
+def group_points(steps: np.ndarray, values: np.ndarray, shift: int) -> Groups:
+    """Aggregate points (in write order) into the groups of one level."""
+    return Groups(*_group_points(steps, values, np.int64(shift)))
+
+
+@nb.njit(cache=True, nogil=True)
+def _coarsen(gid, cnt, nan, mn, mx, sm, first, fstep, last, lstep, bits):
+    parent = gid >> bits
+    keys, uniq = _dense_keys(parent)
+    out = _empty(uniq.shape[0])
+    fold_groups(keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep, *out)
+    return (uniq,) + out
+
+
+def coarsen(groups: Groups, bits: int = LEVEL_BITS) -> Groups:
+    """The groups of the next level up, from the groups of this one."""
+    return Groups(*_coarsen(*groups, np.int64(bits)))
+
+
+def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:
+    """A page's 9 arrays, writable (a copy); an empty page when ``page`` is None."""
+    if page is None:
+        return _empty(PAGE_GROUPS)
+    if len(page) != PAGE_BYTES:
+        raise ValueError(f"rollup page has {len(page)} bytes, expected {PAGE_BYTES}")
+    raw = np.frombuffer(page, np.uint8).copy()
+    size = PAGE_GROUPS * 8
+    types = (np.int64, np.int64, np.float64, np.float64, np.float64, np.float64, np.int64, np.float64, np.int64)
+    return tuple(raw[i * size:(i + 1) * size].view(t) for i, t in enumerate(types))
+
+
+def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
+    return b"".join(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays)
+
+
+def merge_into_pages(groups: Groups, read_page, write_page) -> None:
+    """Fold ``groups`` (later writes) into their pages: read_page(page_no) -> bytes | None,
+    write_page(page_no, bytes)."""
+    pages = groups.gid >> PAGE_BITS
+    bounds = np.flatnonzero(np.diff(pages)) + 1
+    for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(pages)]))):
+        page_no = int(pages[lo])
+        arrays = page_arrays(read_page(page_no))
+        slots = groups.gid[lo:hi] - (page_no << PAGE_BITS)
+        fold_groups(slots, *(field[lo:hi] for field in groups[1:]), *arrays)
+        write_page(page_no, page_bytes(arrays))
+
+
+def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
+    """Non-empty groups of the given (page_no, page bytes), ascending."""
+    if not pages:
+        return Groups(np.empty(0, np.int64), *_empty(0))
+    columns = [[] for _ in range(FIELDS)]
+    gids = []
+    for page_no, page in pages:
+        arrays = page_arrays(page)
+        keep = arrays[0] > 0
+        gids.append(np.flatnonzero(keep) + (page_no << PAGE_BITS))
+        for column, array in zip(columns, arrays):
+            column.append(array[keep])
+    return Groups(np.concatenate(gids), *(np.concatenate(c) for c in columns))

@@ -1,0 +1,111 @@
+"""Downsampled reads: min/max buckets from rollups, and LTTB.
+
+Bucket plan (``plan``): for a step range [lo, hi) and at most N buckets, the wanted width
+is w = ceil((hi - lo) / N). When the level-0 rollup groups are wider than w, the range is
+small: its points are decoded and bucketed exactly, with buckets of width w from lo.
+Otherwise the coarsest rollup level whose groups fit in w is used; the bucket width is
+rounded up to a multiple of that level's group width, and bucket edges sit on multiples
+of the width, so every inner edge falls on a group edge. Only the two ends of the range
+can cut a group; those pieces are taken from finer levels and, below level 0, from the
+raw points (``decompose``). Every count, min, max, sum, first and last is therefore exact.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+BUCKET_COLUMNS = ("count", "nan_count", "min", "max", "mean", "first", "first_step", "last", "last_step")
+
+
+class Plan(NamedTuple):
+    level: int | None   # None: bucket raw points
+    width: int          # steps per bucket
+    origin: int         # bucket b covers [origin + b * width, origin + (b + 1) * width)
+    count: int          # number of buckets
+
+
+def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
+    from ..engine.rollup import LEVELS, level_shift
+
+    wanted = -(-(hi - lo) // buckets)
+    level = None
+    if base_shift is not None:
+        for k in range(LEVELS):
+            if (1 << level_shift(base_shift, k)) <= wanted:
+                level = k
+    if level is None:
+        return Plan(None, wanted, lo, -(-(hi - lo) // wanted))
+    group = 1 << level_shift(base_shift, level)
+    width = -(-wanted // group) * group
+    while (hi - 1) // width - lo // width + 1 > buckets:
+        width += group
+    origin = (lo // width) * width
+    return Plan(level, width, origin, (hi - 1) // width - lo // width + 1)
+
+
+def decompose(lo: int, hi: int, level: int, base_shift: int, groups: list, raw: list) -> None:
+    """Cover [lo, hi) by whole groups of ``level`` and below, and raw step ranges:
+    appends (level, first gid, end gid) to ``groups`` and (lo, hi) to ``raw``."""
+    from ..engine.rollup import level_shift
+
+    if lo >= hi:
+        return
+    if level < 0:
+        raw.append((lo, hi))
+        return
+    shift = level_shift(base_shift, level)
+    first, end = -(-lo >> shift), hi >> shift       # ceil and floor division by the group width
+    if first >= end:
+        decompose(lo, hi, level - 1, base_shift, groups, raw)
+        return
+    groups.append((level, first, end))
+    decompose(lo, first << shift, level - 1, base_shift, groups, raw)
+    decompose(end << shift, hi, level - 1, base_shift, groups, raw)
+
+
+class Buckets:
+    """Aggregates of ``n`` buckets, filled by folding points and groups into them."""
+
+    def __init__(self, n: int):
+        from ..engine.rollup import _empty
+
+        self.arrays = _empty(n)
+
+    def add_points(self, keys: np.ndarray, steps: np.ndarray, values: np.ndarray) -> None:
+        from ..engine.rollup import fold_points
+
+        fold_points(steps, values, keys, *self.arrays)
+
+    def add_groups(self, keys: np.ndarray, groups) -> None:
+        from ..engine.rollup import fold_groups
+
+        fold_groups(keys, *groups[1:], *self.arrays)
+
+    def table(self, starts: np.ndarray, ends: np.ndarray, x: str = "step") -> pa.Table:
+        count, nan, mn, mx, total, first, fstep, last, lstep = self.arrays
+        keep = count > 0
+        valid = (count - nan)[keep]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(valid > 0, total[keep] / np.maximum(valid, 1), np.nan)
+        no_values = valid == 0
+        columns = {
+            f"{x}_start": starts[keep], f"{x}_end": ends[keep], "count": count[keep], "nan_count": nan[keep],
+            "min": np.where(no_values, np.nan, mn[keep]), "max": np.where(no_values, np.nan, mx[keep]),
+            "mean": mean, "first": first[keep], "first_step": fstep[keep], "last": last[keep],
+            "last_step": lstep[keep],
+        }
+        return pa.table(columns)
+
+
+def empty_table(x: str = "step") -> pa.Table:
+    return Buckets(0).table(np.empty(0, np.int64), np.empty(0, np.int64), x)
+
+
+def lttb_indices(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the points Largest-Triangle-Three-Buckets keeps (first and last always)."""
+    from .kernels import lttb
+
+    return lttb(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64), n)

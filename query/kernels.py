@@ -1,0 +1,76 @@
+"""numba kernels of the read side. Importing this module imports numba: import it lazily."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True)
+def lttb(x, y, n):
+    """Largest-Triangle-Three-Buckets over the points with finite y; returns at most ``n``
+    indices into x and y, ascending, always with the first and the last point (whatever
+    their y). x must be sorted."""
+    size = x.shape[0]
+    if n >= size or size <= 2:
+        return np.arange(size)
+    finite = np.empty(size, np.int64)
+    m = 0
+    for i in range(1, size - 1):
+        if np.isfinite(y[i]):
+            finite[m] = i
+            m += 1
+    out = np.empty(n, np.int64)
+    out[0] = 0
+    k = 1
+    inner = n - 2
+    if m <= inner:
+        for j in range(m):
+            out[k] = finite[j]
+            k += 1
+    else:
+        every = m / inner
+        a = 0  # index into x/y of the last chosen point
+        for b in range(inner):
+            lo = int(b * every)
+            hi = int((b + 1) * every)
+            # average of the next bucket (or the last point for the final bucket)
+            nlo = hi
+            nhi = int((b + 2) * every) if b + 1 < inner else m
+            if nlo < nhi:
+                ax = 0.0
+                ay = 0.0
+                for j in range(nlo, nhi):
+                    ax += x[finite[j]]
+                    ay += y[finite[j]]
+                ax /= nhi - nlo
+                ay /= nhi - nlo
+            else:
+                ax = x[size - 1]
+                ay = y[size - 1] if np.isfinite(y[size - 1]) else y[finite[m - 1]]
+            best = -1.0
+            pick = finite[lo]
+            pa_x = x[a]
+            pa_y = y[a] if np.isfinite(y[a]) else 0.0
+            for j in range(lo, hi):
+                i = finite[j]
+                area = abs((pa_x - ax) * (y[i] - pa_y) - (pa_x - x[i]) * (ay - pa_y))
+                if area > best:
+                    best = area
+                    pick = i
+            out[k] = pick
+            k += 1
+            a = pick
+    out[k] = size - 1
+    return out[:k + 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def floor_keys(x, origin, width):
+    """Bucket of every x: floor((x - origin) / width), for int64 x."""
+    keys = np.empty(x.shape[0], np.int64)
+    for i in range(x.shape[0]):
+        d = x[i] - origin
+        q = d // width
+        keys[i] = q
+    return keys

@@ -1,0 +1,129 @@
+"""Reads of one series from one consistent snapshot: points, buckets, LTTB.
+
+A ``SeriesReader`` holds an index read transaction and the points of the same store
+object that were not yet flushed, taken together, so a read sees every block either
+whole or not at all and sees its own store's recent points exactly once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..engine.index import IndexTxn, SeriesEntry, SeriesInfo
+from ..engine.segment import SegmentReader
+from . import downsample
+from .read import Points, concat, decode_blocks, select_range, sort_by_step
+
+X_AXES = ("step", "time", "relative")
+
+
+class SeriesReader:
+    def __init__(self, txn: IndexTxn, segments: SegmentReader, path_of, entry: SeriesEntry | None,
+                 unflushed: list[Points]):
+        self._txn = txn
+        self._segments = segments
+        self._path_of = path_of
+        self.entry = entry
+        self.info = txn.series_info(entry.series_id) if entry is not None else SeriesInfo(0, 0, 0, 0)
+        self._unflushed = [p for p in unflushed if len(p)]
+
+    # -- raw points --------------------------------------------------------------------
+
+    def stored_points(self, start: int | None, stop: int | None) -> Points:
+        if self.entry is None:
+            return Points.empty()
+        refs = self._txn.blocks_overlapping(self.entry.series_id, start, stop)
+        return decode_blocks(self._segments, self._path_of, refs, start, stop)
+
+    def recent_points(self, start: int | None, stop: int | None) -> list[Points]:
+        return [select_range(p, start, stop) for p in self._unflushed]
+
+    def points(self, start: int | None, stop: int | None) -> Points:
+        """Points with start <= step < stop, by step, ties in write order."""
+        return sort_by_step(concat([self.stored_points(start, stop), *self.recent_points(start, stop)]))
+
+    def step_bounds(self) -> tuple[int, int] | None:
+        """(smallest step, largest step + 1) over stored and recent points."""
+        lows = [int(p.steps.min()) for p in self._unflushed]
+        highs = [int(p.steps.max()) for p in self._unflushed]
+        if self.info.count:
+            lows.append(self.info.step_min)
+            highs.append(self.info.step_max)
+        return (min(lows), max(highs) + 1) if lows else None
+
+    # -- downsampled -------------------------------------------------------------------
+
+    def buckets(self, start: int | None, stop: int | None, n: int, x: str = "step",
+                run_start_ns: int = 0) -> pa.Table:
+        bounds = self.step_bounds()
+        lo = bounds[0] if bounds and start is None else start
+        hi = bounds[1] if bounds and stop is None else stop
+        if bounds is None or lo >= hi:
+            return downsample.empty_table(x)
+        if x != "step":
+            return self._time_buckets(self.points(lo, hi), n, x, run_start_ns)
+        plan = downsample.plan(lo, hi, n, self.entry.rollup_shift if self.entry is not None else None)
+        out = downsample.Buckets(plan.count)
+        if plan.level is None:
+            self._add_points(out, self.points(lo, hi), plan)
+        else:
+            self._add_rollups(out, lo, hi, plan)
+            for part in self.recent_points(lo, hi):   # later writes than any stored point
+                self._add_points(out, part, plan)
+        starts = plan.origin + np.arange(plan.count, dtype=np.int64) * plan.width
+        return out.table(np.maximum(starts, lo), np.minimum(starts + plan.width, hi))
+
+    def _add_points(self, out: downsample.Buckets, points: Points, plan: downsample.Plan) -> None:
+        from .kernels import floor_keys
+
+        out.add_points(floor_keys(points.steps, plan.origin, plan.width), points.steps, points.values)
+
+    def _add_rollups(self, out: downsample.Buckets, lo: int, hi: int, plan: downsample.Plan) -> None:
+        from ..engine.rollup import PAGE_BITS, level_shift, read_groups
+        from .kernels import floor_keys
+
+        base = self.entry.rollup_shift
+        groups, raw = [], []
+        downsample.decompose(lo, hi, plan.level, base, groups, raw)
+        for level, first, end in groups:
+            pages = self._txn.rollup_pages(self.entry.series_id, level, first >> PAGE_BITS,
+                                           ((end - 1) >> PAGE_BITS) + 1)
+            found = read_groups(pages)
+            keep = (found.gid >= first) & (found.gid < end)
+            found = type(found)(*(field[keep] for field in found))
+            starts = found.gid << level_shift(base, level)
+            out.add_groups(floor_keys(starts, plan.origin, plan.width), found)
+        for piece_lo, piece_hi in raw:
+            self._add_points(out, self.stored_points(piece_lo, piece_hi), plan)
+
+    @staticmethod
+    def _time_buckets(points: Points, n: int, x: str, run_start_ns: int) -> pa.Table:
+        """Buckets even in wall-clock (or run-relative) time; they decode the range."""
+        from .kernels import floor_keys
+
+        if not len(points):
+            return downsample.empty_table(x)
+        axis = points.times - (run_start_ns if x == "relative" else 0)
+        lo, hi = int(axis.min()), int(axis.max()) + 1
+        width = -(-(hi - lo) // n)
+        count = -(-(hi - lo) // width)
+        out = downsample.Buckets(count)
+        out.add_points(floor_keys(axis, lo, width), points.steps, points.values)
+        starts = lo + np.arange(count, dtype=np.int64) * width
+        table = out.table(starts, np.minimum(starts + width, hi), x)
+        kind = pa.timestamp("ns", tz="UTC") if x == "time" else pa.duration("ns")
+        for name in (f"{x}_start", f"{x}_end"):
+            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
+        return table
+
+    def lttb(self, start: int | None, stop: int | None, n: int, x: str = "step", run_start_ns: int = 0) -> Points:
+        points = self.points(start, stop)
+        if x == "step":
+            axis = points.steps
+        else:
+            order = np.argsort(points.times, kind="stable")
+            points = Points(points.steps[order], points.times[order], points.values[order])
+            axis = points.times - (run_start_ns if x == "relative" else 0)
+        keep = downsample.lttb_indices(axis, points.values, n)
+        return Points(points.steps[keep], points.times[keep], points.values[keep])
