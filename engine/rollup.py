@@ -10,7 +10,7 @@ written on ties) and of the last point (largest step, latest written on ties).
 Aggregates merge exactly, so flushes, processes and out-of-order steps all fold into
 the same groups.
 
-Groups are stored in pages of ``1 << PAGE_BITS`` consecutive groups, one LMDB value a
+Groups are stored in pages of ``PAGE_GROUPS`` consecutive groups, one LMDB value a
 page (``index.Index`` table ``rollups``), as 9 little-endian arrays one after another:
 count i64, nan_count i64, min f64, max f64, sum f64, first f64, first_step i64, last f64,
 last_step i64. An empty group has count 0, min +inf, max -inf. Layout in docs/FORMAT.md.
@@ -27,8 +27,7 @@ import numpy as np
 
 LEVELS = 5
 LEVEL_BITS = 4            # each level's groups are 16 times wider than the level below
-PAGE_BITS = 6             # 64 groups a page
-PAGE_GROUPS = 1 << PAGE_BITS
+PAGE_GROUPS = 56          # 9 * 56 * 8 = 4032 bytes: one LMDB overflow page (4096 - 16 header - slack)
 BASE_POINTS_BITS = 9      # about 512 points in a level-0 group
 MAX_BASE_SHIFT = 62 - LEVEL_BITS * (LEVELS - 1)
 FIELDS = 9
@@ -70,32 +69,32 @@ def _empty(n):
 
 
 @nb.njit(cache=True, nogil=True)
-def _fold_point(i, step, v, cnt, nan, mn, mx, sm, first, fstep, last, lstep):
-    if cnt[i] == 0 or step < fstep[i]:
-        first[i] = v
-        fstep[i] = step
-    if cnt[i] == 0 or step >= lstep[i]:
-        last[i] = v
-        lstep[i] = step
-    cnt[i] += 1
-    if np.isnan(v):
-        nan[i] += 1
-    else:
-        sm[i] += v
-        if v < mn[i]:
-            mn[i] = v
-        if v > mx[i]:
-            mx[i] = v
-
-
-@nb.njit(cache=True, nogil=True)
 def fold_points(steps, values, keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep):
-    """Fold point i into slot keys[i] (slots out of range are skipped), in write order."""
+    """Fold point j into slot keys[j] (slots out of range are skipped), in write order.
+    One loop body, no helper call: numba does not inline a call that takes 12 arrays."""
     n_slots = cnt.shape[0]
-    for i in range(steps.shape[0]):
-        k = keys[i]
-        if 0 <= k < n_slots:
-            _fold_point(k, steps[i], values[i], cnt, nan, mn, mx, sm, first, fstep, last, lstep)
+    for j in range(steps.shape[0]):
+        i = keys[j]
+        if i < 0 or i >= n_slots:
+            continue
+        step = steps[j]
+        v = values[j]
+        c = cnt[i]
+        if c == 0 or step < fstep[i]:
+            first[i] = v
+            fstep[i] = step
+        if c == 0 or step >= lstep[i]:
+            last[i] = v
+            lstep[i] = step
+        cnt[i] = c + 1
+        if np.isnan(v):
+            nan[i] += 1
+        else:
+            sm[i] += v
+            if v < mn[i]:
+                mn[i] = v
+            if v > mx[i]:
+                mx[i] = v
 
 
 @nb.njit(cache=True, nogil=True)
@@ -201,12 +200,12 @@ def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
 def merge_into_pages(groups: Groups, read_page, write_page) -> None:
     """Fold ``groups`` (later writes) into their pages: read_page(page_no) -> bytes | None,
     write_page(page_no, bytes)."""
-    pages = groups.gid >> PAGE_BITS
+    pages = groups.gid // PAGE_GROUPS
     bounds = np.flatnonzero(np.diff(pages)) + 1
     for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(pages)]))):
         page_no = int(pages[lo])
         arrays = page_arrays(read_page(page_no))
-        slots = groups.gid[lo:hi] - (page_no << PAGE_BITS)
+        slots = groups.gid[lo:hi] - page_no * PAGE_GROUPS
         fold_groups(slots, *(field[lo:hi] for field in groups[1:]), *arrays)
         write_page(page_no, page_bytes(arrays))
 
@@ -220,7 +219,7 @@ def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
     for page_no, page in pages:
         arrays = page_arrays(page)
         keep = arrays[0] > 0
-        gids.append(np.flatnonzero(keep) + (page_no << PAGE_BITS))
+        gids.append(np.flatnonzero(keep) + page_no * PAGE_GROUPS)
         for column, array in zip(columns, arrays):
             column.append(array[keep])
     return Groups(np.concatenate(gids), *(np.concatenate(c) for c in columns))

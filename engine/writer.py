@@ -331,9 +331,13 @@ class Writer:
             for lo in range(0, len(steps), self.block_points):
                 hi = lo + self.block_points
                 chunks.append((item.series.series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
+        encoded = None
         if len(chunks) >= PARALLEL_MIN_BLOCKS:  # kernels and zstd release the GIL
-            encoded = list(self._encode_pool().map(self._encode, chunks))
-        else:
+            try:
+                encoded = list(self._encode_pool().map(self._encode, chunks))
+            except RuntimeError:  # executors stop at interpreter exit, before atexit flushes
+                encoded = None
+        if encoded is None:
             encoded = [self._encode(chunk) for chunk in chunks]
         segment = self._segment_for_append()
         blocks, offset = [], segment.size

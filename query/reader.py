@@ -80,15 +80,15 @@ class SeriesReader:
         out.add_points(floor_keys(points.steps, plan.origin, plan.width), points.steps, points.values)
 
     def _add_rollups(self, out: downsample.Buckets, lo: int, hi: int, plan: downsample.Plan) -> None:
-        from ..engine.rollup import PAGE_BITS, level_shift, read_groups
+        from ..engine.rollup import PAGE_GROUPS, level_shift, read_groups
         from .kernels import floor_keys
 
         base = self.entry.rollup_shift
         groups, raw = [], []
         downsample.decompose(lo, hi, plan.level, base, groups, raw)
         for level, first, end in groups:
-            pages = self._txn.rollup_pages(self.entry.series_id, level, first >> PAGE_BITS,
-                                           ((end - 1) >> PAGE_BITS) + 1)
+            pages = self._txn.rollup_pages(self.entry.series_id, level, first // PAGE_GROUPS,
+                                           (end - 1) // PAGE_GROUPS + 1)
             found = read_groups(pages)
             keep = (found.gid >= first) & (found.gid < end)
             found = type(found)(*(field[keep] for field in found))
