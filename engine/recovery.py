@@ -15,7 +15,7 @@ from .block import BlockDecoder
 from .errors import CorruptionError
 from .index import Index
 from .layout import StoreLayout
-from .segment import SegmentReader, truncate_tail
+from .segment import FILE_HEADER_SIZE, SegmentReader, check_file_header, truncate_tail
 
 
 def cut_torn_tails(layout: StoreLayout, index: Index) -> int:
@@ -59,6 +59,17 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
     checked = 0
     try:
         with index.read() as txn:
+            for segment_id, end in txn.segments():
+                if end <= FILE_HEADER_SIZE:
+                    continue  # no committed block: its writer may have died before writing the header
+                path = layout.segment_path(segment_id)
+                try:
+                    with open(path, "rb") as f:
+                        check_file_header(f.read(FILE_HEADER_SIZE), path)
+                except FileNotFoundError:
+                    damage.append(Damage(path, 0, "segment file is missing"))
+                except CorruptionError as exc:
+                    damage.append(Damage(exc.path, exc.offset, exc.reason))
             for ref in txn.all_blocks():
                 checked += 1
                 n = ref.header.count

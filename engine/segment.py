@@ -43,6 +43,8 @@ class SegmentWriter:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells recovery this segment is live
             self._write_all(FILE_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, segment_id))
+            if fsync:
+                _fsync_dir(os.path.dirname(path))  # the new file's name survives power loss
         except BaseException:
             os.close(self._fd)
             raise
@@ -78,6 +80,14 @@ class SegmentWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_file_header(data: bytes, path: str) -> None:
