@@ -19,14 +19,17 @@ from .errors import CorruptionError
 BLOCK_MAGIC = b"SLBK"
 BLOCK_VERSION = 1
 KIND_SCALAR = 1           # step, time, value points
-CODEC_PLANES_ZSTD = 1     # kernels.encode_points, then one zstd frame
+KIND_SUMMARY = 2          # step, time, tensor summary (statistics and histogram)
+CODEC_PLANES_ZSTD = 1     # kernels.encode_points / encode_summaries, then one zstd frame
+AUX_SHARED_EDGES = 1 << 24   # summary blocks: the block stores one edges array for all rows
+AUX_BINS_MASK = (1 << 24) - 1
 
 # magic, version, kind, codec, series_id, count, payload_len, raw_len, nan_count,
 # step_min, step_max, time_min, time_max, value_min, value_max, value_sum,
-# first_value, last_value, checksum, reserved
+# first_value, last_value, aux, checksum
 HEADER = struct.Struct("<4sHBBQIIII4q5dII")
 HEADER_SIZE = HEADER.size          # 112
-CHECKED_SIZE = HEADER_SIZE - 8     # the checksum covers header bytes [0, 104) and the payload
+CHECKED_SIZE = HEADER_SIZE - 4     # the checksum covers header bytes [0, 108) and the payload
 ZSTD_LEVEL = 1
 
 
@@ -49,8 +52,8 @@ class BlockHeader(NamedTuple):
     value_sum: float
     first_value: float
     last_value: float
+    aux: int          # kind-specific: 0 for scalar blocks; bins and flags for summary blocks
     checksum: int
-    reserved: int
 
     @property
     def length(self) -> int:
@@ -64,42 +67,88 @@ def unpack_header(buf, path: str = "", offset: int = 0) -> BlockHeader:
     header = BlockHeader._make(HEADER.unpack_from(buf))
     if header.magic != BLOCK_MAGIC:
         raise CorruptionError(path, offset, "bad block magic")
-    if header.version != BLOCK_VERSION or header.kind != KIND_SCALAR or header.codec != CODEC_PLANES_ZSTD:
+    if (header.version != BLOCK_VERSION or header.kind not in (KIND_SCALAR, KIND_SUMMARY)
+            or header.codec != CODEC_PLANES_ZSTD):
         raise CorruptionError(path, offset, "unknown block version, kind or codec")
     return header
 
 
+class Summaries(NamedTuple):
+    """Rows of tensor summaries: statistics (rows x len(SUMMARY_FIELDS)), histogram
+    counts (rows x bins) and edges: one shared (bins + 1) array, or None when each
+    row's edges are spread over its own [min, max] (``derived_edges``)."""
+
+    steps: np.ndarray
+    times: np.ndarray
+    stats: np.ndarray
+    counts: np.ndarray
+    edges: np.ndarray | None
+
+
 class BlockEncoder:
-    """Turns point columns into block bytes. One per flusher thread (not thread-safe)."""
+    """Turns columns into block bytes. One per encoding thread (not thread-safe)."""
 
     def __init__(self, max_points: int):
         from . import kernels  # numba is imported on first encode, not at import time
 
         self._kernels = kernels
         self._scratch = np.empty(max_points, np.uint64)
-        self._out = np.empty(3 * (kernels.COLUMN_HEADER + 8 * max_points), np.uint8)
+        self._out = np.empty(0, np.uint8)
         self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
 
+    def _buffers(self, rows: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+        if rows > len(self._scratch):
+            self._scratch = np.empty(rows, np.uint64)
+        size = columns * (self._kernels.COLUMN_HEADER + 8 * rows)
+        if size > len(self._out):
+            self._out = np.empty(size, np.uint8)
+        return self._scratch, self._out
+
     def encode(self, series_id: int, steps: np.ndarray, times: np.ndarray, values: np.ndarray) -> bytes:
-        n = len(steps)
-        if n > len(self._scratch):
-            self._scratch = np.empty(n, np.uint64)
-            self._out = np.empty(3 * (self._kernels.COLUMN_HEADER + 8 * n), np.uint8)
         k = self._kernels
-        raw_len = k.encode_points(steps, times, values, self._scratch, self._out)
-        payload = self._zstd.compress(self._out[:raw_len])
-        smin, smax, tmin, tmax, vmin, vmax, vsum, nans, first, last = k.point_stats(steps, times, values)
-        fields = (BLOCK_MAGIC, BLOCK_VERSION, KIND_SCALAR, CODEC_PLANES_ZSTD, series_id, n,
-                  len(payload), raw_len, nans, smin, smax, tmin, tmax, vmin, vmax, vsum, first, last)
+        scratch, out = self._buffers(len(steps), 3)
+        raw_len = k.encode_points(steps, times, values, scratch, out)
+        stats = k.point_stats(steps, times, values)
+        return self._frame(KIND_SCALAR, series_id, len(steps), out[:raw_len], stats, 0)
+
+    def encode_summaries(self, series_id: int, rows: Summaries) -> bytes:
+        """One block of summary rows that all have the same bins (and shared edges, if any)."""
+        from .summary import SUMMARY_FIELDS
+
+        k = self._kernels
+        n, bins = rows.counts.shape
+        edges = rows.edges if rows.edges is not None else np.empty(0)
+        scratch, out = self._buffers(max(n, len(edges)), 3 + len(SUMMARY_FIELDS) + bins)
+        raw_len = k.encode_summaries(rows.steps, rows.times, np.ascontiguousarray(rows.stats.T), edges,
+                                     np.ascontiguousarray(rows.counts.T), scratch, out)
+        field = {name: rows.stats[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
+        smin, smax, tmin, tmax, _, _, _, _, first, last = k.point_stats(rows.steps, rows.times, field["mean"])
+        finite = field["count"] - field["nan_count"] - field["inf_count"]
+        with np.errstate(invalid="ignore"):
+            stats = (smin, smax, tmin, tmax, _nan_reduce(np.nanmin, field["min"]),
+                     _nan_reduce(np.nanmax, field["max"]), float(np.nansum(field["mean"] * finite)),
+                     int(np.count_nonzero(field["nan_count"])), first, last)
+        aux = bins | (AUX_SHARED_EDGES if rows.edges is not None else 0)
+        return self._frame(KIND_SUMMARY, series_id, n, out[:raw_len], stats, aux)
+
+    def _frame(self, kind: int, series_id: int, count: int, raw: np.ndarray, stats: tuple, aux: int) -> bytes:
+        smin, smax, tmin, tmax, vmin, vmax, vsum, nans, first, last = stats
+        payload = self._zstd.compress(raw)
         head = bytearray(HEADER_SIZE)
-        HEADER.pack_into(head, 0, *fields, 0, 0)
+        HEADER.pack_into(head, 0, BLOCK_MAGIC, BLOCK_VERSION, kind, CODEC_PLANES_ZSTD, series_id, count,
+                         len(payload), len(raw), nans, smin, smax, tmin, tmax, vmin, vmax, vsum, first, last,
+                         aux, 0)
         checksum = zlib.crc32(payload, zlib.crc32(memoryview(head)[:CHECKED_SIZE]))
         struct.pack_into("<I", head, CHECKED_SIZE, checksum)
         return bytes(head) + payload
 
 
+def _nan_reduce(fn, values: np.ndarray) -> float:
+    return float(fn(values)) if np.any(~np.isnan(values)) else float("nan")
+
+
 class BlockDecoder:
-    """Turns block bytes back into point columns, checking everything on the way."""
+    """Turns block bytes back into columns, checking everything on the way."""
 
     def __init__(self):
         from . import kernels
@@ -107,10 +156,9 @@ class BlockDecoder:
         self._kernels = kernels
         self._zstd = zstandard.ZstdDecompressor()
 
-    def decode_into(self, block, path: str, offset: int, steps, times, values,
-                    expected_header: bytes | None = None) -> BlockHeader:
-        """Check the block at ``block`` (bytes of exactly one block) and decode its points
-        into the given arrays, which must have room for ``header.count`` points.
+    def _checked_raw(self, block, path: str, offset: int, expected_header: bytes | None,
+                     kind: int) -> tuple[BlockHeader, np.ndarray]:
+        """The header and decompressed payload of one whole block, after every check.
         ``expected_header`` is the index's copy of the header, compared byte for byte."""
         header = unpack_header(block, path, offset)
         if expected_header is not None and block[:HEADER_SIZE] != expected_header:
@@ -121,15 +169,38 @@ class BlockDecoder:
         checksum = zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[:CHECKED_SIZE]))
         if checksum != header.checksum:
             raise CorruptionError(path, offset, "block checksum mismatch")
+        if header.kind != kind:
+            raise CorruptionError(path, offset, f"block of kind {header.kind} where kind {kind} belongs")
         try:
             raw = self._zstd.decompress(view[HEADER_SIZE:], max_output_size=header.raw_len)
         except zstandard.ZstdError as exc:
             raise CorruptionError(path, offset, f"payload does not decompress: {exc}") from None
         if len(raw) != header.raw_len:
             raise CorruptionError(path, offset, "payload has the wrong decoded length")
+        return header, np.frombuffer(raw, np.uint8)
+
+    def decode_into(self, block, path: str, offset: int, steps, times, values,
+                    expected_header: bytes | None = None) -> BlockHeader:
+        """Check a scalar block (bytes of exactly one block) and decode its points into
+        the given arrays, which must have room for ``header.count`` points."""
+        header, raw = self._checked_raw(block, path, offset, expected_header, KIND_SCALAR)
         n = header.count
-        scratch = np.empty(n, np.uint64)
-        end = self._kernels.decode_points(np.frombuffer(raw, np.uint8), scratch, steps[:n], times[:n], values[:n])
+        end = self._kernels.decode_points(raw, np.empty(n, np.uint64), steps[:n], times[:n], values[:n])
         if end != header.raw_len:
             raise CorruptionError(path, offset, "payload columns do not add up to its length")
         return header
+
+    def decode_summaries(self, block, path: str, offset: int, expected_header: bytes | None = None) -> Summaries:
+        """Check a summary block and decode its rows."""
+        from .summary import SUMMARY_FIELDS
+
+        header, raw = self._checked_raw(block, path, offset, expected_header, KIND_SUMMARY)
+        n, bins = header.count, header.aux & AUX_BINS_MASK
+        edges = np.empty(bins + 1 if header.aux & AUX_SHARED_EDGES else 0)
+        rows = Summaries(np.empty(n, np.int64), np.empty(n, np.int64), np.empty((len(SUMMARY_FIELDS), n)),
+                         np.empty((bins, n), np.int64), edges)
+        end = self._kernels.decode_summaries(raw, np.empty(max(n, len(edges)), np.uint64), rows.steps, rows.times,
+                                             rows.stats, edges, rows.counts)
+        if end != header.raw_len:
+            raise CorruptionError(path, offset, "payload columns do not add up to its length")
+        return rows._replace(stats=rows.stats.T, counts=rows.counts.T, edges=edges if len(edges) else None)

@@ -50,7 +50,6 @@ SERIES_INFO = struct.Struct("<QQqq")            # point count, max step span of 
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
 HEARTBEAT = struct.Struct("<IQq")               # pid, host hash, time_ns
 STEP_BIAS = 1 << 63
-KIND_SCALAR_SERIES = 1
 HOST_ID = int.from_bytes(hashlib.blake2b(socket.gethostname().encode(), digest_size=8).digest(), "little")
 
 
@@ -237,20 +236,21 @@ class IndexTxn:
         raw = self.txn.get(run_id + name_hash(name, context_json), db=self._db["series"])
         return SeriesEntry._make(SERIES_HEAD.unpack_from(raw)) if raw else None
 
-    def create_series(self, run_id: bytes, name: str, context_json: str, rollup_shift: int) -> "SeriesEntry":
-        """The series' entry, created if missing (then with ``rollup_shift``)."""
+    def create_series(self, run_id: bytes, name: str, context_json: str, kind: int,
+                      rollup_shift: int) -> "SeriesEntry":
+        """The series' entry, created if missing (then with ``kind`` and ``rollup_shift``)."""
         key = run_id + name_hash(name, context_json)
         raw = self.txn.get(key, db=self._db["series"])
         if raw:
             return SeriesEntry._make(SERIES_HEAD.unpack_from(raw))
-        entry = SeriesEntry(self.next_ids(b"next_series"), KIND_SCALAR_SERIES, rollup_shift)
+        entry = SeriesEntry(self.next_ids(b"next_series"), kind, rollup_shift)
         body = json.dumps({"name": name, "context": context_json}).encode()
         self.txn.put(key, SERIES_HEAD.pack(*entry) + body, db=self._db["series"])
         self.txn.put(BE_U64.pack(entry.series_id), SERIES_INFO.pack(0, 0, 0, 0), db=self._db["series_info"])
         return entry
 
-    def run_series(self, run_id: bytes) -> Iterator[tuple[int, str, str]]:
-        """(series_id, name, context_json) of every series of a run."""
+    def run_series(self, run_id: bytes) -> Iterator[tuple["SeriesEntry", str, str]]:
+        """(entry, name, context_json) of every series of a run."""
         cursor = self.txn.cursor(db=self._db["series"])
         if not cursor.set_range(run_id):
             return
@@ -258,7 +258,7 @@ class IndexTxn:
             if key[:16] != run_id:
                 break
             record = json.loads(bytes(raw[SERIES_HEAD.size:]))
-            yield U64.unpack_from(raw)[0], record["name"], record["context"]
+            yield SeriesEntry._make(SERIES_HEAD.unpack_from(raw)), record["name"], record["context"]
 
     def series_info(self, series_id: int) -> SeriesInfo:
         raw = self.txn.get(BE_U64.pack(series_id), db=self._db["series_info"])

@@ -224,3 +224,63 @@ def is_sorted(steps):
         if steps[i] < steps[i - 1]:
             return False
     return True
+
+
+MODE_DELTA = 3  # integers: delta, zigzag
+
+
+@nb.njit(cache=True, nogil=True)
+def encode_int_delta(x, scratch, out, pos):
+    """Encode int64 ``x`` as zigzag deltas (for counts that drift); returns the end."""
+    n = x.shape[0]
+    out[pos] = MODE_DELTA
+    base = x[0] if n > 0 else np.int64(0)
+    _put_i64(out, pos + 2, base)
+    _put_i64(out, pos + 10, np.int64(0))
+    words = scratch[:n]
+    if n > 0:
+        words[0] = 0
+    for i in range(1, n):
+        words[i] = _zigzag(x[i] - x[i - 1])
+    return _write_planes(words, out, pos)
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_int_delta(buf, pos, scratch, x):
+    n = x.shape[0]
+    base = _get_i64(buf, pos + 2)
+    words = scratch[:n]
+    end = _read_planes(buf, pos, words)
+    if n > 0:
+        x[0] = base
+    for i in range(1, n):
+        x[i] = x[i - 1] + _unzigzag(words[i])
+    return end
+
+
+@nb.njit(cache=True, nogil=True)
+def encode_summaries(steps, times, stats_t, edges, counts_t, scratch, out):
+    """Encode a tensor-summary block: steps and times (delta-of-delta), each statistic
+    column (XOR; ``stats_t`` is statistics x rows), the shared edges if any (XOR; empty
+    when edges are derived from min and max), then each histogram bin's counts over the
+    rows (delta; ``counts_t`` is bins x rows). Returns the number of bytes."""
+    pos = encode_int_dod(steps, scratch, out, 0)
+    pos = encode_int_dod(times, scratch, out, pos)
+    for k in range(stats_t.shape[0]):
+        pos = encode_float_xor(stats_t[k], scratch, out, pos)
+    pos = encode_float_xor(edges, scratch, out, pos)
+    for b in range(counts_t.shape[0]):
+        pos = encode_int_delta(counts_t[b], scratch, out, pos)
+    return pos
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_summaries(buf, scratch, steps, times, stats_t, edges, counts_t):
+    pos = decode_int_dod(buf, 0, scratch, steps)
+    pos = decode_int_dod(buf, pos, scratch, times)
+    for k in range(stats_t.shape[0]):
+        pos = decode_float_xor(buf, pos, scratch, stats_t[k])
+    pos = decode_float_xor(buf, pos, scratch, edges)
+    for b in range(counts_t.shape[0]):
+        pos = decode_int_delta(buf, pos, scratch, counts_t[b])
+    return pos

@@ -34,15 +34,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .block import BlockEncoder, unpack_header
-from .errors import ClosedError, StepLogError
+from .block import KIND_SCALAR, KIND_SUMMARY, BlockEncoder, Summaries, unpack_header
+from .errors import ClosedError, InvalidArgumentError, StepLogError
 from .index import Heartbeat, Index, IndexTxn, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentWriter
 
 POINT_BYTES = 24           # a sealed point in numpy columns
+SUMMARY_ROW_BYTES = 1536   # a sealed tensor summary with a 64-bin histogram, about
+SUMMARY_BLOCK_ROWS = 1024  # rows a summary block holds at most
 LIST_POINT_BYTES = 112     # an unsealed point: three list slots and their int/float objects
 MIN_SEAL_POINTS = 64
+MIN_SEAL_ROWS = 16
+KIND_NAMES = {KIND_SCALAR: "scalar points", KIND_SUMMARY: "tensor summaries"}
 DEFAULT_BLOCK_POINTS = 8192
 DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
@@ -78,12 +82,17 @@ class SeriesBuffer:
 class SeriesRef:
     """The index id of a series, resolved by the flusher on its first block."""
 
-    __slots__ = ("key", "series_id", "rollup_shift")
+    __slots__ = ("key", "kind", "series_id", "rollup_shift")
 
-    def __init__(self, key: SeriesKey):
+    def __init__(self, key: SeriesKey, kind: int):
         self.key = key
+        self.kind = kind            # KIND_SCALAR or KIND_SUMMARY (engine.block)
         self.series_id: int | None = None
         self.rollup_shift = 0
+
+    @property
+    def point_bytes(self) -> int:
+        return POINT_BYTES if self.kind == KIND_SCALAR else SUMMARY_ROW_BYTES
 
 
 class Sealed(NamedTuple):
@@ -101,6 +110,7 @@ class Writer:
         self.index = index
         self.block_points = block_points
         self.seal_at = block_points   # points at which the owner seals a buffer
+        self.summary_seal_at = SUMMARY_BLOCK_ROWS
         self.budget_bytes = budget_bytes
         self.flush_interval = flush_interval
         self._fsync = fsync
@@ -127,17 +137,21 @@ class Writer:
 
     # -- logging side ------------------------------------------------------------------
 
-    def buffer(self, key: SeriesKey, last_step: int) -> SeriesBuffer:
-        """A new buffer for the calling thread to append points of ``key`` to."""
+    def buffer(self, key: SeriesKey, last_step: int, kind: int = KIND_SCALAR) -> SeriesBuffer:
+        """A new buffer for the calling thread to append points (or, for KIND_SUMMARY,
+        summary rows) of ``key`` to."""
         with self.seal_lock:
             self._check_usable()
             series = self._series.get(key)
             if series is None:
-                series = self._series[key] = SeriesRef(key)
+                series = self._series[key] = SeriesRef(key, kind)
+            elif series.kind != kind:
+                raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[series.kind]}")
             buf = SeriesBuffer(key, series, last_step)
             self._buffers.append(buf)
-            share = self.budget_bytes // 2 // (LIST_POINT_BYTES * len(self._buffers))
-            self.seal_at = max(MIN_SEAL_POINTS, min(self.block_points, share))
+            share = self.budget_bytes // 2 // len(self._buffers)
+            self.seal_at = max(MIN_SEAL_POINTS, min(self.block_points, share // LIST_POINT_BYTES))
+            self.summary_seal_at = max(MIN_SEAL_ROWS, min(SUMMARY_BLOCK_ROWS, share // SUMMARY_ROW_BYTES))
             return buf
 
     def seal_full(self, buf: SeriesBuffer) -> None:
@@ -179,7 +193,7 @@ class Writer:
             self._check_usable()
             self._last_ticket += 1
             self._pending.append(Sealed(series, steps, times, values, self._last_ticket))
-            self._pending_bytes += len(values) * POINT_BYTES
+            self._pending_bytes += len(values) * series.point_bytes
             if self._pending_bytes >= self.budget_bytes or len(self._pending) == 1:
                 self._cv.notify_all()
             return self._pending_bytes > self.budget_bytes
@@ -235,9 +249,9 @@ class Writer:
 
     # -- reading side ------------------------------------------------------------------
 
-    def series_keys(self) -> list[SeriesKey]:
+    def series_keys(self, kind: int) -> list[SeriesKey]:
         with self.seal_lock:
-            return list(self._series)
+            return [key for key, series in self._series.items() if series.kind == kind]
 
     def unflushed(self, key: SeriesKey) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Points of ``key`` not yet indexed, in write order. Caller holds ``publish_lock``."""
@@ -279,7 +293,7 @@ class Writer:
                 with self._cv:
                     for _ in batch:
                         self._pending.popleft()
-                    self._pending_bytes -= sum(len(s.values) for s in batch) * POINT_BYTES
+                    self._pending_bytes -= sum(len(s.values) * s.series.point_bytes for s in batch)
                     self._done_ticket = batch[-1].ticket
                     self._cv.notify_all()
         except BaseException as exc:  # raised again in the thread that waits in flush()
@@ -320,7 +334,7 @@ class Writer:
         batch, size = [], 0
         for item in self._pending:
             batch.append(item)
-            size += len(item.values) * POINT_BYTES
+            size += len(item.values) * item.series.point_bytes
             if size >= self.budget_bytes // 4:
                 break
         return batch
@@ -328,9 +342,14 @@ class Writer:
     def _append_blocks(self, batch: list[Sealed], cols: list) -> tuple[SegmentWriter, list[NewBlock]]:
         chunks = []
         for item, (steps, times, values) in zip(batch, cols):
+            series_id = item.series.series_id
+            if item.series.kind == KIND_SUMMARY:
+                for rows in summary_runs(steps, times, values, SUMMARY_BLOCK_ROWS):
+                    chunks.append((series_id, rows))
+                continue
             for lo in range(0, len(steps), self.block_points):
                 hi = lo + self.block_points
-                chunks.append((item.series.series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
+                chunks.append((series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
         encoded = None
         if len(chunks) >= PARALLEL_MIN_BLOCKS:  # kernels and zstd release the GIL
             try:
@@ -355,7 +374,8 @@ class Writer:
 
         by_series: dict[int, list[int]] = {}
         for i, item in enumerate(batch):
-            by_series.setdefault(item.series.series_id, []).append(i)
+            if item.series.kind == KIND_SCALAR:
+                by_series.setdefault(item.series.series_id, []).append(i)
         result = []
         for series_id, items in by_series.items():
             steps = np.concatenate([cols[i][0] for i in items]) if len(items) > 1 else cols[items[0]][0]
@@ -370,7 +390,7 @@ class Writer:
         encoder = getattr(self._local, "encoder", None)
         if encoder is None:
             encoder = self._local.encoder = BlockEncoder(self.block_points)
-        return encoder.encode(*chunk)
+        return encoder.encode(*chunk) if len(chunk) == 4 else encoder.encode_summaries(*chunk)
 
     def _encode_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -383,16 +403,19 @@ class Writer:
         new = {}
         for item, (steps, _, _) in zip(batch, cols):
             if item.series.series_id is None and item.series.key not in new:
-                new[item.series.key] = (item.series, base_shift(steps))
+                shift = base_shift(steps) if item.series.kind == KIND_SCALAR else 0
+                new[item.series.key] = (item.series, shift)
         if not new:
             return
 
         def create(txn: IndexTxn) -> dict:
-            return {key: txn.create_series(key.run_id, key.name, key.context, shift)
-                    for key, (_, shift) in new.items()}
+            return {key: txn.create_series(key.run_id, key.name, key.context, series.kind, shift)
+                    for key, (series, shift) in new.items()}
 
         for key, entry in self.index.write(create).items():
             series = new[key][0]
+            if entry.kind != series.kind:
+                raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[entry.kind]}")
             series.series_id, series.rollup_shift = entry.series_id, entry.rollup_shift
 
     def _segment_for_append(self) -> SegmentWriter:
@@ -411,9 +434,40 @@ class Writer:
         return self._segment
 
 
-def columns(steps, times, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point columns as numpy arrays (buffers hold lists; log_batch chunks are arrays)."""
+def columns(steps, times, values) -> tuple[np.ndarray, np.ndarray, "np.ndarray | list"]:
+    """Steps and times as numpy arrays, values as a float64 array (scalar series) or the
+    list of summary rows as it is (buffers hold lists; log_batch chunks are arrays)."""
     if isinstance(values, np.ndarray):
         return steps, times, values
     n = len(values)
-    return np.fromiter(steps, np.int64, n), np.fromiter(times, np.int64, n), np.array(values, np.float64)
+    steps, times = np.fromiter(steps, np.int64, n), np.fromiter(times, np.int64, n)
+    if n and isinstance(values[0], SummaryRow):
+        return steps, times, list(values)
+    return steps, times, np.array(values, np.float64)
+
+
+class SummaryRow(NamedTuple):
+    """One logged tensor summary: statistics, histogram counts, and the caller's edges
+    (None when they were spread over the tensor's [min, max])."""
+
+    stats: np.ndarray
+    counts: np.ndarray
+    edges: np.ndarray | None
+
+
+def summary_runs(steps: np.ndarray, times: np.ndarray, rows: list, max_rows: int):
+    """Split summary rows into blocks of rows that share bins and edges (or derive them)."""
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i < len(rows) and i - start < max_rows and _same_histogram(rows[i], rows[start]):
+            continue
+        chunk = rows[start:i]
+        yield Summaries(steps[start:i], times[start:i], np.stack([r.stats for r in chunk]),
+                        np.stack([r.counts for r in chunk]), chunk[0].edges)
+        start = i
+
+
+def _same_histogram(a: SummaryRow, b: SummaryRow) -> bool:
+    if len(a.counts) != len(b.counts) or (a.edges is None) != (b.edges is None):
+        return False
+    return a.edges is None or a.edges is b.edges or np.array_equal(a.edges, b.edges)

@@ -26,11 +26,12 @@ TIME_TYPE = pa.timestamp("ns", tz="UTC")
 POINTS_SCHEMA = pa.schema([("step", pa.int64()), ("time", TIME_TYPE), ("value", pa.float64())])
 
 
-def _decoder() -> BlockDecoder:
-    decoder = getattr(_local, "decoder", None)
-    if decoder is None:
-        decoder = _local.decoder = BlockDecoder()
-    return decoder
+def decoder() -> BlockDecoder:
+    """This thread's BlockDecoder (a zstd decompressor is not thread-safe)."""
+    found = getattr(_local, "decoder", None)
+    if found is None:
+        found = _local.decoder = BlockDecoder()
+    return found
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -74,7 +75,7 @@ def decode_blocks(segments: SegmentReader, path_of, refs: list[BlockRef], start:
         ref = refs[i]
         lo, hi = positions[i], positions[i + 1]
         data = segments.read(ref.segment_id, ref.offset, ref.header.length)
-        _decoder().decode_into(data, path_of(ref.segment_id), ref.offset,
+        decoder().decode_into(data, path_of(ref.segment_id), ref.offset,
                                out.steps[lo:hi], out.times[lo:hi], out.values[lo:hi], ref.header_bytes)
         return i
 

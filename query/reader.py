@@ -13,20 +13,22 @@ import pyarrow as pa
 from ..engine.index import IndexTxn, SeriesEntry, SeriesInfo
 from ..engine.segment import SegmentReader
 from . import downsample
-from .read import Points, concat, decode_blocks, select_range, sort_by_step
+from .read import Points, concat, decoder, decode_blocks, select_range, sort_by_step
+from .tensors import SummaryRows, buckets_table, rows_from_blocks, rows_table
 
 X_AXES = ("step", "time", "relative")
 
 
 class SeriesReader:
     def __init__(self, txn: IndexTxn, segments: SegmentReader, path_of, entry: SeriesEntry | None,
-                 unflushed: list[Points]):
+                 unflushed: list[tuple]):
         self._txn = txn
         self._segments = segments
         self._path_of = path_of
         self.entry = entry
         self.info = txn.series_info(entry.series_id) if entry is not None else SeriesInfo(0, 0, 0, 0)
-        self._unflushed = [p for p in unflushed if len(p)]
+        self._raw_unflushed = [chunk for chunk in unflushed if len(chunk[0])]
+        self._unflushed = [Points(*chunk) for chunk in self._raw_unflushed if isinstance(chunk[2], np.ndarray)]
 
     # -- raw points --------------------------------------------------------------------
 
@@ -51,6 +53,35 @@ class SeriesReader:
             lows.append(self.info.step_min)
             highs.append(self.info.step_max)
         return (min(lows), max(highs) + 1) if lows else None
+
+    # -- tensor summaries --------------------------------------------------------------
+
+    def summary_rows(self, start: int | None, stop: int | None) -> SummaryRows:
+        """Summary rows with start <= step < stop, by step, ties in write order."""
+        from ..engine.summary import SUMMARY_FIELDS
+        from ..engine.writer import summary_runs
+
+        parts = []
+        if self.entry is not None:
+            refs = sorted(self._txn.blocks_overlapping(self.entry.series_id, start, stop), key=lambda r: r.seq)
+            for ref in refs:
+                data = self._segments.read(ref.segment_id, ref.offset, ref.header.length)
+                parts.append(decoder().decode_summaries(data, self._path_of(ref.segment_id), ref.offset,
+                                                         ref.header_bytes))
+        for chunk in self._raw_unflushed:
+            parts.extend(summary_runs(*chunk, max_rows=len(chunk[0]) or 1))
+        keep = [_summary_range(p, start, stop) for p in parts]
+        return rows_from_blocks(keep, len(SUMMARY_FIELDS))
+
+    def summaries(self, start: int | None, stop: int | None, n: int | None) -> pa.Table:
+        rows = self.summary_rows(start, stop)
+        if n is None:
+            return rows_table(rows)
+        if not len(rows.steps):
+            return buckets_table(rows, 0, 1, 1)
+        lo = int(rows.steps[0]) if start is None else start
+        hi = int(rows.steps[-1]) + 1 if stop is None else stop
+        return buckets_table(rows, lo, hi, n)
 
     # -- downsampled -------------------------------------------------------------------
 
@@ -127,3 +158,16 @@ class SeriesReader:
             axis = points.times - (run_start_ns if x == "relative" else 0)
         keep = downsample.lttb_indices(axis, points.values, n)
         return Points(points.steps[keep], points.times[keep], points.values[keep])
+
+
+def _summary_range(rows, start: int | None, stop: int | None):
+    """The rows of a decoded Summaries with start <= step < stop."""
+    keep = np.ones(len(rows.steps), bool)
+    if start is not None:
+        keep &= rows.steps >= start
+    if stop is not None:
+        keep &= rows.steps < stop
+    if keep.all():
+        return rows
+    return rows._replace(steps=rows.steps[keep], times=rows.times[keep], stats=rows.stats[keep],
+                         counts=rows.counts[keep])

@@ -77,13 +77,17 @@ def runs_table(records: list[dict], heartbeats: dict) -> pa.Table:
     return pa.table(columns)
 
 
+SERIES_KINDS = {1: "scalar", 2: "tensor"}
+
+
 def series_table(rows: list) -> pa.Table:
-    """rows: (metric name, context JSON, SeriesInfo)."""
+    """rows: (metric name, context JSON, kind, SeriesInfo)."""
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
     return pa.table({
         "metric": pa.array([r[0] for r in rows], pa.string()),
         "context": pa.array([r[1] or None for r in rows], pa.string()),
-        "count": pa.array([r[2].count for r in rows], pa.int64()),
-        "step_min": pa.array([r[2].step_min if r[2].count else None for r in rows], pa.int64()),
-        "step_max": pa.array([r[2].step_max if r[2].count else None for r in rows], pa.int64()),
+        "kind": pa.array([SERIES_KINDS[r[2]] for r in rows], pa.string()),
+        "count": pa.array([r[3].count for r in rows], pa.int64()),
+        "step_min": pa.array([r[3].step_min if r[3].count else None for r in rows], pa.int64()),
+        "step_max": pa.array([r[3].step_max if r[3].count else None for r in rows], pa.int64()),
     })

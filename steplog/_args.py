@@ -96,3 +96,40 @@ def column_arg(values, argument: str, dtype) -> np.ndarray:
     elif kind not in "iufb":
         raise InvalidTypeError(argument, f"must hold real numbers, got dtype {array.dtype}")
     return np.array(array, dtype=dtype, copy=True)
+
+
+def tensor_arg(tensor, argument: str) -> np.ndarray:
+    """A tensor as a numpy array, read in place when its memory allows: numpy arrays,
+    objects with ``__dlpack__`` or ``__array__`` (a CPU torch tensor). A torch tensor
+    on another device is copied to the host first."""
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    if hasattr(tensor, "detach") and hasattr(tensor, "device"):   # torch: no autograd, host memory
+        tensor = tensor.detach()
+        if getattr(tensor.device, "type", "cpu") != "cpu":
+            tensor = tensor.cpu()
+    if hasattr(tensor, "__dlpack__"):
+        try:
+            return np.from_dlpack(tensor)
+        except (TypeError, ValueError, RuntimeError, BufferError):
+            pass
+    if hasattr(tensor, "__array__") or isinstance(tensor, (list, tuple, numbers.Number)):
+        try:
+            return np.asarray(tensor)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTypeError(argument, f"cannot be read as an array: {exc}") from None
+    raise InvalidTypeError(argument, f"must be an array or tensor, got {type(tensor).__name__}")
+
+
+def edges_arg(edges) -> np.ndarray:
+    """Histogram edges: 1-d, at least 2, finite, strictly increasing; kept as float64."""
+    try:
+        array = np.array(edges, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTypeError("edges", f"must be a 1-d array of numbers: {exc}") from None
+    if array.ndim != 1 or len(array) < 2:
+        raise InvalidArgumentError("edges", f"must be 1-d with at least 2 entries, got shape {array.shape}")
+    if not np.all(np.isfinite(array)) or not np.all(np.diff(array) > 0):
+        raise InvalidArgumentError("edges", "must be finite and strictly increasing")
+    array.setflags(write=False)
+    return array

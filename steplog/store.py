@@ -20,12 +20,13 @@ import pyarrow as pa
 
 from . import _args
 from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, StepLogError
+from .engine.block import KIND_SCALAR, KIND_SUMMARY
 from .engine.index import Heartbeat, Index
 from .engine.layout import StoreLayout
 from .engine.recovery import cut_torn_tails
 from .engine.segment import SegmentReader
-from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL,
-                            SeriesBuffer, SeriesKey, Writer)
+from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL, KIND_NAMES,
+                            SeriesBuffer, SeriesKey, SummaryRow, Writer)
 from .query import read as _read
 from .query.downsample import empty_table as empty_bucket_table
 from .query.reader import X_AXES, SeriesReader
@@ -158,7 +159,8 @@ class Store:
         self._check_open()
         key = self._existing_run(run_id)
         with self._index.read() as txn:
-            rows = [(name, context, txn.series_info(sid)) for sid, name, context in txn.run_series(key)]
+            rows = [(name, context, entry.kind, txn.series_info(entry.series_id))
+                    for entry, name, context in txn.run_series(key)]
         return series_table(rows)
 
     # -- reads -------------------------------------------------------------------------
@@ -203,9 +205,9 @@ class Store:
                 raise NotFoundError("runs: " + ", ".join(r for r, rec in zip(runs, records) if rec is None))
             records = [r for r in records if experiment is None or r["experiment"] == experiment]
             keys = [SeriesKey(bytes.fromhex(r["id"]), name, context) for r in records
-                    for _, name, context in txn.run_series(bytes.fromhex(r["id"]))
-                    if names is None or name in names]
-        keys += [k for k in self._writer.series_keys() if k not in set(keys)
+                    for entry, name, context in txn.run_series(bytes.fromhex(r["id"]))
+                    if entry.kind == KIND_SCALAR and (names is None or name in names)]
+        keys += [k for k in self._writer.series_keys(KIND_SCALAR) if k not in set(keys)
                  and k.run_id in {bytes.fromhex(r["id"]) for r in records} and (names is None or k.name in names)]
         by_run = {bytes.fromhex(r["id"]): r for r in records}
         tables = []
@@ -223,6 +225,24 @@ class Store:
                                         names=["run_id", "metric", "context"] + empty.column_names)
         return pa.concat_tables(tables)
 
+    def read_tensor(self, run_id: str, name: str, context: dict | None = None, start: int | None = None,
+                    stop: int | None = None, buckets: int | None = None) -> pa.Table:
+        """Tensor summaries of one series, start <= step < stop: step, time, count,
+        nan_count, inf_count, min, max, mean, std, l2, zero_fraction, q01..q99 and the
+        histogram as list columns hist_edges and hist_counts. ``buckets=N`` merges
+        successive summaries into at most N rows (see steplog.query.tensors)."""
+        self._check_open()
+        key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.name_arg(name, "name"),
+                        _args.context_arg(context))
+        start, stop, buckets, _, _ = _range_args(start, stop, buckets, "minmax", "step")
+        with self._snapshot([key]) as (txn, readers):
+            if txn.get_run(key.run_id) is None:
+                raise NotFoundError(f"run_id: no run {run_id}")
+            reader = readers[key]
+            if reader.entry is not None and reader.entry.kind != KIND_SUMMARY:
+                raise InvalidArgumentError("name", f"{name!r} holds scalar points; use Store.read")
+            return reader.summaries(start, stop, buckets)
+
     @contextlib.contextmanager
     def _snapshot(self, keys: list[SeriesKey]):
         """One index read transaction and the unflushed points of ``keys``, taken together."""
@@ -232,7 +252,7 @@ class Store:
         with txn:
             readers = {key: SeriesReader(txn, self._segments, self._layout.segment_path,
                                          txn.get_series(key.run_id, key.name, key.context),
-                                         [_read.Points(*chunk) for chunk in unflushed[key]])
+                                         unflushed[key])
                        for key in keys}
             yield txn, readers
 
@@ -392,19 +412,65 @@ class Run:
         for lo in range(0, len(steps), chunk):
             self._writer.seal_for_batch(buf, steps[lo:lo + chunk], times[lo:lo + chunk], values[lo:lo + chunk])
 
-    def _open_series(self, name, context) -> SeriesBuffer:
+    def _open_series(self, name, context, kind: int = KIND_SCALAR) -> SeriesBuffer:
         name = _args.name_arg(name, "name")
         key = SeriesKey(self._key, name, _args.context_arg(context))
         with self._store._index.read() as txn:
             entry = txn.get_series(key.run_id, key.name, key.context)
             last_step = txn.series_info(entry.series_id).step_max if entry is not None else -1
-        buf = self._writer.buffer(key, last_step)
+        if entry is not None and entry.kind != kind:
+            raise InvalidArgumentError("name", f"{name!r} already holds {KIND_NAMES[entry.kind]}")
+        buf = self._writer.buffer(key, last_step, kind)
+        cache = "series" if kind == KIND_SCALAR else "tensors"
         try:
-            series = self._local.series
+            series = getattr(self._local, cache)
         except AttributeError:
-            series = self._local.series = {}
+            series = {}
+            setattr(self._local, cache, series)
         series[name if context is None else (name, _context_items(context))] = buf
         return buf
+
+    # -- tensor summaries --------------------------------------------------------------
+
+    def log_tensor(self, name: str, tensor, step: int | None = None, context: dict | None = None,
+                   bins: int = 64, edges=None) -> None:
+        """Log the summary of a tensor (numpy array, or anything with ``__array__`` or
+        ``__dlpack__``, such as a torch tensor): counts, min, max, mean, std, l2 norm,
+        zero fraction, quantiles and a histogram of ``bins`` bins over [min, max], or
+        over the caller's ``edges`` (so that successive histograms share bins)."""
+        self.log_tensors({name: tensor}, step, context, bins, edges)
+
+    def log_tensors(self, tensors: dict, step: int | None = None, context: dict | None = None,
+                    bins: int = 64, edges=None) -> None:
+        """Log the summaries of several tensors at one step (a state_dict, gradients)."""
+        from .engine.summary import summarize_many
+
+        if self._ended:
+            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        if not isinstance(tensors, dict):
+            raise _args.InvalidTypeError("tensors", f"must be a dict of name to tensor, got {type(tensors).__name__}")
+        if step is not None:
+            step = _args.step_arg(step)
+        bufs = [self._tensor_buffer(name, context) for name in tensors]
+        arrays = [_args.tensor_arg(t, f"tensor {name!r}") for name, t in tensors.items()]
+        shared = None if edges is None else _args.edges_arg(edges)
+        many = summarize_many(arrays, bins, shared)
+        now = _time_ns()
+        seal_at = self._writer.summary_seal_at
+        for i, buf in enumerate(bufs):
+            steps, times, rows = buf.cols
+            steps.append(buf.next_step() if step is None else step)
+            times.append(now)
+            rows.append(SummaryRow(many.stats[i], many.counts[i], shared))
+            if len(rows) >= seal_at:
+                self._writer.seal_full(buf)
+
+    def _tensor_buffer(self, name, context) -> SeriesBuffer:
+        try:
+            buf = self._local.tensors.get(name if context is None else (name, _context_items(context)))
+        except AttributeError:
+            buf = None
+        return buf if buf is not None else self._open_series(name, context, KIND_SUMMARY)
 
     # -- metadata ----------------------------------------------------------------------
 

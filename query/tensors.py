@@ -1,0 +1,138 @@
+"""Tensor summaries as Arrow: rows as logged, or merged into step buckets.
+
+A bucket merges the summaries whose steps fall in it: counts add up, min of mins, max
+of maxes, mean and std combined exactly from each row's finite count, mean and std
+(Chan's formula), l2 from the sum of squared norms, zero fraction weighted by finite
+counts, histograms summed when every row of the bucket shares the same edges (else
+null). Quantiles cannot be merged from quantiles: a bucket of more than one row has
+null quantiles.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from .read import TIME_TYPE
+
+COUNT_FIELDS = ("count", "nan_count", "inf_count")
+
+
+class SummaryRows(NamedTuple):
+    """Summary rows sorted by step: histograms may differ in bins from row to row."""
+
+    steps: np.ndarray
+    times: np.ndarray
+    stats: np.ndarray            # rows x fields
+    edges: list                  # per row, float64 array
+    counts: list                 # per row, int64 array
+
+    @classmethod
+    def empty(cls, fields: int) -> "SummaryRows":
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, fields)), [], [])
+
+
+def derived_edges(stats: np.ndarray, bins: int) -> np.ndarray:
+    """Edges spread over each row's [min, max], as np.histogram spreads them (rows x bins+1)."""
+    from ..engine.summary import SUMMARY_FIELDS
+
+    col = {name: stats[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
+    finite = col["count"] - col["nan_count"] - col["inf_count"]
+    lo, hi = col["min"].copy(), col["max"].copy()
+    flat = lo == hi
+    lo[flat] -= 0.5
+    hi[flat] += 0.5
+    none = finite == 0
+    lo[none], hi[none] = 0.0, 1.0
+    return np.linspace(lo, hi, bins + 1, axis=1)
+
+
+def rows_from_blocks(parts: list, fields: int) -> SummaryRows:
+    """Concatenate decoded Summaries (engine.block) and sort them by step, stably."""
+    parts = [p for p in parts if len(p.steps)]
+    if not parts:
+        return SummaryRows.empty(fields)
+    edges, counts = [], []
+    for p in parts:
+        n, bins = p.counts.shape
+        block_edges = np.broadcast_to(p.edges, (n, bins + 1)) if p.edges is not None else derived_edges(p.stats, bins)
+        edges.extend(block_edges)
+        counts.extend(p.counts)
+    steps = np.concatenate([p.steps for p in parts])
+    order = np.argsort(steps, kind="stable")
+    return SummaryRows(steps[order], np.concatenate([p.times for p in parts])[order],
+                       np.concatenate([p.stats for p in parts])[order], [edges[i] for i in order],
+                       [counts[i] for i in order])
+
+
+def _list_column(arrays: list, value_type) -> pa.Array:
+    offsets = np.zeros(len(arrays) + 1, np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(value_type.to_pandas_dtype())))
+
+
+def _stat_columns(stats: np.ndarray) -> dict:
+    from ..engine.summary import SUMMARY_FIELDS
+
+    return {name: (stats[:, i].astype(np.int64) if name in COUNT_FIELDS else stats[:, i])
+            for i, name in enumerate(SUMMARY_FIELDS)}
+
+
+def rows_table(rows: SummaryRows) -> pa.Table:
+    times = pa.Array.from_buffers(TIME_TYPE, len(rows.times), [None, pa.py_buffer(rows.times)])
+    columns = {"step": rows.steps, "time": times, **_stat_columns(rows.stats),
+               "hist_edges": _list_column(rows.edges, pa.float64()),
+               "hist_counts": _list_column(rows.counts, pa.int64())}
+    return pa.table(columns)
+
+
+def buckets_table(rows: SummaryRows, lo: int, hi: int, n: int) -> pa.Table:
+    """Merge rows with lo <= step < hi into at most n buckets of even step width."""
+    from ..engine.summary import SUMMARY_FIELDS
+
+    width = max(1, -(-(hi - lo) // n))
+    keys = (rows.steps - lo) // width
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, np.int64)
+    col = {name: rows.stats[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
+    finite = col["count"] - col["nan_count"] - col["inf_count"]
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, starts) if len(starts) else np.empty(0)
+
+    n_finite = total(finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.where(finite > 0, finite, 0)
+        mean = total(np.nan_to_num(col["mean"]) * weights) / n_finite
+        spread = np.nan_to_num(col["std"]) ** 2 + (np.nan_to_num(col["mean"]) - np.repeat(mean, np.diff(np.r_[starts, len(keys)]))) ** 2
+        std = np.sqrt(total(spread * weights) / n_finite)
+        merged = {
+            "count": total(col["count"]), "nan_count": total(col["nan_count"]), "inf_count": total(col["inf_count"]),
+            "min": _reduce(np.fmin, col["min"], starts), "max": _reduce(np.fmax, col["max"], starts),
+            "mean": mean, "std": std, "l2": np.sqrt(total(np.nan_to_num(col["l2"]) ** 2)),
+            "zero_fraction": np.where(n_finite > 0, total(col["zero_fraction"] * weights) / n_finite, 0.0),
+        }
+    single = np.diff(np.r_[starts, len(keys)]) == 1
+    for name in SUMMARY_FIELDS:
+        if name not in merged:  # quantiles: kept only where a bucket holds one row
+            merged[name] = np.where(single, col[name][starts], np.nan)
+    stats = np.stack([merged[name] for name in SUMMARY_FIELDS], axis=1) if len(starts) else np.empty((0, len(SUMMARY_FIELDS)))
+    ends = np.r_[starts[1:], len(keys)] if len(starts) else starts
+    edges, counts = [], []
+    for a, b in zip(starts, ends):
+        same = all(len(rows.edges[i]) == len(rows.edges[a]) and np.array_equal(rows.edges[i], rows.edges[a])
+                   for i in range(a + 1, b))
+        edges.append(rows.edges[a] if same else None)
+        counts.append(np.sum(rows.counts[a:b], axis=0) if same else None)
+    bucket = keys[starts] if len(starts) else np.empty(0, np.int64)
+    columns = {"step_start": np.maximum(lo + bucket * width, lo), "step_end": np.minimum(lo + (bucket + 1) * width, hi),
+               "rows": np.diff(np.r_[starts, len(keys)]).astype(np.int64), **_stat_columns(stats),
+               "hist_edges": pa.array([None if e is None else e.tolist() for e in edges], pa.list_(pa.float64())),
+               "hist_counts": pa.array([None if c is None else c.tolist() for c in counts], pa.list_(pa.int64()))}
+    return pa.table(columns)
+
+
+def _reduce(ufunc, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return ufunc.reduceat(values, starts) if len(starts) else np.empty(0)
