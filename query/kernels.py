@@ -74,3 +74,21 @@ def floor_keys(x, origin, width):
         q = d // width
         keys[i] = q
     return keys
+
+
+@nb.njit(cache=True, nogil=True)
+def linspace_rows(lo, hi, num):
+    """Row r is np.linspace(lo[r], hi[r], num), bit for bit (same operations, same order)."""
+    rows = lo.shape[0]
+    out = np.empty((rows, num))
+    div = num - 1
+    for r in range(rows):
+        delta = hi[r] - lo[r]
+        step = delta / div
+        for i in range(num):
+            if step == 0:
+                out[r, i] = (i / div) * delta + lo[r]
+            else:
+                out[r, i] = i * step + lo[r]
+        out[r, num - 1] = hi[r]
+    return out

@@ -21,17 +21,19 @@ COUNT_FIELDS = ("count", "nan_count", "inf_count")
 
 
 class SummaryRows(NamedTuple):
-    """Summary rows sorted by step: histograms may differ in bins from row to row."""
+    """Summary rows sorted by step. ``edges`` and ``counts`` are 2-d arrays (rows x bins+1,
+    rows x bins) when every row has the same bins, else lists of per-row arrays."""
 
     steps: np.ndarray
     times: np.ndarray
     stats: np.ndarray            # rows x fields
-    edges: list                  # per row, float64 array
-    counts: list                 # per row, int64 array
+    edges: "np.ndarray | list"
+    counts: "np.ndarray | list"
 
     @classmethod
     def empty(cls, fields: int) -> "SummaryRows":
-        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, fields)), [], [])
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, fields)),
+                   np.empty((0, 1)), np.empty((0, 0), np.int64))
 
 
 def derived_edges(stats: np.ndarray, bins: int) -> np.ndarray:
@@ -46,7 +48,9 @@ def derived_edges(stats: np.ndarray, bins: int) -> np.ndarray:
     hi[flat] += 0.5
     none = finite == 0
     lo[none], hi[none] = 0.0, 1.0
-    return np.linspace(lo, hi, bins + 1, axis=1)
+    from .kernels import linspace_rows
+
+    return linspace_rows(lo, hi, bins + 1)
 
 
 def rows_from_blocks(parts: list, fields: int) -> SummaryRows:
@@ -54,24 +58,31 @@ def rows_from_blocks(parts: list, fields: int) -> SummaryRows:
     parts = [p for p in parts if len(p.steps)]
     if not parts:
         return SummaryRows.empty(fields)
-    edges, counts = [], []
-    for p in parts:
-        n, bins = p.counts.shape
-        block_edges = np.broadcast_to(p.edges, (n, bins + 1)) if p.edges is not None else derived_edges(p.stats, bins)
-        edges.extend(block_edges)
-        counts.extend(p.counts)
+    edges = [np.broadcast_to(p.edges, (len(p.steps), len(p.edges))) if p.edges is not None
+             else derived_edges(p.stats, p.counts.shape[1]) for p in parts]
+    from ..engine.kernels import is_sorted
+
     steps = np.concatenate([p.steps for p in parts])
-    order = np.argsort(steps, kind="stable")
+    order = slice(None) if is_sorted(steps) else np.argsort(steps, kind="stable")
+    if len({p.counts.shape[1] for p in parts}) == 1:
+        all_edges, all_counts = np.concatenate(edges)[order], np.concatenate([p.counts for p in parts])[order]
+    else:
+        flat_edges = [row for block in edges for row in block]
+        flat_counts = [row for p in parts for row in p.counts]
+        indices = range(len(steps)) if isinstance(order, slice) else order
+        all_edges, all_counts = [flat_edges[i] for i in indices], [flat_counts[i] for i in indices]
     return SummaryRows(steps[order], np.concatenate([p.times for p in parts])[order],
-                       np.concatenate([p.stats for p in parts])[order], [edges[i] for i in order],
-                       [counts[i] for i in order])
+                       np.concatenate([p.stats for p in parts])[order], all_edges, all_counts)
 
 
-def _list_column(arrays: list, value_type) -> pa.Array:
-    offsets = np.zeros(len(arrays) + 1, np.int32)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
-    flat = np.concatenate(arrays) if arrays else np.empty(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(value_type.to_pandas_dtype())))
+def _list_column(rows: "np.ndarray | list", dtype) -> pa.Array:
+    if isinstance(rows, np.ndarray):   # rows x width: one flat buffer, no per-row work
+        offsets = np.arange(rows.shape[0] + 1, dtype=np.int32) * rows.shape[1]
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(rows, dtype).reshape(-1)))
+    offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([len(a) for a in rows], out=offsets[1:])
+    flat = np.concatenate(rows).astype(dtype) if rows else np.empty(0, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
 def _stat_columns(stats: np.ndarray) -> dict:
@@ -84,8 +95,8 @@ def _stat_columns(stats: np.ndarray) -> dict:
 def rows_table(rows: SummaryRows) -> pa.Table:
     times = pa.Array.from_buffers(TIME_TYPE, len(rows.times), [None, pa.py_buffer(rows.times)])
     columns = {"step": rows.steps, "time": times, **_stat_columns(rows.stats),
-               "hist_edges": _list_column(rows.edges, pa.float64()),
-               "hist_counts": _list_column(rows.counts, pa.int64())}
+               "hist_edges": _list_column(rows.edges, np.float64),
+               "hist_counts": _list_column(rows.counts, np.int64)}
     return pa.table(columns)
 
 
@@ -122,8 +133,10 @@ def buckets_table(rows: SummaryRows, lo: int, hi: int, n: int) -> pa.Table:
     ends = np.r_[starts[1:], len(keys)] if len(starts) else starts
     edges, counts = [], []
     for a, b in zip(starts, ends):
-        same = all(len(rows.edges[i]) == len(rows.edges[a]) and np.array_equal(rows.edges[i], rows.edges[a])
-                   for i in range(a + 1, b))
+        if isinstance(rows.edges, np.ndarray):
+            same = bool((rows.edges[a:b] == rows.edges[a]).all())
+        else:
+            same = all(np.array_equal(rows.edges[i], rows.edges[a]) for i in range(a + 1, b))
         edges.append(rows.edges[a] if same else None)
         counts.append(np.sum(rows.counts[a:b], axis=0) if same else None)
     bucket = keys[starts] if len(starts) else np.empty(0, np.int64)
