@@ -10,7 +10,8 @@
 from .engine.errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError,
                             InvalidTypeError, NotFoundError, StepLogError, StorageFullError)
 from .engine.index import FORMAT_VERSION
-from .store import Run, Store, open
+from .run import Run
+from .store import Store, open
 
 __all__ = ["open", "Store", "Run", "FORMAT_VERSION", "StepLogError", "InvalidArgumentError", "InvalidTypeError",
            "NotFoundError", "ClosedError", "CorruptionError", "FormatVersionError", "StorageFullError"]

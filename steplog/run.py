@@ -1,0 +1,246 @@
+"""A run being logged to: metrics, tensor summaries, params and tags.
+
+Thread rules: a Run may be used from many threads at once; each thread appends to its
+own buffers (see steplog.engine.writer), so logging takes no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as _time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import _args
+from .engine.block import KIND_SCALAR, KIND_SUMMARY
+from .engine.errors import ClosedError, InvalidArgumentError
+from .engine.writer import KIND_NAMES, SeriesBuffer, SeriesKey, SummaryRow
+
+if TYPE_CHECKING:
+    from .store import Store
+
+RUN_STATUSES = ("running", "finished", "failed", "killed")
+INT64_MIN, INT64_MAX = _args.INT64_MIN, _args.INT64_MAX
+_time_ns = _time.time_ns
+_FLOAT_ONLY = frozenset([float])
+
+
+class Run:
+    """A run being logged to. Obtain one from ``Store.start_run`` or ``Store.run``.
+
+    ``log`` and ``log_batch`` buffer points in memory and return at once; ``flush``
+    makes them durable. Thread-safe.
+    """
+
+    def __init__(self, store: Store, run_id: bytes):
+        self._store = store
+        self._key = run_id
+        self.id = run_id.hex()
+        self._writer = store._writer
+        self._local = threading.local()   # .series: name or (name, context items) -> SeriesBuffer
+        self._ended = False
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._ended:
+            self.end("failed" if exc_type is not None else "finished")
+
+    def __repr__(self) -> str:
+        return f"<steplog.Run {self.id}>"
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def log(self, name, value=None, step: int | None = None, context: dict | None = None) -> None:
+        """Log one point, or several metrics at one step when ``name`` is a dict.
+        step=None logs at the next step of each series (its last step + 1, from 0)."""
+        if self._ended:
+            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        if type(name) is dict:
+            return self._log_dict(name, value, step, context)
+        try:
+            buf = self._local.series.get(name if context is None else (name, _context_items(context)))
+        except AttributeError:
+            buf = None
+        if buf is None:
+            buf = self._open_series(name, context)
+        if type(value) is not float:
+            value = _args.value_arg(value)
+        if step is None:
+            step = buf.next_step()
+        elif type(step) is not int or step > INT64_MAX or step < INT64_MIN:
+            step = _args.step_arg(step)
+        steps, times, values = buf.cols
+        steps.append(step)
+        times.append(_time_ns())
+        values.append(value)  # last: len(values) counts complete points
+        if len(values) >= self._writer.seal_at:
+            self._writer.seal_full(buf)
+
+    def _log_dict(self, metrics: dict, value, step, context) -> None:
+        if value is not None:
+            raise InvalidArgumentError("value", "pass either a dict of metrics or one name and a value")
+        if step is not None and (type(step) is not int or step > INT64_MAX or step < INT64_MIN):
+            step = _args.step_arg(step)
+        try:
+            series = self._local.series
+        except AttributeError:
+            series = self._local.series = {}
+        names = tuple(metrics)
+        group = names if context is None else (names, _context_items(context))
+        bufs = series.get(group)  # the buffers of a dict's keys, looked up once per key set
+        if bufs is None:
+            bufs = series[group] = [self._open_series(name, context) for name in names]
+        values = metrics.values()
+        if not _FLOAT_ONLY.issuperset(map(type, values)):  # check all before appending any
+            values = [_args.value_arg(v, f"value of {n!r}") for n, v in zip(names, values)]
+        now = _time_ns()
+        seal_at = self._writer.seal_at
+        full = []
+        for buf, value in zip(bufs, values):
+            steps, times, column = buf.cols
+            steps.append(buf.next_step() if step is None else step)
+            times.append(now)
+            column.append(value)
+            if len(column) >= seal_at:
+                full.append(buf)
+        for buf in full:
+            self._writer.seal_full(buf)
+
+    def log_batch(self, name: str, steps, values, times=None, context: dict | None = None) -> None:
+        """Log many points of one series from arrays. times (int64 ns since the epoch)
+        default to now for every point."""
+        if self._ended:
+            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        try:
+            buf = self._local.series.get(name if context is None else (name, _context_items(context)))
+        except AttributeError:
+            buf = None
+        if buf is None:
+            buf = self._open_series(name, context)
+        steps = _args.column_arg(steps, "steps", np.int64)
+        values = _args.column_arg(values, "values", np.float64)
+        if len(values) != len(steps):
+            raise InvalidArgumentError("values", f"has {len(values)} points but steps has {len(steps)}")
+        if times is None:
+            times = np.full(len(steps), _time_ns(), np.int64)
+        else:
+            times = _args.column_arg(times, "times", np.int64)
+            if len(times) != len(steps):
+                raise InvalidArgumentError("times", f"has {len(times)} points but steps has {len(steps)}")
+        chunk = self._writer.block_points
+        for lo in range(0, len(steps), chunk):
+            self._writer.seal_for_batch(buf, steps[lo:lo + chunk], times[lo:lo + chunk], values[lo:lo + chunk])
+
+    def _open_series(self, name, context, kind: int = KIND_SCALAR) -> SeriesBuffer:
+        name = _args.name_arg(name, "name")
+        key = SeriesKey(self._key, name, _args.context_arg(context))
+        with self._store._index.read() as txn:
+            entry = txn.get_series(key.run_id, key.name, key.context)
+            last_step = txn.series_info(entry.series_id).step_max if entry is not None else -1
+        if entry is not None and entry.kind != kind:
+            raise InvalidArgumentError("name", f"{name!r} already holds {KIND_NAMES[entry.kind]}")
+        buf = self._writer.buffer(key, last_step, kind)
+        cache = "series" if kind == KIND_SCALAR else "tensors"
+        try:
+            series = getattr(self._local, cache)
+        except AttributeError:
+            series = {}
+            setattr(self._local, cache, series)
+        series[name if context is None else (name, _context_items(context))] = buf
+        return buf
+
+    # -- tensor summaries --------------------------------------------------------------
+
+    def log_tensor(self, name: str, tensor, step: int | None = None, context: dict | None = None,
+                   bins: int = 64, edges=None) -> None:
+        """Log the summary of a tensor (numpy array, or anything with ``__array__`` or
+        ``__dlpack__``, such as a torch tensor): counts, min, max, mean, std, l2 norm,
+        zero fraction, quantiles and a histogram of ``bins`` bins over [min, max], or
+        over the caller's ``edges`` (so that successive histograms share bins)."""
+        self.log_tensors({name: tensor}, step, context, bins, edges)
+
+    def log_tensors(self, tensors: dict, step: int | None = None, context: dict | None = None,
+                    bins: int = 64, edges=None) -> None:
+        """Log the summaries of several tensors at one step (a state_dict, gradients)."""
+        from .engine.summary import summarize_many
+
+        if self._ended:
+            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        if not isinstance(tensors, dict):
+            raise _args.InvalidTypeError("tensors", f"must be a dict of name to tensor, got {type(tensors).__name__}")
+        if step is not None:
+            step = _args.step_arg(step)
+        bufs = [self._tensor_buffer(name, context) for name in tensors]
+        arrays = [_args.tensor_arg(t, f"tensor {name!r}") for name, t in tensors.items()]
+        shared = None if edges is None else _args.edges_arg(edges)
+        many = summarize_many(arrays, bins, shared)
+        now = _time_ns()
+        seal_at = self._writer.summary_seal_at
+        for i, buf in enumerate(bufs):
+            steps, times, rows = buf.cols
+            steps.append(buf.next_step() if step is None else step)
+            times.append(now)
+            rows.append(SummaryRow(many.stats[i], many.counts[i], shared))
+            if len(rows) >= seal_at:
+                self._writer.seal_full(buf)
+
+    def _tensor_buffer(self, name, context) -> SeriesBuffer:
+        try:
+            buf = self._local.tensors.get(name if context is None else (name, _context_items(context)))
+        except AttributeError:
+            buf = None
+        return buf if buf is not None else self._open_series(name, context, KIND_SUMMARY)
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def log_params(self, params: dict) -> None:
+        """Add or replace parameters (nested dicts allowed)."""
+        self._update_record("params", _args.mapping_arg(params, "params"))
+
+    def set_tags(self, tags: dict) -> None:
+        """Add or replace tags."""
+        self._update_record("tags", _args.mapping_arg(tags, "tags"))
+
+    def _update_record(self, field: str, values: dict) -> None:
+        self._store._check_open()
+
+        def update(txn):
+            record = txn.get_run(self._key)
+            record[field].update(values)
+            txn.put_run(self._key, record)
+
+        self._store._index.write(update)
+
+    def flush(self) -> None:
+        """Return when every point logged so far (by this store object) is durable."""
+        self._store.flush()
+
+    def end(self, status: str = "finished") -> None:
+        """Flush, then record the final status ("finished", "failed" or "killed")."""
+        if status not in RUN_STATUSES[1:]:
+            raise InvalidArgumentError("status", f"must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        if self._ended:
+            return
+        self._store.flush()
+        self._ended = True
+
+        def finish(txn):
+            record = txn.get_run(self._key)
+            record.update(status=status, end_time=_time_ns())
+            txn.put_run(self._key, record)
+
+        self._store._index.write(finish)
+        self._writer.live_runs.discard(self._key)
+
+
+def _context_items(context) -> tuple:
+    try:
+        items = tuple(sorted(context.items()))
+        hash(items)
+        return items
+    except (AttributeError, TypeError):
+        _args.context_arg(context)  # raises the typed error
+        raise
