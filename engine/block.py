@@ -105,6 +105,8 @@ class BlockEncoder:
         return self._scratch, self._out
 
     def encode(self, series_id: int, steps: np.ndarray, times: np.ndarray, values: np.ndarray) -> bytes:
+        if not len(steps):
+            raise ValueError("a block holds at least one point")
         k = self._kernels
         scratch, out = self._buffers(len(steps), 3)
         raw_len = k.encode_points(steps, times, values, scratch, out)
@@ -117,6 +119,8 @@ class BlockEncoder:
 
         k = self._kernels
         n, bins = rows.counts.shape
+        if not n:
+            raise ValueError("a block holds at least one row")
         edges = rows.edges if rows.edges is not None else np.empty(0)
         scratch, out = self._buffers(max(n, len(edges)), 3 + len(SUMMARY_FIELDS) + bins)
         raw_len = k.encode_summaries(rows.steps, rows.times, np.ascontiguousarray(rows.stats.T), edges,

@@ -46,7 +46,7 @@ BLOCK_KEY = struct.Struct(">QQQ")               # series_id, first_step ^ 2**63,
 ROLLUP_KEY = struct.Struct(">QBQ")              # series_id, level, page_no ^ 2**63
 SERIES_HEAD = struct.Struct("<QBB")             # series_id, kind, rollup_shift
 BLOCK_LOCATION = struct.Struct("<QQ")           # segment_id, offset
-SERIES_INFO = struct.Struct("<QQqq")            # point count, max step span of a block, step_min, step_max
+SERIES_INFO = struct.Struct("<QQqqq")           # count, max step span of a block, step_min, step_max, last_step
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
 HEARTBEAT = struct.Struct("<IQq")               # pid, host hash, time_ns
 STEP_BIAS = 1 << 63
@@ -87,6 +87,10 @@ class SeriesInfo(NamedTuple):
     max_span: int
     step_min: int
     step_max: int
+    last_step: int       # step of the last point committed, in write order (-1: none)
+
+
+EMPTY_SERIES = SeriesInfo(0, 0, 0, 0, -1)
 
 
 class Heartbeat(NamedTuple):
@@ -106,6 +110,7 @@ class NewBlock(NamedTuple):
     offset: int
     header: BlockHeader
     header_bytes: bytes
+    last_step: int       # step of its last point in write order
 
 
 class Index:
@@ -246,7 +251,7 @@ class IndexTxn:
         entry = SeriesEntry(self.next_ids(b"next_series"), kind, rollup_shift)
         body = json.dumps({"name": name, "context": context_json}).encode()
         self.txn.put(key, SERIES_HEAD.pack(*entry) + body, db=self._db["series"])
-        self.txn.put(BE_U64.pack(entry.series_id), SERIES_INFO.pack(0, 0, 0, 0), db=self._db["series_info"])
+        self.txn.put(BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES), db=self._db["series_info"])
         return entry
 
     def run_series(self, run_id: bytes) -> Iterator[tuple["SeriesEntry", str, str]]:
@@ -262,7 +267,7 @@ class IndexTxn:
 
     def series_info(self, series_id: int) -> SeriesInfo:
         raw = self.txn.get(BE_U64.pack(series_id), db=self._db["series_info"])
-        return SeriesInfo._make(SERIES_INFO.unpack(raw)) if raw else SeriesInfo(0, 0, 0, 0)
+        return SeriesInfo._make(SERIES_INFO.unpack(raw)) if raw else EMPTY_SERIES
 
     # blocks
     def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> None:
@@ -276,9 +281,10 @@ class IndexTxn:
             self.txn.put(key, BLOCK_LOCATION.pack(segment_id, block.offset) + block.header_bytes, db=blocks_db)
             info = stats.get(block.series_id) or self.series_info(block.series_id)
             if info.count == 0:
-                info = SeriesInfo(0, 0, h.step_min, h.step_max)
+                info = SeriesInfo(0, 0, h.step_min, h.step_max, -1)
             stats[block.series_id] = SeriesInfo(info.count + h.count, max(info.max_span, h.step_max - h.step_min),
-                                                min(info.step_min, h.step_min), max(info.step_max, h.step_max))
+                                                min(info.step_min, h.step_min), max(info.step_max, h.step_max),
+                                                block.last_step)
         for series_id, info in stats.items():
             self.txn.put(BE_U64.pack(series_id), SERIES_INFO.pack(*info), db=self._db["series_info"])
         self.put_segment(segment_id, committed_end)

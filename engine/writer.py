@@ -45,6 +45,7 @@ SUMMARY_ROW_BYTES = 1536   # a sealed tensor summary with a 64-bin histogram, ab
 SUMMARY_BLOCK_ROWS = 1024  # rows a summary block holds at most
 LIST_POINT_BYTES = 112     # an unsealed point: three list slots and their int/float objects
 MIN_SEAL_POINTS = 64
+STEP_MAX = (1 << 63) - 1
 MIN_SEAL_ROWS = 16
 KIND_NAMES = {KIND_SCALAR: "scalar points", KIND_SUMMARY: "tensor summaries"}
 DEFAULT_BLOCK_POINTS = 8192
@@ -76,7 +77,10 @@ class SeriesBuffer:
 
     def next_step(self) -> int:
         steps = self.cols[0]
-        return steps[-1] + 1 if len(steps) > self.taken else self.last_step + 1
+        step = steps[-1] + 1 if len(steps) > self.taken else self.last_step + 1
+        if step > STEP_MAX:
+            raise InvalidArgumentError("step", f"the step after {step - 1} does not fit in int64; pass steps explicitly")
+        return step
 
 
 class SeriesRef:
@@ -118,6 +122,7 @@ class Writer:
         self.seal_lock = threading.Lock()
         self._series: dict[SeriesKey, SeriesRef] = {}
         self._buffers: list[SeriesBuffer] = []
+        self._thread_buffers: dict[tuple[int, SeriesKey], SeriesBuffer] = {}
         self._cv = threading.Condition(threading.Lock())
         self.publish_lock = threading.Lock()   # held while a commit becomes visible
         self._pending: deque[Sealed] = deque()
@@ -147,7 +152,11 @@ class Writer:
                 series = self._series[key] = SeriesRef(key, kind)
             elif series.kind != kind:
                 raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[series.kind]}")
-            buf = SeriesBuffer(key, series, last_step)
+            mine = (threading.get_ident(), key)
+            buf = self._thread_buffers.get(mine)
+            if buf is not None:   # one buffer a thread and series: one step counter, one write order
+                return buf
+            buf = self._thread_buffers[mine] = SeriesBuffer(key, series, last_step)
             self._buffers.append(buf)
             share = self.budget_bytes // 2 // len(self._buffers)
             self.seal_at = max(MIN_SEAL_POINTS, min(self.block_points, share // LIST_POINT_BYTES))
@@ -360,9 +369,10 @@ class Writer:
             encoded = [self._encode(chunk) for chunk in chunks]
         segment = self._segment_for_append()
         blocks, offset = [], segment.size
-        for (series_id, *_), data in zip(chunks, encoded):
+        for (series_id, first, *_), data in zip(chunks, encoded):
             header = unpack_header(data)
-            blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len]))
+            last_written = int((first.steps if isinstance(first, Summaries) else first)[-1])
+            blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len], last_written))
             offset += len(data)
         segment.append(b"".join(encoded))
         return segment, blocks

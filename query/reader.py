@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..engine.index import IndexTxn, SeriesEntry, SeriesInfo
+from ..engine.index import EMPTY_SERIES, IndexTxn, SeriesEntry
 from ..engine.segment import SegmentReader
 from . import downsample
 from .read import Points, concat, decoder, decode_blocks, select_range, sort_by_step
@@ -26,7 +26,7 @@ class SeriesReader:
         self._segments = segments
         self._path_of = path_of
         self.entry = entry
-        self.info = txn.series_info(entry.series_id) if entry is not None else SeriesInfo(0, 0, 0, 0)
+        self.info = txn.series_info(entry.series_id) if entry is not None else EMPTY_SERIES
         self._raw_unflushed = [chunk for chunk in unflushed if len(chunk[0])]
         self._unflushed = [Points(*chunk) for chunk in self._raw_unflushed if isinstance(chunk[2], np.ndarray)]
 

@@ -19,7 +19,16 @@ def name_arg(value, argument: str) -> str:
         raise InvalidTypeError(argument, f"must be a str, got {type(value).__name__}")
     if not value:
         raise InvalidArgumentError(argument, "must not be empty")
+    _check_unicode(value, argument)
     return value
+
+
+def _check_unicode(text: str, argument: str) -> None:
+    """Arrow and every consumer want valid UTF-8: refuse lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(argument, "must be valid unicode (it holds a lone surrogate)") from None
 
 
 def optional_name_arg(value, argument: str) -> str | None:
@@ -73,9 +82,10 @@ def mapping_arg(value, argument: str) -> dict:
     for key in value:
         name_arg(key, f"{argument} key")
     try:
-        json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidTypeError(argument, f"values must be JSON-serialisable: {exc}") from None
+    _check_unicode(text, argument)
     return value
 
 

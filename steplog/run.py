@@ -33,36 +33,44 @@ class Run:
     makes them durable. Thread-safe.
     """
 
-    def __init__(self, store: Store, run_id: bytes):
+    def __init__(self, store: "Store", run_id: bytes):
         self._store = store
         self._key = run_id
         self.id = run_id.hex()
         self._writer = store._writer
-        self._local = threading.local()   # .series: name or (name, context items) -> SeriesBuffer
-        self._ended = False
+        self._local = threading.local()   # this thread's buffers, see _caches()
+        self._stop: str | None = None     # why logging is refused, once the run ended or the store closed
 
     def __enter__(self) -> "Run":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self._ended:
+        if self._stop is None:
             self.end("failed" if exc_type is not None else "finished")
 
     def __repr__(self) -> str:
         return f"<steplog.Run {self.id}>"
+
+    def _refuse(self, reason: str) -> None:
+        """Called by the store on close: logging must raise, not buffer points that would be lost."""
+        if self._stop is None:
+            self._stop = reason
 
     # -- metrics -----------------------------------------------------------------------
 
     def log(self, name, value=None, step: int | None = None, context: dict | None = None) -> None:
         """Log one point, or several metrics at one step when ``name`` is a dict.
         step=None logs at the next step of each series (its last step + 1, from 0)."""
-        if self._ended:
-            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        if self._stop is not None:
+            raise ClosedError(self._stop)
         if type(name) is dict:
             return self._log_dict(name, value, step, context)
         try:
-            buf = self._local.series.get(name if context is None else (name, _context_items(context)))
-        except AttributeError:
+            if context is None:
+                buf = self._local.plain.get(name)
+            else:
+                buf = self._local.contexts.get((name, _context_key(context)))
+        except (AttributeError, TypeError):   # a new thread, or a name or context to check
             buf = None
         if buf is None:
             buf = self._open_series(name, context)
@@ -84,24 +92,27 @@ class Run:
             raise InvalidArgumentError("value", "pass either a dict of metrics or one name and a value")
         if step is not None and (type(step) is not int or step > INT64_MAX or step < INT64_MIN):
             step = _args.step_arg(step)
-        try:
-            series = self._local.series
-        except AttributeError:
-            series = self._local.series = {}
         names = tuple(metrics)
-        group = names if context is None else (names, _context_items(context))
-        bufs = series.get(group)  # the buffers of a dict's keys, looked up once per key set
+        try:
+            group = names if context is None else (names, _context_key(context))
+            bufs = self._local.groups.get(group)  # the buffers of a dict's keys, found once per key set
+        except (AttributeError, TypeError):
+            group, bufs = None, None
         if bufs is None:
-            bufs = series[group] = [self._open_series(name, context) for name in names]
+            bufs = [self._buffer(name, context) for name in names]
+            if group is not None:
+                self._local.groups[group] = bufs
         values = metrics.values()
         if not _FLOAT_ONLY.issuperset(map(type, values)):  # check all before appending any
             values = [_args.value_arg(v, f"value of {n!r}") for n, v in zip(names, values)]
+        if step is None:
+            next_steps = [buf.next_step() for buf in bufs]   # may refuse: before appending any
         now = _time_ns()
         seal_at = self._writer.seal_at
         full = []
-        for buf, value in zip(bufs, values):
+        for i, (buf, value) in enumerate(zip(bufs, values)):
             steps, times, column = buf.cols
-            steps.append(buf.next_step() if step is None else step)
+            steps.append(next_steps[i] if step is None else step)
             times.append(now)
             column.append(value)
             if len(column) >= seal_at:
@@ -112,14 +123,9 @@ class Run:
     def log_batch(self, name: str, steps, values, times=None, context: dict | None = None) -> None:
         """Log many points of one series from arrays. times (int64 ns since the epoch)
         default to now for every point."""
-        if self._ended:
-            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
-        try:
-            buf = self._local.series.get(name if context is None else (name, _context_items(context)))
-        except AttributeError:
-            buf = None
-        if buf is None:
-            buf = self._open_series(name, context)
+        if self._stop is not None:
+            raise ClosedError(self._stop)
+        buf = self._buffer(name, context)
         steps = _args.column_arg(steps, "steps", np.int64)
         values = _args.column_arg(values, "values", np.float64)
         if len(values) != len(steps):
@@ -134,22 +140,45 @@ class Run:
         for lo in range(0, len(steps), chunk):
             self._writer.seal_for_batch(buf, steps[lo:lo + chunk], times[lo:lo + chunk], values[lo:lo + chunk])
 
+    def _caches(self):
+        """This thread's buffer caches: plain (name), contexts ((name, context key)),
+        groups (a dict's key set, with its context key), tensors ((name, context key))."""
+        local = self._local
+        if not hasattr(local, "plain"):
+            local.plain, local.contexts, local.groups, local.tensors = {}, {}, {}, {}
+        return local
+
+    def _buffer(self, name, context, kind: int = KIND_SCALAR) -> SeriesBuffer:
+        """This thread's buffer of a series, from the caches or opened."""
+        caches = self._caches()
+        try:
+            if kind == KIND_SUMMARY:
+                buf = caches.tensors.get((name, None if context is None else _context_key(context)))
+            elif context is None:
+                buf = caches.plain.get(name)
+            else:
+                buf = caches.contexts.get((name, _context_key(context)))
+        except (AttributeError, TypeError):
+            buf = None
+        return buf if buf is not None else self._open_series(name, context, kind)
+
     def _open_series(self, name, context, kind: int = KIND_SCALAR) -> SeriesBuffer:
         name = _args.name_arg(name, "name")
         key = SeriesKey(self._key, name, _args.context_arg(context))
         with self._store._index.read() as txn:
             entry = txn.get_series(key.run_id, key.name, key.context)
-            last_step = txn.series_info(entry.series_id).step_max if entry is not None else -1
+            last_step = txn.series_info(entry.series_id).last_step if entry is not None else -1
         if entry is not None and entry.kind != kind:
             raise InvalidArgumentError("name", f"{name!r} already holds {KIND_NAMES[entry.kind]}")
         buf = self._writer.buffer(key, last_step, kind)
-        cache = "series" if kind == KIND_SCALAR else "tensors"
-        try:
-            series = getattr(self._local, cache)
-        except AttributeError:
-            series = {}
-            setattr(self._local, cache, series)
-        series[name if context is None else (name, _context_items(context))] = buf
+        caches = self._caches()
+        context_key = None if context is None else _context_key(context)
+        if kind == KIND_SUMMARY:
+            caches.tensors[(name, context_key)] = buf
+        elif context is None:
+            caches.plain[name] = buf
+        else:
+            caches.contexts[(name, context_key)] = buf
         return buf
 
     # -- tensor summaries --------------------------------------------------------------
@@ -167,13 +196,13 @@ class Run:
         """Log the summaries of several tensors at one step (a state_dict, gradients)."""
         from .engine.summary import summarize_many
 
-        if self._ended:
-            raise ClosedError(f"run {self.id} has ended; reopen it with Store.run() to log more")
+        if self._stop is not None:
+            raise ClosedError(self._stop)
         if not isinstance(tensors, dict):
             raise _args.InvalidTypeError("tensors", f"must be a dict of name to tensor, got {type(tensors).__name__}")
         if step is not None:
             step = _args.step_arg(step)
-        bufs = [self._tensor_buffer(name, context) for name in tensors]
+        bufs = [self._buffer(name, context, KIND_SUMMARY) for name in tensors]
         arrays = [_args.tensor_arg(t, f"tensor {name!r}") for name, t in tensors.items()]
         shared = None if edges is None else _args.edges_arg(edges)
         many = summarize_many(arrays, bins, shared)
@@ -186,13 +215,6 @@ class Run:
             rows.append(SummaryRow(many.stats[i], many.counts[i], shared))
             if len(rows) >= seal_at:
                 self._writer.seal_full(buf)
-
-    def _tensor_buffer(self, name, context) -> SeriesBuffer:
-        try:
-            buf = self._local.tensors.get(name if context is None else (name, _context_items(context)))
-        except AttributeError:
-            buf = None
-        return buf if buf is not None else self._open_series(name, context, KIND_SUMMARY)
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -222,10 +244,11 @@ class Run:
         """Flush, then record the final status ("finished", "failed" or "killed")."""
         if status not in RUN_STATUSES[1:]:
             raise InvalidArgumentError("status", f"must be one of {RUN_STATUSES[1:]}, got {status!r}")
-        if self._ended:
+        self._store._check_open()
+        if self._stop is not None:
             return
         self._store.flush()
-        self._ended = True
+        self._stop = f"run {self.id} has ended; reopen it with Store.run() to log more"
 
         def finish(txn):
             record = txn.get_run(self._key)
@@ -236,11 +259,7 @@ class Run:
         self._writer.live_runs.discard(self._key)
 
 
-def _context_items(context) -> tuple:
-    try:
-        items = tuple(sorted(context.items()))
-        hash(items)
-        return items
-    except (AttributeError, TypeError):
-        _args.context_arg(context)  # raises the typed error
-        raise
+def _context_key(context) -> tuple:
+    """A hashable key of a context dict that tells apart values Python calls equal but
+    JSON does not (1, 1.0 and True)."""
+    return tuple((key, type(value), value) for key, value in sorted(context.items()))

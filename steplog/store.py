@@ -65,7 +65,8 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
     for argument, value in (("budget_bytes", budget_bytes), ("block_points", block_points)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InvalidArgumentError(argument, f"must be a positive int, got {value!r}")
-    if flush_interval is not None and (not isinstance(flush_interval, (int, float)) or flush_interval <= 0):
+    if flush_interval is not None and (isinstance(flush_interval, bool) or not isinstance(flush_interval, (int, float))
+                                       or not flush_interval > 0):   # NaN fails too; inf means never
         raise InvalidArgumentError("flush_interval", f"must be a positive number or None, got {flush_interval!r}")
     layout = StoreLayout(path)
     layout.create_dirs()
@@ -87,6 +88,7 @@ class Store:
         self._segments = SegmentReader(layout.segment_path)
         self._closed = False
         self._pid = os.getpid()
+        self._runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
         _open_stores.add(self)
 
     def __enter__(self) -> "Store":
@@ -125,7 +127,7 @@ class Store:
 
         self._index.write(create)
         self._writer.live_runs.add(run_id)
-        return Run(self, run_id)
+        return self._track(Run(self, run_id))
 
     def run(self, run_id: str) -> "Run":
         """Reopen a run to log more (a job resumed from a checkpoint); it is running again."""
@@ -142,7 +144,11 @@ class Store:
 
         self._index.write(resume)
         self._writer.live_runs.add(key)
-        return Run(self, key)
+        return self._track(Run(self, key))
+
+    def _track(self, run: Run) -> Run:
+        self._runs.add(run)
+        return run
 
     def runs(self) -> pa.Table:
         """One row per run: id, experiment, name, parent, status, times, params.*, tags.*."""
@@ -266,6 +272,8 @@ class Store:
             return
         self._closed = True
         _open_stores.discard(self)
+        for run in list(self._runs):
+            run._refuse("the store is closed; open it again and use Store.run() to log more")
         if self._pid != os.getpid():
             return
         try:
