@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
+INT64_MAX = (1 << 63) - 1
 BUCKET_COLUMNS = ("count", "nan_count", "min", "max", "mean", "first", "first_step", "last", "last_step")
 
 
@@ -28,6 +29,7 @@ class Plan(NamedTuple):
 
 
 def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
+    """Python ints throughout: ranges may span all of int64."""
     from ..engine.rollup import LEVELS, level_shift
 
     wanted = -(-(hi - lo) // buckets)
@@ -39,11 +41,16 @@ def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
     if level is None:
         return Plan(None, wanted, lo, -(-(hi - lo) // wanted))
     group = 1 << level_shift(base_shift, level)
-    width = -(-wanted // group) * group
-    while (hi - 1) // width - lo // width + 1 > buckets:
-        width += group
-    origin = (lo // width) * width
-    return Plan(level, width, origin, (hi - 1) // width - lo // width + 1)
+    origin = (lo // group) * group          # on the group grid, so every inner edge is too
+    width = -(-(hi - origin) // (buckets * group)) * group
+    return Plan(level, width, origin, -(-(hi - origin) // width))
+
+
+def edges(plan: Plan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of every bucket, cut to [lo, hi); an end past int64 saturates."""
+    starts = [max(lo, plan.origin + b * plan.width) for b in range(plan.count)]
+    ends = [min(hi, plan.origin + (b + 1) * plan.width, INT64_MAX) for b in range(plan.count)]
+    return np.array(starts, np.int64), np.array(ends, np.int64)
 
 
 def decompose(lo: int, hi: int, level: int, base_shift: int, groups: list, raw: list) -> None:
@@ -101,7 +108,17 @@ class Buckets:
 
 
 def empty_table(x: str = "step") -> pa.Table:
-    return Buckets(0).table(np.empty(0, np.int64), np.empty(0, np.int64), x)
+    return typed_axis(Buckets(0).table(np.empty(0, np.int64), np.empty(0, np.int64), x), x)
+
+
+def typed_axis(table: pa.Table, x: str) -> pa.Table:
+    """Bucket bounds as timestamps (x="time") or durations (x="relative")."""
+    if x == "step":
+        return table
+    kind = pa.timestamp("ns", tz="UTC") if x == "time" else pa.duration("ns")
+    for name in (f"{x}_start", f"{x}_end"):
+        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
+    return table
 
 
 def lttb_indices(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

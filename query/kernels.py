@@ -14,6 +14,8 @@ def lttb(x, y, n):
     size = x.shape[0]
     if n >= size or size <= 2:
         return np.arange(size)
+    if n < 3:   # room for the ends only (just the first point when n is 1)
+        return np.array([0, size - 1])[:n]
     finite = np.empty(size, np.int64)
     m = 0
     for i in range(1, size - 1):
@@ -67,12 +69,16 @@ def lttb(x, y, n):
 
 @nb.njit(cache=True, nogil=True)
 def floor_keys(x, origin, width):
-    """Bucket of every x: floor((x - origin) / width), for int64 x."""
+    """Bucket of every x: floor((x - origin) / width), for int64 x; -1 below origin.
+    The difference is taken in uint64, so it does not wrap over a range wider than 2**63."""
     keys = np.empty(x.shape[0], np.int64)
+    o = np.uint64(origin)
+    w = np.uint64(width)
     for i in range(x.shape[0]):
-        d = x[i] - origin
-        q = d // width
-        keys[i] = q
+        if x[i] < origin:
+            keys[i] = -1
+        else:
+            keys[i] = np.int64((np.uint64(x[i]) - o) // w)
     return keys
 
 

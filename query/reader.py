@@ -88,9 +88,11 @@ class SeriesReader:
     def buckets(self, start: int | None, stop: int | None, n: int, x: str = "step",
                 run_start_ns: int = 0) -> pa.Table:
         bounds = self.step_bounds()
-        lo = bounds[0] if bounds and start is None else start
-        hi = bounds[1] if bounds and stop is None else stop
-        if bounds is None or lo >= hi:
+        if bounds is None:
+            return downsample.empty_table(x)
+        lo = bounds[0] if start is None else start
+        hi = bounds[1] if stop is None else stop
+        if lo >= hi:
             return downsample.empty_table(x)
         if x != "step":
             return self._time_buckets(self.points(lo, hi), n, x, run_start_ns)
@@ -102,8 +104,7 @@ class SeriesReader:
             self._add_rollups(out, lo, hi, plan)
             for part in self.recent_points(lo, hi):   # later writes than any stored point
                 self._add_points(out, part, plan)
-        starts = plan.origin + np.arange(plan.count, dtype=np.int64) * plan.width
-        return out.table(np.maximum(starts, lo), np.minimum(starts + plan.width, hi))
+        return out.table(*downsample.edges(plan, lo, hi))
 
     def _add_points(self, out: downsample.Buckets, points: Points, plan: downsample.Plan) -> None:
         from .kernels import floor_keys
@@ -137,16 +138,10 @@ class SeriesReader:
             return downsample.empty_table(x)
         axis = points.times - (run_start_ns if x == "relative" else 0)
         lo, hi = int(axis.min()), int(axis.max()) + 1
-        width = -(-(hi - lo) // n)
-        count = -(-(hi - lo) // width)
-        out = downsample.Buckets(count)
-        out.add_points(floor_keys(axis, lo, width), points.steps, points.values)
-        starts = lo + np.arange(count, dtype=np.int64) * width
-        table = out.table(starts, np.minimum(starts + width, hi), x)
-        kind = pa.timestamp("ns", tz="UTC") if x == "time" else pa.duration("ns")
-        for name in (f"{x}_start", f"{x}_end"):
-            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
-        return table
+        plan = downsample.plan(lo, hi, n, None)
+        out = downsample.Buckets(plan.count)
+        out.add_points(floor_keys(axis, lo, plan.width), points.steps, points.values)
+        return downsample.typed_axis(out.table(*downsample.edges(plan, lo, hi), x), x)
 
     def lttb(self, start: int | None, stop: int | None, n: int, x: str = "step", run_start_ns: int = 0) -> Points:
         points = self.points(start, stop)

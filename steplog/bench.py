@@ -253,8 +253,9 @@ def machine() -> str:
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return (f"{os.cpu_count()} cores, {mem_kb / 2**20:.1f} GiB RAM, Python {sys.version.split()[0]}, "
-            f"numpy {np.__version__}, steplog {steplog.__version__}, {now}")
+    load = os.getloadavg()[0]   # other processes' load makes every time figure worse
+    return (f"{os.cpu_count()} cores, {mem_kb / 2**20:.1f} GiB RAM, load {load:.1f}, "
+            f"Python {sys.version.split()[0]}, numpy {np.__version__}, steplog {steplog.__version__}, {now}")
 
 
 def print_table(figures: list[Figure]) -> None:

@@ -197,7 +197,8 @@ class Store:
         ``read`` with the same arguments. runs: run ids (default all, or all of
         ``experiment``); metrics: names (default all); every context of each is included."""
         self._check_open()
-        run_keys = None if runs is None else [self._run_id_arg(r, "runs") for r in _list_arg(runs, "runs")]
+        runs = None if runs is None else list(dict.fromkeys(_list_arg(runs, "runs")))   # once each, in order
+        run_keys = None if runs is None else [self._run_id_arg(r, "runs") for r in runs]
         names = None if metrics is None else {_args.name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")}
         experiment = _args.optional_name_arg(experiment, "experiment")
         start, stop, buckets, method, x = _range_args(start, stop, buckets, method, x)

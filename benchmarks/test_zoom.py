@@ -5,7 +5,7 @@ tiny sizes under --benchmark-disable (CI). Targets: buckets=1000 in <= 20 ms at 
 zoom and >= 100x faster than reading the raw range; read_many of 100 runs x 1 M points
 in <= 200 ms; rollups add <= 10% to ingest and <= 5% to the bytes.
 
-    .venv/bin/python -m pytest benchmarks/test_downsample.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/test_zoom.py --benchmark-only
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_buckets_1000(benchmark, long_series, zoom):
     """store.read(run, "loss", start, stop, buckets=1000) over the whole series or a zoom
     around the spike. Target: <= 20 ms and >= 100x faster than the raw range.
 
-        .venv/bin/python -m pytest "benchmarks/test_downsample.py::test_buckets_1000" --benchmark-only
+        .venv/bin/python -m pytest "benchmarks/test_zoom.py::test_buckets_1000" --benchmark-only
     """
     store, run_id, spike, n = long_series
     width = ZOOMS[zoom]
@@ -100,7 +100,7 @@ def test_read_many_buckets(benchmark, many_runs):
     """store.read_many(runs=100 ids, metrics=["loss"], buckets=1000), 1 M points a run.
     Target: <= 200 ms.
 
-        .venv/bin/python -m pytest "benchmarks/test_downsample.py::test_read_many_buckets" --benchmark-only
+        .venv/bin/python -m pytest "benchmarks/test_zoom.py::test_read_many_buckets" --benchmark-only
     """
     store, ids, points = many_runs
     table = benchmark(store.read_many, runs=ids, metrics=["loss"], buckets=1000)
@@ -115,7 +115,7 @@ def test_rollup_cost(benchmark, tmp_path):
     The time share is the rollup kernels' time over the same points divided by the
     ingest time: the flusher runs them in line, so they add exactly that much.
 
-        .venv/bin/python -m pytest "benchmarks/test_downsample.py::test_rollup_cost" --benchmark-only
+        .venv/bin/python -m pytest "benchmarks/test_zoom.py::test_rollup_cost" --benchmark-only
     """
     from steplog.engine.rollup import LEVELS, coarsen, group_points
 

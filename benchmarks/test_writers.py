@@ -2,7 +2,7 @@
 batched, and what each durability setting costs a flush. Target: 16 processes reach
 >= 80% of the single-process per-call rate times the number of cores.
 
-    .venv/bin/python -m pytest benchmarks/test_processes.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/test_writers.py --benchmark-only
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_process_ingest(benchmark, tmp_path, processes, mode):
     """Each process logs its own run ("loss"): 1 M points per-call or 5 M batched (full),
     2,000 under --benchmark-disable (2 processes only there).
 
-        .venv/bin/python -m pytest "benchmarks/test_processes.py::test_process_ingest" --benchmark-only
+        .venv/bin/python -m pytest "benchmarks/test_writers.py::test_process_ingest" --benchmark-only
     """
     if not full_size(benchmark) and processes != 2:
         pytest.skip("the tiny size runs 2 processes only")
@@ -47,7 +47,7 @@ def test_process_ingest(benchmark, tmp_path, processes, mode):
 def test_durability_flush(benchmark, tmp_path, durability):
     """Seconds per flush() of 1,000 points logged one by one, for each durability.
 
-        .venv/bin/python -m pytest "benchmarks/test_processes.py::test_durability_flush" --benchmark-only
+        .venv/bin/python -m pytest "benchmarks/test_writers.py::test_durability_flush" --benchmark-only
     """
     flushes = 200 if full_size(benchmark) else 5
     seconds = []
