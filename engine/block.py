@@ -20,7 +20,9 @@ BLOCK_MAGIC = b"SLBK"
 BLOCK_VERSION = 1
 KIND_SCALAR = 1           # step, time, value points
 KIND_SUMMARY = 2          # step, time, tensor summary (statistics and histogram)
-CODEC_PLANES_ZSTD = 1     # kernels.encode_points / encode_summaries, then one zstd frame
+CODEC_PLANE_FRAMES = 2    # kernels.encode_points / encode_summaries, then a zstd frame per byte plane
+PART_RAW = 1 << 31        # part table: this part is stored as it is, not as a zstd frame
+MIN_PART = 4096           # bytes of byte planes a zstd frame holds at least
 AUX_SHARED_EDGES = 1 << 24   # summary blocks: the block stores one edges array for all rows
 AUX_BINS_MASK = (1 << 24) - 1
 
@@ -68,7 +70,7 @@ def unpack_header(buf, path: str = "", offset: int = 0) -> BlockHeader:
     if header.magic != BLOCK_MAGIC:
         raise CorruptionError(path, offset, "bad block magic")
     if (header.version != BLOCK_VERSION or header.kind not in (KIND_SCALAR, KIND_SUMMARY)
-            or header.codec != CODEC_PLANES_ZSTD):
+            or header.codec != CODEC_PLANE_FRAMES):
         raise CorruptionError(path, offset, "unknown block version, kind or codec")
     return header
 
@@ -111,7 +113,8 @@ class BlockEncoder:
         scratch, out = self._buffers(len(steps), 3)
         raw_len = k.encode_points(steps, times, values, scratch, out)
         stats = k.point_stats(steps, times, values)
-        return self._frame(KIND_SCALAR, series_id, len(steps), out[:raw_len], stats, 0)
+        n = len(steps)
+        return self._frame(KIND_SCALAR, series_id, n, out[:raw_len], [n, n, n], stats, 0)
 
     def encode_summaries(self, series_id: int, rows: Summaries) -> bytes:
         """One block of summary rows that all have the same bins (and shared edges, if any)."""
@@ -133,18 +136,59 @@ class BlockEncoder:
                      _nan_reduce(np.nanmax, field["max"]), float(np.nansum(field["mean"] * finite)),
                      int(np.count_nonzero(field["nan_count"])), first, last)
         aux = bins | (AUX_SHARED_EDGES if rows.edges is not None else 0)
-        return self._frame(KIND_SUMMARY, series_id, n, out[:raw_len], stats, aux)
+        columns = [n, n] + [n] * len(SUMMARY_FIELDS) + [len(edges)] + [n] * bins
+        return self._frame(KIND_SUMMARY, series_id, n, out[:raw_len], columns, stats, aux)
 
-    def _frame(self, kind: int, series_id: int, count: int, raw: np.ndarray, stats: tuple, aux: int) -> bytes:
+    def _frame(self, kind: int, series_id: int, count: int, raw: np.ndarray, columns: list[int], stats: tuple,
+               aux: int) -> bytes:
         smin, smax, tmin, tmax, vmin, vmax, vsum, nans, first, last = stats
-        payload = self._zstd.compress(raw)
+        payload = self._pack(raw, columns)
         head = bytearray(HEADER_SIZE)
-        HEADER.pack_into(head, 0, BLOCK_MAGIC, BLOCK_VERSION, kind, CODEC_PLANES_ZSTD, series_id, count,
+        HEADER.pack_into(head, 0, BLOCK_MAGIC, BLOCK_VERSION, kind, CODEC_PLANE_FRAMES, series_id, count,
                          len(payload), len(raw), nans, smin, smax, tmin, tmax, vmin, vmax, vsum, first, last,
                          aux, 0)
         checksum = zlib.crc32(payload, zlib.crc32(memoryview(head)[:CHECKED_SIZE]))
         struct.pack_into("<I", head, CHECKED_SIZE, checksum)
         return bytes(head) + payload
+
+
+    def _pack(self, raw: np.ndarray, columns: list[int]) -> bytes:
+        """The payload: a part table, then the parts, each a zstd frame (or the bytes as
+        they are when zstd would not shrink them). A part is a run of whole byte planes
+        of at least MIN_PART bytes, so that a long column's planes each get their own
+        entropy tables (the planes of one column differ a lot)."""
+        table, chunks = [], []
+        for start, end in _parts(raw, columns):
+            data = raw[start:end]
+            frame = self._zstd.compress(data)
+            if len(frame) < end - start:
+                table.append(len(frame))
+                chunks.append(frame)
+            else:
+                table.append(PART_RAW | (end - start))
+                chunks.append(data.tobytes())
+        return struct.pack("<I", len(table)) + np.array(table, "<u4").tobytes() + b"".join(chunks)
+
+
+def _parts(raw: np.ndarray, columns: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of the parts of an encoded payload whose columns hold ``columns``
+    entries each: cut after a byte plane once the part holds MIN_PART bytes."""
+    from .kernels import COLUMN_HEADER
+
+    parts, start, pos = [], 0, 0
+    for entries in columns:
+        planes = bin(int(raw[pos + 1])).count("1")
+        pos += COLUMN_HEADER
+        for _ in range(planes):
+            pos += entries
+            if pos - start >= MIN_PART:
+                parts.append((start, pos))
+                start = pos
+    if pos != len(raw):
+        raise ValueError(f"columns cover {pos} of {len(raw)} encoded bytes")
+    if pos > start:
+        parts.append((start, pos))
+    return parts
 
 
 def _nan_reduce(fn, values: np.ndarray) -> float:
@@ -175,13 +219,33 @@ class BlockDecoder:
             raise CorruptionError(path, offset, "block checksum mismatch")
         if header.kind != kind:
             raise CorruptionError(path, offset, f"block of kind {header.kind} where kind {kind} belongs")
-        try:
-            raw = self._zstd.decompress(view[HEADER_SIZE:], max_output_size=header.raw_len)
-        except zstandard.ZstdError as exc:
-            raise CorruptionError(path, offset, f"payload does not decompress: {exc}") from None
+        raw = self._unpack(view[HEADER_SIZE:], header.raw_len, path, offset)
         if len(raw) != header.raw_len:
             raise CorruptionError(path, offset, "payload has the wrong decoded length")
         return header, np.frombuffer(raw, np.uint8)
+
+    def _unpack(self, payload: memoryview, raw_len: int, path: str, offset: int) -> bytearray:
+        """Inverse of BlockEncoder._pack."""
+        if len(payload) < 4:
+            raise CorruptionError(path, offset, "payload part table cut short")
+        count = struct.unpack_from("<I", payload)[0]
+        pos = 4 + 4 * count
+        if pos > len(payload):
+            raise CorruptionError(path, offset, "payload part table runs past the block")
+        raw = bytearray()
+        for entry in np.frombuffer(payload[4:pos], "<u4").tolist():
+            length = entry & ~PART_RAW
+            part = payload[pos:pos + length]
+            pos += length
+            if pos > len(payload):
+                raise CorruptionError(path, offset, "payload part runs past the block")
+            try:
+                raw += part if entry & PART_RAW else self._zstd.decompress(part, max_output_size=raw_len)
+            except zstandard.ZstdError as exc:
+                raise CorruptionError(path, offset, f"payload does not decompress: {exc}") from None
+            if len(raw) > raw_len:
+                raise CorruptionError(path, offset, "payload decodes to more than its length")
+        return raw
 
     def decode_into(self, block, path: str, offset: int, steps, times, values,
                     expected_header: bytes | None = None) -> BlockHeader:

@@ -24,14 +24,16 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
+import zstandard
 
 LEVELS = 5
 LEVEL_BITS = 4            # each level's groups are 16 times wider than the level below
-PAGE_GROUPS = 56          # 9 * 56 * 8 = 4032 bytes: one LMDB overflow page (4096 - 16 header - slack)
+PAGE_GROUPS = 32          # 9 * 32 * 8 = 2304 bytes raw; compressed, a page fits inline in an LMDB leaf
 BASE_POINTS_BITS = 9      # about 512 points in a level-0 group
 MAX_BASE_SHIFT = 62 - LEVEL_BITS * (LEVELS - 1)
 FIELDS = 9
 PAGE_BYTES = FIELDS * PAGE_GROUPS * 8
+PAGE_ZSTD_LEVEL = 1
 
 
 class Groups(NamedTuple):
@@ -185,6 +187,7 @@ def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:
     """A page's 9 arrays, writable (a copy); an empty page when ``page`` is None."""
     if page is None:
         return _empty(PAGE_GROUPS)
+    page = zstandard.decompress(page, max_output_size=PAGE_BYTES)
     if len(page) != PAGE_BYTES:
         raise ValueError(f"rollup page has {len(page)} bytes, expected {PAGE_BYTES}")
     raw = np.frombuffer(page, np.uint8).copy()
@@ -194,7 +197,8 @@ def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:
 
 
 def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
-    return b"".join(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays)
+    raw = b"".join(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays)
+    return zstandard.compress(raw, PAGE_ZSTD_LEVEL)
 
 
 def merge_into_pages(groups: Groups, read_page, write_page) -> None:

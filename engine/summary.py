@@ -147,8 +147,9 @@ def _scan_floats(bits, p, n, step, fmt, kmin, kmax):
             kmin = min(kmin, key if ok else largest)
             kmax = max(kmax, key if ok else smallest)
         return top >= expmask, kmin, kmax
+    src = bits[p:p + n]
     for t in range(n):                          # (the same, at unit stride: vectorised)
-        b = bits[p + t]
+        b = src[t]
         a = bits.dtype.type(b & maxpos)
         key = bits.dtype.type(b ^ (maxpos if b < zero else zero))
         ok = a < expmask
@@ -222,33 +223,20 @@ def _scan(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2):
     return fin, nan, _decode(flat, lut, tmp, vmin), _decode(flat, lut, tmp, vmax)
 
 
-@nb.njit(cache=True, nogil=True)
-def _sumsq_scaled(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, scale):
-    """Sum of (v * scale)**2 over the finite values (l2 of very large or small values)."""
-    total = 0.0
-    for r in range(r0, r1):
-        for i1 in range(n1):
-            p = row_starts[r] + i1 * s1
-            for i2 in range(n2):
-                v = _load(flat, lut, p + i2 * s2)
-                if v - v == 0.0:
-                    v *= scale
-                    total += v * v
-    return total
-
-
 # -- pass 2 (or the one pass): chunks of finite float64 values ------------------------------
 
 @nb.njit(cache=True, nogil=True)
 def _fill(flat, lut, q, m, step, buf, k, all_finite):
     """Append the finite values among flat[q + t*step], t < m, to buf[k:]; -> (k, NaNs seen)."""
     if all_finite:
-        if step == 1:
+        dst = buf[k:k + m]
+        if step == 1:                           # (on slices: LLVM then vectorises the loop)
+            src = flat[q:q + m]
             for t in range(m):
-                buf[k + t] = _load(flat, lut, q + t)
+                dst[t] = _load(src, lut, t)
         else:
             for t in range(m):
-                buf[k + t] = _load(flat, lut, q + t * step)
+                dst[t] = _load(flat, lut, q + t * step)
         return k + m, 0
     nan = 0
     for t in range(m):
@@ -287,6 +275,27 @@ def _chunk_moments(buf, k, acc):
     acc[A_N] = n
     acc[A_SQ] += sq
     acc[A_ZERO] += zeros
+
+
+@nb.njit(cache=True, nogil=True)
+def _moments_scaled(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, e, buf, acc):
+    """acc = count, mean, M2, sum of squares of the finite values times 2**e: the moments
+    of values whose squares would over- or underflow."""
+    acc[:] = 0.0
+    k = 0
+    for r in range(r0, r1):
+        for i1 in range(n1):
+            p = row_starts[r] + i1 * s1
+            for i2 in range(n2):
+                v = _load(flat, lut, p + i2 * s2)
+                if v - v == 0.0:
+                    buf[k] = math.ldexp(v, e)
+                    k += 1
+                    if k == buf.shape[0]:
+                        _chunk_moments(buf, k, acc)
+                        k = 0
+    if k:
+        _chunk_moments(buf, k, acc)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -496,57 +505,64 @@ def _adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts):
 
 
 @nb.njit(cache=True, nogil=True)
-def _chunk_bins(buf, k, edges, bins, mode, escale, eps, counts, work, nf, anchor, inv, base, cmap, table, idx, side):
-    """Add buf[:k] to the fine histogram work[:nf] and to the output one (``counts``)."""
+def _chunk_bins(buf, k, edges, bins, mode, escale, eps, counts, work, nf, anchor, inv, base, cmap, table, idx, cidx):
+    """Add buf[:k] to the fine histogram work[:nf] and to the output one (``counts``).
+    (The index computations are written out, not called, so that their loops vectorise;
+    _fine_pos is the fine one.) buf is used up."""
     top = nf - 1.0
-    for t in range(k):                          # fine bins: a vectorised loop (_fine_pos, inlined)...
-        idx[t] = np.int32(min(max(0.0, (buf[t] - anchor) * inv - base), top))
     fine = work[0:nf]
-    if table:                                   # ...then counts; straddling values aside
-        na = 0
+    if table:
         for t in range(k):
+            idx[t] = np.int32(min(max(0.0, (buf[t] - anchor) * inv - base), top))
+        na = 0
+        for t in range(k):                      # count; straddling values go to the front of buf
             j = idx[t]
             c = fine[j] + 1
             fine[j] = c
-            side[na] = buf[t]
+            buf[na] = buf[t]
             na += np.int64(c < 0)
-    else:
+        for t in range(na):
+            i = _coarse(buf[t], edges, bins, mode, escale)
+            if i >= 0:
+                counts[i] += 1
+        return
+    if mode == MODE_UNIFORM:                    # small segments: see _uniform_eps
+        lo_edge = edges[0]
+        hi_edge = edges[bins]
+        last = bins - 1
+        lastf = float(last)
+        for t in range(k):
+            v = buf[t]
+            idx[t] = np.int32(min(max(0.0, (v - anchor) * inv - base), top))
+            g = min(max(0.0, (v - lo_edge) * escale), lastf)
+            f = np.floor(g)
+            d = g - f
+            i = np.int32(f)
+            cidx[t] = i if d > eps and d < 1.0 - eps else -1 - i
         for t in range(k):
             fine[idx[t]] += 1
-        if mode == MODE_UNIFORM:                # small segments: see _uniform_eps
-            lo_edge = edges[0]
-            hi_edge = edges[bins]
-            last = bins - 1
-            lastf = float(last)
-            for t in range(k):
-                g = min(max(0.0, (buf[t] - lo_edge) * escale), lastf)
-                f = np.floor(g)
-                d = g - f
-                i = np.int32(f)
-                idx[t] = i if d > eps and d < 1.0 - eps else -1 - i
-            for t in range(k):
-                i = idx[t]
-                if i < 0:                       # near an edge (or outside): check the edges
-                    v = buf[t]
-                    if v < lo_edge or v > hi_edge:
-                        continue
-                    i = -1 - i
-                    while i > 0 and v < edges[i]:
-                        i -= 1
-                    while i < last and v >= edges[i + 1]:
-                        i += 1
-                counts[i] += 1
-            return
-        side = buf
-        na = k
-    for t in range(na):
-        i = _coarse(side[t], edges, bins, mode, escale)
+            i = cidx[t]
+            if i < 0:                           # near an edge (or outside): check the edges
+                v = buf[t]
+                if v < lo_edge or v > hi_edge:
+                    continue
+                i = -1 - i
+                while i > 0 and v < edges[i]:
+                    i -= 1
+                while i < last and v >= edges[i + 1]:
+                    i += 1
+            counts[i] += 1
+        return
+    for t in range(k):
+        v = buf[t]
+        fine[int(min(max(0.0, (v - anchor) * inv - base), top))] += 1
+        i = _coarse(v, edges, bins, mode, escale)
         if i >= 0:
             counts[i] += 1
 
 
 @nb.njit(cache=True, nogil=True)
-def _process(buf, k, acc, work, nf, adaptive, edges, bins, mode, escale, eps, counts, cmap, table, idx, side):
+def _process(buf, k, acc, work, nf, adaptive, edges, bins, mode, escale, eps, counts, cmap, table, idx, cidx):
     if k == 0:
         return
     _chunk_moments(buf, k, acc)
@@ -556,7 +572,7 @@ def _process(buf, k, acc, work, nf, adaptive, edges, bins, mode, escale, eps, co
         _chunk_minmax(buf, k, acc)
         _adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts)
     _chunk_bins(buf, k, edges, bins, mode, escale, eps, counts, work, nf, acc[A_ANCHOR], acc[A_INV], acc[A_BASE],
-                cmap, table, idx, side)
+                cmap, table, idx, cidx)
 
 
 # -- quantiles ------------------------------------------------------------------------------
@@ -624,9 +640,9 @@ def _linspace(lo, hi, edges):
     delta = hi - lo
     step = delta / div
     if not np.isfinite(delta):                  # the range overflows float64 (numpy: NaN)
-        step = hi / div - lo / div
+        half = (hi * 0.5 - lo * 0.5) / div      # so work on halves
         for i in range(div):
-            edges[i] = i * step + lo
+            edges[i] = (lo * 0.5 + i * half) * 2.0
     elif step == 0.0:
         for i in range(div):
             edges[i] = (i / div) * delta + lo
@@ -638,7 +654,7 @@ def _linspace(lo, hi, edges):
 
 @nb.njit(cache=True, nogil=True)
 def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixed, fixed_mode, bins,
-             stats, edges, counts, work, cmap, buf, idx, side, acc):
+             stats, edges, counts, work, cmap, buf, idx, cidx, acc):
     """Summarise the elements flat[row_starts[r] + i1*s1 + i2*s2], r0 <= r < r1."""
     size = (r1 - r0) * n1 * n2
     acc[:] = 0.0
@@ -683,7 +699,7 @@ def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixe
         mode = MODE_SEARCH
     work[:nf] = 0
     counts[:] = 0
-    table = size >= TABLE_MIN
+    table = size >= TABLE_MIN and (adaptive or fin > 0)
     eps = 1.0
     if mode == MODE_UNIFORM and not table:
         eps = _uniform_eps(edges, bins, escale)
@@ -700,7 +716,8 @@ def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixe
         i2 = 0
         while r < r1:
             k = 0
-            while r < r1 and k <= CHUNK - 64:  # fill the chunk buffer...
+            while r < r1 and k < CHUNK:         # fill the chunk buffer (exactly: results do not
+                                                # depend on how the elements split into rows)...
                 m = min(n2 - i2, CHUNK - k)
                 k, seen = _fill(flat, lut, row_starts[r] + i1 * s1 + i2 * s2, m, s2, buf, k, all_finite)
                 nan2 += seen
@@ -711,8 +728,8 @@ def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixe
                     if i1 == n1:
                         i1 = 0
                         r += 1
-            _process(buf, k, acc, work, nf, adaptive, edges, bins, mode, escale, eps, counts, cmap, table, idx, side)
-        if table:
+            _process(buf, k, acc, work, nf, adaptive, edges, bins, mode, escale, eps, counts, cmap, table, idx, cidx)
+        if table and (not adaptive or acc[A_W] != 0.0):   # (no window without a finite value)
             _flag(work, cmap, nf, False)
             _flush(work, cmap, nf, counts)
     if adaptive:
@@ -730,16 +747,19 @@ def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixe
     mx = acc[A_MAX]
     stats[S_MIN] = mn
     stats[S_MAX] = mx
-    stats[S_MEAN] = acc[A_MEAN]
-    stats[S_STD] = np.sqrt(acc[A_M2] / n)
-    big = max(abs(mn), abs(mx))
-    if big > 1e150 or 0.0 < big < 1e-150:
-        scale = math.ldexp(1.0, -math.frexp(big)[1])
-        stats[S_L2] = np.sqrt(_sumsq_scaled(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, scale)) / scale
-    else:
-        stats[S_L2] = np.sqrt(acc[A_SQ])
     stats[S_ZERO] = acc[A_ZERO] / n
     _quantiles(work, nf, n, acc[A_ANCHOR], acc[A_W], acc[A_BASE], mn, mx, stats[S_Q:])
+    big = max(abs(mn), abs(mx))
+    if big > 1e150 or 0.0 < big < 1e-150:      # squares over- or underflow: again, scaled
+        e = math.frexp(big)[1]
+        _moments_scaled(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, -e, buf, acc)
+        stats[S_MEAN] = math.ldexp(acc[A_MEAN], e)
+        stats[S_STD] = math.ldexp(np.sqrt(acc[A_M2] / n), e)
+        stats[S_L2] = math.ldexp(np.sqrt(acc[A_SQ]), e)
+    else:
+        stats[S_MEAN] = acc[A_MEAN]
+        stats[S_STD] = np.sqrt(acc[A_M2] / n)
+        stats[S_L2] = np.sqrt(acc[A_SQ])
 
 
 @nb.njit(cache=True, nogil=True)
@@ -754,12 +774,12 @@ def summarize_segments(flat, bits, lut, fmt, seg_rows, row_starts, dims, fixed, 
     cmap = np.empty(QA, np.int32)
     buf = np.empty(CHUNK)
     idx = np.empty(CHUNK, np.int32)
-    side = np.empty(CHUNK)
+    cidx = np.empty(CHUNK, np.int32)
     acc = np.empty(NACC)
     tmp = np.empty(1, bits.dtype)
     for s in range(dims.shape[0]):
         _segment(flat, bits, lut, fmt, tmp, row_starts, seg_rows[s], seg_rows[s + 1], dims[s, 0], dims[s, 1],
-                 dims[s, 2], dims[s, 3], fixed, fixed_mode, bins, stats[s], edges[s], counts[s], work, cmap, buf, idx, side, acc)
+                 dims[s, 2], dims[s, 3], fixed, fixed_mode, bins, stats[s], edges[s], counts[s], work, cmap, buf, idx, cidx, acc)
 
 
 # -- Python entry points --------------------------------------------------------------------
@@ -787,8 +807,6 @@ _HALF_LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32
 _HALF_LUT.flags.writeable = False
 _EMPTY = np.empty(0)
 _EMPTY.flags.writeable = False
-_ONE_ROW = np.zeros(1, np.int64)
-_ONE_ROW.flags.writeable = False
 _DTYPE_OK: dict[np.dtype, bool] = {}
 
 
@@ -872,33 +890,57 @@ def _views(flat: np.ndarray):
     return flat, bits, None, fmt
 
 
-def _layout(a: np.ndarray):
-    """-> (flat 1-d read-only view over a's memory, row_starts, (n1, s1, n2, s2)), no copy
-    except for strides that are not multiples of the item size."""
-    if a.flags.c_contiguous or a.flags.f_contiguous or a.size == 0:
-        flat = a.reshape(-1, order="A") if a.size else np.empty(0, a.dtype)
-        return flat, _ONE_ROW, (1, 0, flat.shape[0], 1)
+def _ordered(a: np.ndarray):
+    """-> (b, axes): b = a with negative strides flipped and its axes sorted by decreasing
+    stride (a view: C order over b is the kernel's reading order, memory order for
+    ordinary layouts), and b's axes merged where they can be, as (length, stride in items);
+    (a, None) when a stride is not a multiple of the item size."""
     item = a.itemsize
     if any(s % item for s in a.strides):
-        flat = np.ascontiguousarray(a).reshape(-1)      # exotic layout: the one copy made
-        return flat, _ONE_ROW, (1, 0, flat.shape[0], 1)
+        return a, None
     b = a[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)]
-    axes = sorted(((n, s // item) for n, s in zip(b.shape, b.strides) if n > 1), key=lambda d: -d[1])
+    order = sorted(range(b.ndim), key=lambda d: -b.strides[d])
+    b = b.transpose(order)
     merged: list[tuple[int, int]] = []
-    for n, s in axes:
-        if merged and merged[-1][1] == n * s:
-            merged[-1] = (merged[-1][0] * n, s)
+    for n, s in zip(b.shape, b.strides):
+        if n == 1:
+            continue
+        if merged and merged[-1][1] == n * (s // item):
+            merged[-1] = (merged[-1][0] * n, s // item)
         else:
-            merged.append((n, s))
+            merged.append((n, s // item))
+    return b, merged
+
+
+def _layout(a: np.ndarray):
+    """-> (flat 1-d view over a's memory, row_starts, (n1, s1, n2, s2)): no copy, except
+    for strides that are not multiples of the item size."""
+    if a.flags.c_contiguous or a.flags.f_contiguous or a.size == 0:
+        flat = a.reshape(-1, order="A") if a.size else np.empty(0, a.dtype)
+        return flat, np.zeros(1, np.int64), (1, 0, flat.shape[0], 1)
+    b, merged = _ordered(a)
+    if merged is None:
+        flat = np.ascontiguousarray(a).reshape(-1)      # exotic layout: the one copy made
+        return flat, np.zeros(1, np.int64), (1, 0, flat.shape[0], 1)
     span = 1 + sum((n - 1) * s for n, s in merged)
-    flat = np.lib.stride_tricks.as_strided(b, shape=(span,), strides=(item,), writeable=False)
+    flat = np.lib.stride_tricks.as_strided(b, shape=(span,), strides=(a.itemsize,), writeable=False)
     if len(merged) == 1:
-        return flat, _ONE_ROW, (1, 0, merged[0][0], merged[0][1])
+        return flat, np.zeros(1, np.int64), (1, 0, merged[0][0], merged[0][1])
     (n1, s1), (n2, s2) = merged[-2], merged[-1]
     rows = np.zeros(1, np.int64)
     for n, s in merged[:-2]:
         rows = (rows[:, None] + np.arange(n, dtype=np.int64) * s).reshape(-1)
     return flat, rows, (n1, s1, n2, s2)
+
+
+def _in_kernel_order(t: np.ndarray) -> np.ndarray:
+    """t's elements as a 1-d array in the order ``summarize`` reads them (a view if it can)."""
+    if t.flags.c_contiguous:
+        return t.reshape(-1)
+    if t.flags.f_contiguous:
+        return t.reshape(-1, order="F")
+    b, merged = _ordered(t)
+    return b.reshape(-1)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -945,8 +987,9 @@ def summarize_many(tensors, bins: int = 64, edges: np.ndarray | None = None) -> 
         return ManySummaries(stats, out_edges, counts)
     first = _check_tensor(tensors[0], "tensors[0]")
     dt = first.dtype
-    if first is tensors[0] and all(type(t) is np.ndarray and t.dtype == dt for t in tensors):
-        groups = {dt: (None, tensors)}           # the common case: one dtype, plain arrays
+    if first is tensors[0] and all(type(t) is np.ndarray and t.dtype == dt and t.flags.c_contiguous
+                                   for t in tensors):
+        groups = {dt: (None, tensors)}           # the common case: one dtype, C-contiguous arrays
     else:
         groups = {}
         for i, t in enumerate(tensors):
@@ -955,7 +998,7 @@ def summarize_many(tensors, bins: int = 64, edges: np.ndarray | None = None) -> 
             if group is None:
                 group = groups[t.dtype] = ([], [])
             group[0].append(i)
-            group[1].append(t)
+            group[1].append(_in_kernel_order(t))
     for index, group in groups.values():
         m = len(group)
         sizes = np.fromiter((t.size for t in group), np.int64, m)

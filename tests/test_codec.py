@@ -195,7 +195,7 @@ def _expected_stats(steps, times, values):
 def _check_header(header: dict, steps, times, values, series_id):
     stats, finite = _expected_stats(steps, times, values)
     assert header["magic"] == b"SLBK"
-    assert (header["version"], header["kind"], header["codec"]) == (1, 1, 1)
+    assert (header["version"], header["kind"], header["codec"]) == (1, 1, 2)
     assert header["series_id"] == series_id
     assert header["aux"] == 0   # kind-specific; 0 for scalar blocks
     for key in ("count", "nan_count", "step_min", "step_max", "time_min", "time_max"):
@@ -361,8 +361,17 @@ def test_consistent_but_wrong_payload_raises(good_block):
     header = parse_header(data)
     import zstandard
 
-    raw = zstandard.ZstdDecompressor().decompress(data[HEADER_SIZE:], max_output_size=header["raw_len"])
-    payload = zstandard.ZstdCompressor().compress(raw[:-1])  # one byte short
+    # FORMAT.md: u32 part count, a u32 per part (bit 31: stored as is), then the parts
+    payload = data[HEADER_SIZE:]
+    count = struct.unpack_from("<I", payload)[0]
+    pos, raw = 4 + 4 * count, b""
+    for entry in struct.unpack_from(f"<{count}I", payload, 4):
+        part = payload[pos:pos + (entry & 0x7FFFFFFF)]
+        pos += len(part)
+        raw += part if entry >> 31 else zstandard.ZstdDecompressor().decompress(part)
+    assert len(raw) == header["raw_len"]
+    frame = zstandard.ZstdCompressor().compress(raw[:-1])  # one byte short
+    payload = struct.pack("<II", 1, len(frame)) + frame
     head = bytearray(data[:HEADER_SIZE])
     struct.pack_into("<I", head, 20, len(payload))
     struct.pack_into("<I", head, CHECKED_SIZE, zlib.crc32(payload, zlib.crc32(bytes(head[:CHECKED_SIZE]))))
