@@ -71,19 +71,20 @@ def decode_blocks(segments: SegmentReader, path_of, refs: list[BlockRef], start:
     out = Points(np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.float64))
     positions = np.cumsum([0] + [r.header.count for r in refs])
 
-    def decode(i: int) -> int:
-        ref = refs[i]
-        lo, hi = positions[i], positions[i + 1]
-        data = segments.read(ref.segment_id, ref.offset, ref.header.length)
-        decoder().decode_into(data, path_of(ref.segment_id), ref.offset,
-                               out.steps[lo:hi], out.times[lo:hi], out.values[lo:hi], ref.header_bytes)
-        return i
+    def decode(first: int, end: int) -> None:
+        for i in range(first, end):
+            ref = refs[i]
+            lo, hi = positions[i], positions[i + 1]
+            data = segments.read(ref.segment_id, ref.offset, ref.header.length)
+            decoder().decode_into(data, path_of(ref.segment_id), ref.offset,
+                                  out.steps[lo:hi], out.times[lo:hi], out.values[lo:hi], ref.header_bytes)
 
-    if len(refs) >= PARALLEL_MIN_BLOCKS:
-        list(_executor().map(decode, range(len(refs))))
+    if len(refs) >= PARALLEL_MIN_BLOCKS:   # one contiguous run of blocks a thread: few hand-offs
+        half = len(refs) // 2
+        for future in [_executor().submit(decode, 0, half), _executor().submit(decode, half, len(refs))]:
+            future.result()
     else:
-        for i in range(len(refs)):
-            decode(i)
+        decode(0, len(refs))
     h_min = min((r.header.step_min for r in refs), default=0)
     h_max = max((r.header.step_max for r in refs), default=0)
     if (start is not None and h_min < start) or (stop is not None and h_max >= stop):
