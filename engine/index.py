@@ -14,8 +14,8 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     rollups      series_id u64 BE | level u8 | page_no biased u64 BE -> rollup page (engine/rollup.py)
 
 User names are hashed into keys (LMDB keys stop at 511 bytes); the names themselves
-live in values. Write transactions belong to one thread; the environment is reopened,
-never reused, after ``fork()``.
+live in values. Write transactions belong to one thread; the environment is never used
+after ``fork()`` (see Index).
 """
 
 from __future__ import annotations
@@ -27,16 +27,19 @@ import os
 import socket
 import struct
 import threading
+import weakref
 from typing import Callable, Iterator, NamedTuple
 
 import lmdb
 
 from .block import HEADER_SIZE, BlockHeader, unpack_header
-from .errors import CorruptionError, FormatVersionError, StorageFullError
+from .errors import ClosedError, CorruptionError, FormatVersionError, StorageFullError
 
 FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 1 << 30
-_FULL_MESSAGES = (os.strerror(errno.ENOSPC), os.strerror(errno.EFBIG), os.strerror(errno.EDQUOT))
+# A write that fails for lack of room: disk full, quota, file-size limit. LMDB reports a
+# write cut short by the file-size limit as EIO, so EIO counts too (its message is kept).
+_FULL_MESSAGES = tuple((code, os.strerror(code)) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO))
 MAX_READERS = 1024
 TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups")
 
@@ -113,12 +116,25 @@ class NewBlock(NamedTuple):
     last_step: int       # step of its last point in write order
 
 
+_open_indexes: "weakref.WeakSet[Index]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for index in list(_open_indexes):
+        index._forget_after_fork()
+    _open_indexes.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Index:
     """An open LMDB environment and its tables, for one process.
 
     Thread-safe: read methods use their own read transaction; ``write`` runs one write
-    transaction at a time. After ``fork()`` the child opens the environment anew on
-    first use (an LMDB environment must never cross a fork).
+    transaction at a time. An LMDB environment must never cross a fork: in a forked
+    child the inherited one is closed at once and every use raises ClosedError; the
+    child opens the store again.
     """
 
     def __init__(self, path: str, sync: bool, writemap: bool = False, map_size: int = INITIAL_MAP_SIZE):
@@ -131,22 +147,38 @@ class Index:
 
     def _open(self) -> None:
         self._pid = os.getpid()
-        self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=len(TABLES), subdir=True,
-                             sync=self._sync, metasync=self._sync, writemap=self._writemap,
-                             map_async=self._writemap, readahead=False,
-                             max_readers=MAX_READERS, lock=True)
+        try:
+            self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=len(TABLES), subdir=True,
+                                 sync=self._sync, metasync=self._sync, writemap=self._writemap,
+                                 map_async=self._writemap, readahead=False,
+                                 max_readers=MAX_READERS, lock=True)
+        except lmdb.Error as exc:
+            if "already open" in str(exc):
+                raise ClosedError(f"{self.path} is already open in this process (LMDB allows one open "
+                                  "environment a process): use that Store, or close it first") from None
+            raise
+        _open_indexes.add(self)
         self._db = {name: self.env.open_db(name.encode()) for name in TABLES}
         self.env.reader_check()  # free reader slots of dead processes
         self._check_format()
 
     def _env(self) -> lmdb.Environment:
         if self._pid != os.getpid():
-            self._open()
+            raise ClosedError("this store was opened before fork(); call steplog.open() again in the child process")
         return self.env
 
     def close(self) -> None:
+        _open_indexes.discard(self)
         if self._pid == os.getpid():
             self.env.close()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: close the inherited environment (LMDB forbids using it; its
+        close touches only this process's reader slots) so the child can open the store."""
+        try:
+            self.env.close()
+        except lmdb.Error:
+            pass
 
     def _check_format(self) -> None:
         def init(txn: IndexTxn) -> int:
@@ -177,8 +209,9 @@ class Index:
                 except lmdb.MapResizedError:
                     env.set_mapsize(0)
                 except lmdb.Error as exc:
-                    if any(text in str(exc) for text in _FULL_MESSAGES):
-                        raise StorageFullError(errno.ENOSPC, f"index write failed: {exc}") from exc
+                    for code, text in _FULL_MESSAGES:
+                        if text in str(exc):
+                            raise StorageFullError(code, f"index write failed: {exc}") from exc
                     raise
 
     def read(self) -> "IndexTxn":

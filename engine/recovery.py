@@ -67,7 +67,7 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
                     with open(path, "rb") as f:
                         check_file_header(f.read(FILE_HEADER_SIZE), path)
                 except FileNotFoundError:
-                    damage.append(Damage(path, 0, "segment file is missing"))
+                    continue  # each of its blocks is reported below, with its offset
                 except CorruptionError as exc:
                     damage.append(Damage(exc.path, exc.offset, exc.reason))
             for ref in txn.all_blocks():

@@ -106,14 +106,14 @@ class SegmentReader:
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def _fd(self, segment_id: int) -> int:
+    def _fd(self, segment_id: int, offset: int) -> int:
         fd = self._fds.get(segment_id)
         if fd is None:
             path = self._path_of(segment_id)
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except FileNotFoundError:
-                raise CorruptionError(path, 0, "segment file is missing") from None
+                raise CorruptionError(path, offset, "segment file is missing") from None
             with self._lock:
                 if segment_id in self._fds:
                     os.close(fd)
@@ -123,7 +123,7 @@ class SegmentReader:
         return fd
 
     def read(self, segment_id: int, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd(segment_id), length, offset)
+        data = os.pread(self._fd(segment_id, offset), length, offset)
         if len(data) != length:
             raise CorruptionError(self._path_of(segment_id), offset,
                                   f"block runs past the end of the segment ({len(data)} of {length} bytes)")

@@ -2,8 +2,8 @@
 
 Importing this module imports numba, so the rest of steplog imports it lazily (inside
 functions). Kernels are compiled on first use and cached on disk (``cache=True``);
-``nogil=True`` lets them run beside other Python threads. One kernel specialisation is
-compiled per input dtype.
+``nogil=True`` lets them run beside other Python threads. One specialisation of the
+kernel is compiled per input dtype (13 of them: a cold cache takes minutes to fill).
 
 What a summary holds (``SUMMARY_FIELDS``, one float64 each; counts are exact integers):
 
@@ -12,62 +12,72 @@ What a summary holds (``SUMMARY_FIELDS``, one float64 each; counts are exact int
 plus a histogram: ``edges`` (float64, bins + 1) and ``counts`` (int64, bins).
 
 * ``count`` is the number of elements; ``nan_count`` and ``inf_count`` (+inf and -inf)
-  are counted, and NaN/inf are left out of every other statistic, which are over the
-  *finite* values, each converted to float64 first (int64/uint64 above 2**53 round as
-  ``astype(np.float64)`` does; float16 is converted exactly).
+  are counted and left out of every other statistic: those are over the *finite*
+  values, each converted to float64 (int64/uint64 beyond 2**53 round as
+  ``astype(np.float64)`` does; float16 converts exactly).
 * ``min``/``max`` are exact. ``mean`` and ``std`` (population) come from chunks of
-  ``CHUNK`` values: two passes over each chunk in cache (its mean, then the squared
-  deviations from it), merged into the running totals with Chan's formula. ``l2`` is
-  sqrt of the float64 sum of squares (float32 values cannot overflow it); when the
-  largest magnitude is beyond 1e150 (or below 1e-150) one more pass sums squares scaled
-  by a power of two. ``zero_fraction`` = zeros / finite values (+0.0 and -0.0 count).
-* No finite value (empty tensor, all NaN/inf): min..l2 and the quantiles are NaN,
-  zero_fraction is 0, the histogram counts are all zero. A 0-d tensor is one element.
+  CHUNK finite values, two loops over each chunk while it is in L1 (its mean, then the
+  squared deviations from it), merged into the running totals with Chan's formula.
+  ``l2`` is the square root of the float64 sum of squares (float32 squares cannot
+  overflow it). When the largest magnitude is beyond 1e150 or below 1e-150, squares
+  would over- or underflow: mean, std and l2 are then recomputed in one more pass over
+  the values scaled by a power of two. ``zero_fraction`` = zeros (+0.0 and -0.0) /
+  finite values.
+* No finite value (empty tensor, all NaN/inf): min, max, mean, std, l2 and the
+  quantiles are NaN, zero_fraction is 0 (as defined: 0 without finite values), the
+  histogram counts are all zero. A 0-d tensor is one element.
+* Chunk boundaries depend only on the sequence of finite values in reading order, not
+  on how the layout splits it into rows, so ``summarize_many`` (which reads each tensor
+  in the same order from a concatenated copy) equals ``summarize`` bit for bit.
 
 Histogram. ``edges`` from the caller (1-d, strictly increasing, finite), or ``bins``
-bins spread over [min, max] of the finite values exactly as ``np.histogram(finite,
-bins)`` spreads them: ``np.linspace(min, max, bins + 1)`` in float64, [min - 0.5,
-max + 0.5] when min == max, [0, 1] when there is no finite value. The counts equal
-``np.histogram(finite.astype(np.float64), bins=edges)[0]`` bit for bit: value v is in
-bin i when edges[i] <= v < edges[i + 1], the last bin also holds edges[-1], values
-outside [edges[0], edges[-1]] are not counted. The bin index comes from the uniform
-formula and is then corrected against the edges array itself (a binary search for
-caller edges that are far from uniform), so values exactly on an edge land as in numpy.
+bins spread over [min, max] of the finite values as ``np.histogram(finite, bins)``
+spreads them: ``np.linspace(min, max, bins + 1)`` in float64 (the same float
+operations), [min - 0.5, max + 0.5] when min == max, [0, 1] without finite values. The
+counts equal ``np.histogram(finite.astype(np.float64), bins=edges)[0]`` bit for bit:
+v is in bin i when edges[i] <= v < edges[i + 1], the last bin also holds edges[-1],
+values outside [edges[0], edges[-1]] are not counted. A bin index comes from the
+uniform formula and is then corrected against the edges array itself (caller edges
+far from uniform: a binary search), so values on an edge land as in numpy. Two ways
+avoid that work for most values: segments of TABLE_MIN elements or more read the
+output bin off the fine histogram's bin (see ``_build_cmap``), smaller ones skip the
+correction where the uniform guess is provably right (``_uniform_eps``).
 
 Quantiles (q = 1, 5, 25, 50, 75, 95, 99 %) follow ``np.quantile(finite, q,
-method="linear")`` but read the order statistics from a fine histogram built in the
+method="linear")``, with the order statistics read from a fine histogram built in the
 same pass as the output histogram: an order statistic is placed inside its fine bin by
-linear interpolation on its rank there (clamped to [min, max]; rank 0 and rank n-1 are
-min and max exactly). Both order statistics that the linear method mixes are off by at
-most one fine bin width w, so
+linear interpolation on its rank there (clamped to [min, max]; rank 0 and rank n - 1
+are min and max exactly). Both order statistics that the linear method mixes are off
+by at most one fine bin width w, so
 
-    |quantile - np.quantile(finite, q)| <= w <= (max - min) / Q,   Q = 2048
+    |quantile - np.quantile(finite, q)| <= w <= max((max - min) / Q, 1.2e-305),  Q = 2048
 
-(plus float64 rounding). With derived edges the fine histogram is Q bins over the exact
-[min, max]. With caller edges (one pass, min and max unknown up front) it is adaptive:
-``QA = 2 Q + 4`` bins of width w = a power of two, anchored on the first finite value
-and widened (bins merged in pairs, exactly) whenever a chunk falls outside; w is the
-smallest power of two whose QA bins cover [min, max], hence w <= 2 (max - min) /
-(QA - 2) < (max - min) / Q. The bound degrades only where float64 itself runs out:
-ranges below ~1e-305 (absolute error below that range) and float64 data whose range
-max - min overflows float64 (> 1.8e308), where mean, std and the quantiles are not
-meaningful.
+plus float64 rounding (the second term only matters for subnormal-scale ranges). With
+derived edges the fine histogram is Q bins over the exact [min, max]. With caller
+edges (one pass: min and max are not known up front) it is adaptive: QA = 2 Q + 4 bins
+whose width w is a power of two, anchored on the first finite value and widened
+(doubling w merges bins exactly) whenever a chunk reaches outside; w is the smallest
+power of two (>= 2**-1022) whose QA bins cover [min, max], so w <= 2 (max - min) /
+(QA - 2) < (max - min) / Q. Limitation: float64 data whose range max - min overflows
+float64 (> 1.8e308) gets exact counts, min, max, mean, std and histogram, but its
+quantiles are only clamped to [min, max], and its derived edges are computed on halved
+values (where np.linspace gives NaN).
 
 Passes. With caller ``edges`` everything is computed in ONE pass over the data. With
-derived edges, pass 1 finds min, max and the NaN/inf counts, pass 2 computes the rest
-(it skips the NaN/inf tests when pass 1 found none).
+derived edges, pass 1 finds min, max and the NaN/inf counts (on the raw bits, see
+below), pass 2 computes the rest (skipping the NaN/inf tests when pass 1 found none;
+skipped altogether when all finite values are equal).
 
-Layout. The input is read in place: no copy of the tensor. Axes are reordered by
-stride (negative strides flipped; the statistics do not depend on element order) and
-adjacent axes merged, so C-, F-contiguous, transposed and reversed tensors become one
-run of elements, and strided slices become at most two levels (n1, s1) x (n2, s2)
-walked with strides by the kernel; only layouts with three or more unmergeable levels
-get an offsets array of their outer rows (an index of rows, not a copy of data). Arrays
-whose strides are not multiples of the item size, and non-native byte order, are copied
-with ``np.ascontiguousarray``/``astype`` (the only copies). float16 is viewed as uint16
-and converted with an exact 65536-entry lookup table (float16 -> float32 is exact).
-``summarize_many`` concatenates the tensors of each dtype into one buffer with an
-offsets array and makes one kernel call per dtype that loops over the segments.
+Layout. The input is read in place, with no copy of the tensor: negative strides are
+flipped, axes sorted by decreasing stride and merged where adjacent, so contiguous,
+transposed and reversed tensors become one run of elements, and strided slices at
+most two levels (n1, s1) x (n2, s2) walked by the kernel; only layouts with three or
+more unmergeable levels get an array of their row offsets (an index, not a copy of
+the data). The copies: arrays whose strides are not multiples of the item size
+(``np.ascontiguousarray``), non-native byte order (``astype``), and ``summarize_many``,
+which concatenates the tensors of each dtype into one buffer with an offsets array to
+make one kernel call per dtype that loops over the segments. float16 is viewed as
+uint16 and converted through an exact 65536-entry table (float16 -> float32 is exact).
 """
 
 from __future__ import annotations
@@ -86,14 +96,14 @@ SUMMARY_FIELDS = ("count", "nan_count", "inf_count", "min", "max", "mean", "std"
 QUANTILES = np.array([0.01, 0.05, 0.25, 0.50, 0.75, 0.95, 0.99])
 Q = 2048             # fine bins over [min, max] (derived edges)
 QA = 2 * Q + 4       # adaptive fine bins (caller edges)
-CHUNK = 1024         # finite values per chunk (fits in L1)
+CHUNK = 1024         # finite values per chunk (with the fine histogram, fits in L1)
 
 NSTATS = 16
 S_COUNT, S_NAN, S_INF, S_MIN, S_MAX, S_MEAN, S_STD, S_L2, S_ZERO, S_Q = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 # running totals of one segment (a float64 array, so that helpers can update it)
-A_N, A_MEAN, A_M2, A_SQ, A_ZERO, A_MIN, A_MAX, A_ANCHOR, A_W, A_INV, A_BASE, A_NAN = range(12)
-NACC = 12
+A_N, A_MEAN, A_M2, A_SQ, A_ZERO, A_MIN, A_MAX, A_ANCHOR, A_W, A_INV, A_BASE = range(11)
+NACC = 11
 
 MODE_UNIFORM = 0     # fast uniform formula, then corrected against the edges
 MODE_SEARCH = 1      # binary search in the edges
@@ -697,8 +707,23 @@ def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixe
         escale = bins / erange
     else:
         mode = MODE_SEARCH
-    work[:nf] = 0
     counts[:] = 0
+    if not adaptive and fin > 0 and mn == mx:   # one distinct finite value: no second pass
+        i = _coarse(mn, edges, bins, mode, escale)
+        if i >= 0:
+            counts[i] = fin
+        stats[S_COUNT] = size
+        stats[S_NAN] = nan
+        stats[S_INF] = size - fin - nan
+        stats[S_MIN] = mn
+        stats[S_MAX] = mn
+        stats[S_MEAN] = mn
+        stats[S_STD] = 0.0
+        stats[S_L2] = abs(mn) * np.sqrt(fin)
+        stats[S_ZERO] = 1.0 if mn == 0.0 else 0.0
+        stats[S_Q:] = mn
+        return
+    work[:nf] = 0
     table = size >= TABLE_MIN and (adaptive or fin > 0)
     eps = 1.0
     if mode == MODE_UNIFORM and not table:
