@@ -288,8 +288,10 @@ class Writer:
         try:
             cols = [columns(item.steps, item.times, item.values) for item in batch]
             self._resolve_series(batch, cols)
-            segment, blocks = self._append_blocks(batch, cols)
-            rollups = self._rollups(batch, cols)
+            chunks = self._chunks(batch, cols)
+            encoding = self._start_encoding(chunks)
+            rollups = self._rollups(batch, cols)   # on this thread, while the pool encodes
+            segment, blocks = self._append_blocks(chunks, self._encoded(chunks, encoding))
 
             def commit(txn: IndexTxn) -> None:
                 txn.add_blocks(segment.segment_id, blocks, segment.size)
@@ -348,25 +350,35 @@ class Writer:
                 break
         return batch
 
-    def _append_blocks(self, batch: list[Sealed], cols: list) -> tuple[SegmentWriter, list[NewBlock]]:
+    def _chunks(self, batch: list[Sealed], cols: list) -> list[tuple]:
+        """One entry a block to write: (series_id, steps, times, values) or (series_id, Summaries)."""
         chunks = []
         for item, (steps, times, values) in zip(batch, cols):
             series_id = item.series.series_id
             if item.series.kind == KIND_SUMMARY:
-                for rows in summary_runs(steps, times, values, SUMMARY_BLOCK_ROWS):
-                    chunks.append((series_id, rows))
+                chunks.extend((series_id, rows) for rows in summary_runs(steps, times, values, SUMMARY_BLOCK_ROWS))
                 continue
             for lo in range(0, len(steps), self.block_points):
                 hi = lo + self.block_points
                 chunks.append((series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
-        encoded = None
-        if len(chunks) >= PARALLEL_MIN_BLOCKS:  # kernels and zstd release the GIL
-            try:
-                encoded = list(self._encode_pool().map(self._encode, chunks))
-            except RuntimeError:  # executors stop at interpreter exit, before atexit flushes
-                encoded = None
-        if encoded is None:
-            encoded = [self._encode(chunk) for chunk in chunks]
+        return chunks
+
+    def _start_encoding(self, chunks: list[tuple]):
+        """Futures encoding the chunks on the pool (kernels and zstd release the GIL), or
+        None to encode them on this thread (few chunks, or the interpreter is exiting)."""
+        if len(chunks) < PARALLEL_MIN_BLOCKS:
+            return None
+        try:
+            return [self._encode_pool().submit(self._encode, chunk) for chunk in chunks]
+        except RuntimeError:  # executors stop at interpreter exit, before atexit flushes
+            return None
+
+    def _encoded(self, chunks: list[tuple], futures) -> list[bytes]:
+        if futures is None:
+            return [self._encode(chunk) for chunk in chunks]
+        return [future.result() for future in futures]
+
+    def _append_blocks(self, chunks: list[tuple], encoded: list[bytes]) -> tuple[SegmentWriter, list[NewBlock]]:
         segment = self._segment_for_append()
         blocks, offset = [], segment.size
         for (series_id, first, *_), data in zip(chunks, encoded):
