@@ -112,22 +112,45 @@ class SeriesReader:
         out.add_points(floor_keys(points.steps, plan.origin, plan.width), points.steps, points.values)
 
     def _add_rollups(self, out: downsample.Buckets, lo: int, hi: int, plan: downsample.Plan) -> None:
-        from ..engine.rollup import PAGE_GROUPS, level_shift, read_groups
+        from ..engine.rollup import level_shift
         from .kernels import floor_keys
 
         base = self.entry.rollup_shift
+        lo, hi = self._widen_to_groups(lo, hi)
         groups, raw = [], []
         downsample.decompose(lo, hi, plan.level, base, groups, raw)
         for level, first, end in groups:
-            pages = self._txn.rollup_pages(self.entry.series_id, level, first // PAGE_GROUPS,
-                                           (end - 1) // PAGE_GROUPS + 1)
-            found = read_groups(pages)
-            keep = (found.gid >= first) & (found.gid < end)
-            found = type(found)(*(field[keep] for field in found))
+            found = self._groups(level, first, end)
             starts = found.gid << level_shift(base, level)
             out.add_groups(floor_keys(starts, plan.origin, plan.width), found)
         for piece_lo, piece_hi in raw:
             self._add_points(out, self.stored_points(piece_lo, piece_hi), plan)
+
+    def _groups(self, level: int, first: int, end: int):
+        """The stored groups of ``level`` with first <= gid < end."""
+        from ..engine.rollup import PAGE_GROUPS, read_groups
+
+        found = read_groups(self._txn.rollup_pages(self.entry.series_id, level, first // PAGE_GROUPS,
+                                                   (end - 1) // PAGE_GROUPS + 1))
+        keep = (found.gid >= first) & (found.gid < end)
+        return type(found)(*(field[keep] for field in found))
+
+    def _widen_to_groups(self, lo: int, hi: int) -> tuple[int, int]:
+        """Move lo down (hi up) to the edge of its level-0 group when none of that group's
+        stored points lies outside [lo, hi): the whole group then counts, exactly, and
+        no block needs decoding there (reads of a whole series never decode)."""
+        shift = self.entry.rollup_shift
+        if lo & ((1 << shift) - 1):
+            g = lo >> shift
+            edge = self._groups(0, g, g + 1)
+            if not len(edge.gid) or edge.first_step[0] >= lo:
+                lo = g << shift
+        if hi & ((1 << shift) - 1):
+            g = (hi - 1) >> shift
+            edge = self._groups(0, g, g + 1)
+            if not len(edge.gid) or edge.last_step[0] < hi:
+                hi = (g + 1) << shift
+        return lo, hi
 
     @staticmethod
     def _time_buckets(points: Points, n: int, x: str, run_start_ns: int) -> pa.Table:
