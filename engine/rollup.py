@@ -20,6 +20,7 @@ Importing this module imports numba: import it lazily.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numba as nb
@@ -34,6 +35,8 @@ MAX_BASE_SHIFT = 62 - LEVEL_BITS * (LEVELS - 1)
 FIELDS = 9
 PAGE_BYTES = FIELDS * PAGE_GROUPS * 8
 PAGE_ZSTD_LEVEL = 1
+_local = threading.local()
+_FIELD_TYPES = (np.int64, np.int64, np.float64, np.float64, np.float64, np.float64, np.int64, np.float64, np.int64)
 
 
 class Groups(NamedTuple):
@@ -187,13 +190,20 @@ def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:
     """A page's 9 arrays, writable (a copy); an empty page when ``page`` is None."""
     if page is None:
         return _empty(PAGE_GROUPS)
-    page = zstandard.decompress(page, max_output_size=PAGE_BYTES)
+    page = _decompressor().decompress(page, max_output_size=PAGE_BYTES)
     if len(page) != PAGE_BYTES:
         raise ValueError(f"rollup page has {len(page)} bytes, expected {PAGE_BYTES}")
     raw = np.frombuffer(page, np.uint8).copy()
     size = PAGE_GROUPS * 8
-    types = (np.int64, np.int64, np.float64, np.float64, np.float64, np.float64, np.int64, np.float64, np.int64)
-    return tuple(raw[i * size:(i + 1) * size].view(t) for i, t in enumerate(types))
+    return tuple(raw[i * size:(i + 1) * size].view(t) for i, t in enumerate(_FIELD_TYPES))
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (making one per page costs more than the page)."""
+    found = getattr(_local, "zstd", None)
+    if found is None:
+        found = _local.zstd = zstandard.ZstdDecompressor()
+    return found
 
 
 def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
@@ -215,15 +225,17 @@ def merge_into_pages(groups: Groups, read_page, write_page) -> None:
 
 
 def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
-    """Non-empty groups of the given (page_no, page bytes), ascending."""
+    """Non-empty groups of the given (page_no, page bytes), ascending: all pages are
+    decompressed into one buffer and split into fields with array views, not page by page."""
     if not pages:
         return Groups(np.empty(0, np.int64), *_empty(0))
-    columns = [[] for _ in range(FIELDS)]
-    gids = []
-    for page_no, page in pages:
-        arrays = page_arrays(page)
-        keep = arrays[0] > 0
-        gids.append(np.flatnonzero(keep) + page_no * PAGE_GROUPS)
-        for column, array in zip(columns, arrays):
-            column.append(array[keep])
-    return Groups(np.concatenate(gids), *(np.concatenate(c) for c in columns))
+    decompress = _decompressor().decompress
+    raw = b"".join(decompress(page, max_output_size=PAGE_BYTES) for _, page in pages)
+    if len(raw) != len(pages) * PAGE_BYTES:
+        raise ValueError("a rollup page has the wrong size")
+    table = np.frombuffer(raw, np.uint8).reshape(len(pages), FIELDS, PAGE_GROUPS * 8)
+    ints, floats = table.view("<i8"), table.view("<f8")
+    gid = (np.array([no for no, _ in pages], np.int64)[:, None] * PAGE_GROUPS + np.arange(PAGE_GROUPS)).ravel()
+    keep = ints[:, 0, :].ravel() > 0
+    fields = [(ints if t == np.int64 else floats)[:, i, :].ravel()[keep] for i, t in enumerate(_FIELD_TYPES)]
+    return Groups(gid[keep], *fields)

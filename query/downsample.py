@@ -48,6 +48,9 @@ def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
 
 def edges(plan: Plan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) of every bucket, cut to [lo, hi); an end past int64 saturates."""
+    if plan.origin + (plan.count + 1) * plan.width <= INT64_MAX:   # the common case: numpy
+        starts = plan.origin + np.arange(plan.count, dtype=np.int64) * plan.width
+        return np.maximum(starts, lo), np.minimum(starts + plan.width, min(hi, INT64_MAX))
     starts = [max(lo, plan.origin + b * plan.width) for b in range(plan.count)]
     ends = [min(hi, plan.origin + (b + 1) * plan.width, INT64_MAX) for b in range(plan.count)]
     return np.array(starts, np.int64), np.array(ends, np.int64)
