@@ -186,8 +186,9 @@ def _count_nonfinite(bits, p, n, step, fmt):
 @nb.njit(cache=True, nogil=True)
 def _scan_ints(bits, p, n, step, vmin, vmax):
     if step == 1:
+        src = bits[p:p + n]
         for t in range(n):
-            b = bits[p + t]
+            b = src[t]
             vmin = min(vmin, b)
             vmax = max(vmax, b)
     else:
@@ -308,16 +309,15 @@ def _moments_scaled(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, e, buf, acc):
         _chunk_moments(buf, k, acc)
 
 
-@nb.njit(cache=True, nogil=True)
-def _chunk_minmax(buf, k, acc):
-    mn = acc[A_MIN]
-    mx = acc[A_MAX]
+@nb.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz"})   # (buf is finite: it vectorises)
+def _chunk_minmax(buf, k):
+    mn = buf[0]
+    mx = buf[0]
     for t in range(k):
         v = buf[t]
         mn = min(mn, v)
         mx = max(mx, v)
-    acc[A_MIN] = mn
-    acc[A_MAX] = mx
+    return mn, mx
 
 
 @nb.njit(cache=True, nogil=True)
@@ -579,7 +579,9 @@ def _process(buf, k, acc, work, nf, adaptive, edges, bins, mode, escale, eps, co
     if adaptive:
         if acc[A_W] == 0.0:
             acc[A_ANCHOR] = buf[0]
-        _chunk_minmax(buf, k, acc)
+        mn, mx = _chunk_minmax(buf, k)
+        acc[A_MIN] = min(acc[A_MIN], mn)
+        acc[A_MAX] = max(acc[A_MAX], mx)
         _adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts)
     _chunk_bins(buf, k, edges, bins, mode, escale, eps, counts, work, nf, acc[A_ANCHOR], acc[A_INV], acc[A_BASE],
                 cmap, table, idx, cidx)
@@ -744,7 +746,11 @@ def _segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixe
             while r < r1 and k < CHUNK:         # fill the chunk buffer (exactly: results do not
                                                 # depend on how the elements split into rows)...
                 m = min(n2 - i2, CHUNK - k)
-                k, seen = _fill(flat, lut, row_starts[r] + i1 * s1 + i2 * s2, m, s2, buf, k, all_finite)
+                q = row_starts[r] + i1 * s1 + i2 * s2
+                fast = all_finite
+                if adaptive:                    # one pass: test these floats' bits first (vectorised)
+                    fast = not fmt[0] or not _scan_floats(bits, q, m, s2, fmt, fmt[3], fmt[4])[0]
+                k, seen = _fill(flat, lut, q, m, s2, buf, k, fast)
                 nan2 += seen
                 i2 += m
                 if i2 == n2:
@@ -804,7 +810,8 @@ def summarize_segments(flat, bits, lut, fmt, seg_rows, row_starts, dims, fixed, 
     tmp = np.empty(1, bits.dtype)
     for s in range(dims.shape[0]):
         _segment(flat, bits, lut, fmt, tmp, row_starts, seg_rows[s], seg_rows[s + 1], dims[s, 0], dims[s, 1],
-                 dims[s, 2], dims[s, 3], fixed, fixed_mode, bins, stats[s], edges[s], counts[s], work, cmap, buf, idx, cidx, acc)
+                 dims[s, 2], dims[s, 3], fixed, fixed_mode, bins, stats[s], edges[s], counts[s],
+                 work, cmap, buf, idx, cidx, acc)
 
 
 # -- Python entry points --------------------------------------------------------------------

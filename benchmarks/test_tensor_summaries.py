@@ -8,8 +8,8 @@ Full sizes when benchmarks run; tiny ones under --benchmark-disable (CI runs the
 as plain tests, in seconds) or with STEPLOG_BENCH_SIZE=tiny. Every test checks its
 result, never a time.
 
-    .venv/bin/python -m pytest benchmarks/test_summary.py --benchmark-only
-    .venv/bin/python -m pytest -q benchmarks/test_summary.py --benchmark-disable    # as CI runs it
+    .venv/bin/python -m pytest benchmarks/test_tensor_summaries.py --benchmark-only
+    .venv/bin/python -m pytest -q benchmarks/test_tensor_summaries.py --benchmark-disable    # as CI runs it
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_summarize_large_float32(benchmark):
     """summarize() of a 16 M-element float32 tensor (two passes: derived edges).
     Target: >= 1 GB/s and >= 3x numpy (timed here too, best of 3).
 
-        .venv/bin/python -m pytest benchmarks/test_summary.py::test_summarize_large_float32 --benchmark-only
+        .venv/bin/python -m pytest benchmarks/test_tensor_summaries.py::test_summarize_large_float32 --benchmark-only
     """
     x = large_tensor(LARGE_TINY if tiny(benchmark) else LARGE)
     summary.summarize(x[:1000])                                   # compile, or load from numba's cache
@@ -93,7 +93,7 @@ def test_summarize_large_float32(benchmark):
 def test_summarize_large_float32_edges(benchmark):
     """summarize(edges=...) of the same tensor: one pass, adaptive fine histogram.
 
-        .venv/bin/python -m pytest benchmarks/test_summary.py::test_summarize_large_float32_edges --benchmark-only
+        .venv/bin/python -m pytest benchmarks/test_tensor_summaries.py::test_summarize_large_float32_edges --benchmark-only
     """
     x = large_tensor(LARGE_TINY if tiny(benchmark) else LARGE)
     edges = np.linspace(-4.0, 4.0, 65)
@@ -109,7 +109,7 @@ def test_summarize_large_float32_edges(benchmark):
 def test_numpy_large_float32(benchmark):
     """numpy computing the same statistics (the baseline of the 3x target).
 
-        .venv/bin/python -m pytest benchmarks/test_summary.py::test_numpy_large_float32 --benchmark-only
+        .venv/bin/python -m pytest benchmarks/test_tensor_summaries.py::test_numpy_large_float32 --benchmark-only
     """
     x = large_tensor(LARGE_TINY if tiny(benchmark) else LARGE)
     benchmark.group = "summary-large"
@@ -124,7 +124,7 @@ def test_summarize_many_small(benchmark):
     """summarize_many() of 10,000 float32 tensors of 1,000 elements (one kernel call).
     Target: >= 100,000 summaries/s.
 
-        .venv/bin/python -m pytest benchmarks/test_summary.py::test_summarize_many_small --benchmark-only
+        .venv/bin/python -m pytest benchmarks/test_tensor_summaries.py::test_summarize_many_small --benchmark-only
     """
     tensors = small_tensors(MANY_TINY if tiny(benchmark) else MANY)
     summary.summarize_many(tensors[:3])
