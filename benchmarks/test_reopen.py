@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -34,10 +35,10 @@ def build(path: str, runs: int, points: int) -> None:
             store.start_run(experiment="many", params={"k": k}).log_batch("loss", steps, values)
     child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, path], stdout=subprocess.PIPE)
     assert child.stdout.readline().startswith(b"ready")
-    import time
     time.sleep(0.5)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=60)
+    child.stdout.close()
 
 
 def test_reopen_after_crash(benchmark, tmp_path):
