@@ -22,6 +22,7 @@ import numpy as np
 
 MODE_DOD = 1  # integers: delta of deltas, zigzag
 MODE_XOR = 2  # float64 bits: XOR with previous value
+MODE_DELTA = 3  # integers: delta, zigzag (histogram counts)
 COLUMN_HEADER = 18
 
 
@@ -224,9 +225,6 @@ def is_sorted(steps):
         if steps[i] < steps[i - 1]:
             return False
     return True
-
-
-MODE_DELTA = 3  # integers: delta, zigzag
 
 
 @nb.njit(cache=True, nogil=True)
