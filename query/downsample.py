@@ -1,7 +1,7 @@
 """Downsampled reads: min/max buckets from rollups, and LTTB.
 
 Bucket plan (``plan``): for a step range [lo, hi) and at most N buckets, the wanted width
-is w = ceil((hi - lo) / N). When the level-0 rollup groups are wider than w, the range is
+is w = ceil((hi - lo) / N). When the level-0 rollup groups are wider than 2w, the range is
 small: its points are decoded and bucketed exactly, with buckets of width w from lo.
 Otherwise the coarsest rollup level whose groups fit in w is used; the bucket width is
 rounded up to a multiple of that level's group width, and bucket edges sit on multiples
@@ -38,6 +38,8 @@ def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
         for k in range(LEVELS):
             if (1 << level_shift(base_shift, k)) <= wanted:
                 level = k
+        if level is None and (1 << base_shift) <= 2 * wanted:
+            level = 0   # at least half the buckets asked for, from rollups instead of every point
     if level is None:
         return Plan(None, wanted, lo, -(-(hi - lo) // wanted))
     group = 1 << level_shift(base_shift, level)

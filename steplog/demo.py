@@ -101,13 +101,18 @@ def show_reads(store: steplog.Store, run_id: str, steps: int) -> None:
     print("\nrange reads (first trial, 'loss'):")
     began = time.perf_counter()
     store.read(run_id, "loss", start=0, stop=1)
-    print(f"  first read of the process (loads the compiled kernels): {(time.perf_counter() - began) * 1e3:.0f} ms")
+    store.read(run_id, "loss", start=0, stop=10, buckets=2)
+    print(f"  first reads of the process (load the compiled kernels): {(time.perf_counter() - began) * 1e3:.0f} ms")
     for start, stop in [(0, 1_000), (steps // 2, steps // 2 + 1_000), (steps // 2, steps // 2 + 100_000), (None, None)]:
         began = time.perf_counter()
         table = store.read(run_id, "loss", start=start, stop=stop)
         ms = (time.perf_counter() - began) * 1e3
         label = "whole series" if start is None else f"steps [{start:,}, {stop:,})"
         print(f"  {label:<28} {table.num_rows:>10,} points in {ms:8.2f} ms")
+    began = time.perf_counter()
+    table = store.read(run_id, "loss", buckets=1000)
+    ms = (time.perf_counter() - began) * 1e3
+    print(f"  {'1,000 min/max buckets':<28} {table.num_rows:>10,} rows   in {ms:8.2f} ms")
 
 
 def show_trials(store: steplog.Store) -> None:
