@@ -91,10 +91,12 @@ def linspace_rows(lo, hi, num):
     for r in range(rows):
         delta = hi[r] - lo[r]
         step = delta / div
-        for i in range(num):
-            if step == 0:
-                out[r, i] = (i / div) * delta + lo[r]
-            else:
-                out[r, i] = i * step + lo[r]
+        start = lo[r]
+        if step == 0:   # numpy's branch for a step that underflows
+            for i in range(num):
+                out[r, i] = (i / div) * delta + start
+        else:
+            for i in range(num):
+                out[r, i] = i * step + start
         out[r, num - 1] = hi[r]
     return out

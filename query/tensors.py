@@ -55,24 +55,28 @@ def derived_edges(stats: np.ndarray, bins: int) -> np.ndarray:
 
 def rows_from_blocks(parts: list, fields: int) -> SummaryRows:
     """Concatenate decoded Summaries (engine.block) and sort them by step, stably."""
+    from ..engine.kernels import is_sorted
+
     parts = [p for p in parts if len(p.steps)]
     if not parts:
         return SummaryRows.empty(fields)
-    edges = [np.broadcast_to(p.edges, (len(p.steps), len(p.edges))) if p.edges is not None
-             else derived_edges(p.stats, p.counts.shape[1]) for p in parts]
-    from ..engine.kernels import is_sorted
-
     steps = np.concatenate([p.steps for p in parts])
     order = slice(None) if is_sorted(steps) else np.argsort(steps, kind="stable")
-    if len({p.counts.shape[1] for p in parts}) == 1:
+    times, stats = np.concatenate([p.times for p in parts])[order], np.concatenate([p.stats for p in parts])[order]
+    bins = {p.counts.shape[1] for p in parts}
+    if len(bins) == 1 and all(p.edges is None for p in parts):   # the common case: no edges stored
+        counts = np.concatenate([p.counts for p in parts])[order]
+        return SummaryRows(steps[order], times, stats, derived_edges(stats, bins.pop()), counts)
+    edges = [np.broadcast_to(p.edges, (len(p.steps), len(p.edges))) if p.edges is not None
+             else derived_edges(p.stats, p.counts.shape[1]) for p in parts]
+    if len(bins) == 1:
         all_edges, all_counts = np.concatenate(edges)[order], np.concatenate([p.counts for p in parts])[order]
     else:
         flat_edges = [row for block in edges for row in block]
         flat_counts = [row for p in parts for row in p.counts]
         indices = range(len(steps)) if isinstance(order, slice) else order
         all_edges, all_counts = [flat_edges[i] for i in indices], [flat_counts[i] for i in indices]
-    return SummaryRows(steps[order], np.concatenate([p.times for p in parts])[order],
-                       np.concatenate([p.stats for p in parts])[order], all_edges, all_counts)
+    return SummaryRows(steps[order], times, stats, all_edges, all_counts)
 
 
 def _list_column(rows: "np.ndarray | list", dtype) -> pa.Array:
