@@ -254,10 +254,6 @@ class IndexTxn:
     def put_experiment(self, record: dict) -> None:
         self.txn.put(name_hash(record["name"]), _dumps(record), db=self._db["experiments"])
 
-    def experiments(self) -> Iterator[dict]:
-        for _, raw in self.txn.cursor(db=self._db["experiments"]):
-            yield json.loads(raw)
-
     def get_run(self, run_id: bytes) -> dict | None:
         raw = self.txn.get(run_id, db=self._db["runs"])
         return json.loads(raw) if raw else None

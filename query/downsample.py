@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 
 INT64_MAX = (1 << 63) - 1
-BUCKET_COLUMNS = ("count", "nan_count", "min", "max", "mean", "first", "first_step", "last", "last_step")
 
 
 class Plan(NamedTuple):

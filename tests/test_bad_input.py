@@ -6,7 +6,6 @@ import os
 import re
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import steplog

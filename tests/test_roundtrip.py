@@ -11,7 +11,7 @@ import pytest
 
 import steplog
 
-from _helpers import (INT64_MAX, INT64_MIN, SPECIAL_VALUES, assert_points, bits, columns, expected)
+from _helpers import (INT64_MAX, INT64_MIN, SPECIAL_VALUES, assert_points, bits, columns)
 
 
 def _special_mix(rng, n):
