@@ -52,6 +52,14 @@ def _get_i64(buf, pos):
 
 
 @nb.njit(cache=True, nogil=True)
+def _put_head(out, pos, mode, base, delta0):
+    """The column header: mode, (plane mask, written later), base, delta0."""
+    out[pos] = mode
+    _put_i64(out, pos + 2, base)
+    _put_i64(out, pos + 10, delta0)
+
+
+@nb.njit(cache=True, nogil=True)
 def _write_planes(words, out, pos):
     """Write the non-zero byte planes of the column starting at ``pos``; returns its end."""
     n = words.shape[0]
@@ -92,11 +100,7 @@ def _read_planes(buf, pos, words):
 def encode_int_dod(x, scratch, out, pos):
     """Encode int64 ``x`` as delta-of-delta at out[pos:]; returns the end position."""
     n = x.shape[0]
-    out[pos] = MODE_DOD
-    base = x[0] if n > 0 else np.int64(0)
-    delta0 = x[1] - x[0] if n > 1 else np.int64(0)
-    _put_i64(out, pos + 2, base)
-    _put_i64(out, pos + 10, delta0)
+    _put_head(out, pos, MODE_DOD, x[0] if n > 0 else np.int64(0), x[1] - x[0] if n > 1 else np.int64(0))
     words = scratch[:n]
     if n > 0:
         words[0] = 0
@@ -130,10 +134,7 @@ def encode_float_xor(v, scratch, out, pos):
     """Encode float64 ``v`` as XOR with the previous value; returns the end position."""
     n = v.shape[0]
     bits = v.view(np.uint64)
-    out[pos] = MODE_XOR
-    base = np.int64(bits[0]) if n > 0 else np.int64(0)
-    _put_i64(out, pos + 2, base)
-    _put_i64(out, pos + 10, np.int64(0))
+    _put_head(out, pos, MODE_XOR, np.int64(bits[0]) if n > 0 else np.int64(0), np.int64(0))
     words = scratch[:n]
     if n > 0:
         words[0] = 0
@@ -231,10 +232,7 @@ def is_sorted(steps):
 def encode_int_delta(x, scratch, out, pos):
     """Encode int64 ``x`` as zigzag deltas (for counts that drift); returns the end."""
     n = x.shape[0]
-    out[pos] = MODE_DELTA
-    base = x[0] if n > 0 else np.int64(0)
-    _put_i64(out, pos + 2, base)
-    _put_i64(out, pos + 10, np.int64(0))
+    _put_head(out, pos, MODE_DELTA, x[0] if n > 0 else np.int64(0), np.int64(0))
     words = scratch[:n]
     if n > 0:
         words[0] = 0
