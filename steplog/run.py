@@ -148,17 +148,22 @@ class Run:
             local.plain, local.contexts, local.groups, local.tensors = {}, {}, {}, {}
         return local
 
+    def _cache_slot(self, name, context, kind: int) -> tuple[dict, object]:
+        """The cache and key under which this thread keeps a series' buffer (Run.log
+        repeats the scalar case inline: it is the hot path)."""
+        caches = self._caches()
+        if kind == KIND_SUMMARY:
+            return caches.tensors, (name, None if context is None else _context_key(context))
+        if context is None:
+            return caches.plain, name
+        return caches.contexts, (name, _context_key(context))
+
     def _buffer(self, name, context, kind: int = KIND_SCALAR) -> SeriesBuffer:
         """This thread's buffer of a series, from the caches or opened."""
-        caches = self._caches()
         try:
-            if kind == KIND_SUMMARY:
-                buf = caches.tensors.get((name, None if context is None else _context_key(context)))
-            elif context is None:
-                buf = caches.plain.get(name)
-            else:
-                buf = caches.contexts.get((name, _context_key(context)))
-        except (AttributeError, TypeError):
+            cache, key = self._cache_slot(name, context, kind)
+            buf = cache.get(key)
+        except (AttributeError, TypeError):   # a name or context to check
             buf = None
         return buf if buf is not None else self._open_series(name, context, kind)
 
@@ -171,14 +176,8 @@ class Run:
         if entry is not None and entry.kind != kind:
             raise InvalidArgumentError("name", f"{name!r} already holds {KIND_NAMES[entry.kind]}")
         buf = self._writer.buffer(key, last_step, kind)
-        caches = self._caches()
-        context_key = None if context is None else _context_key(context)
-        if kind == KIND_SUMMARY:
-            caches.tensors[(name, context_key)] = buf
-        elif context is None:
-            caches.plain[name] = buf
-        else:
-            caches.contexts[(name, context_key)] = buf
+        cache, cache_key = self._cache_slot(name, context, kind)
+        cache[cache_key] = buf
         return buf
 
     # -- tensor summaries --------------------------------------------------------------
