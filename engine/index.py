@@ -387,6 +387,10 @@ class IndexTxn:
     def heartbeats(self) -> dict[bytes, "Heartbeat"]:
         return {bytes(k): Heartbeat._make(HEARTBEAT.unpack(v)) for k, v in self.txn.cursor(db=self._db["heartbeats"])}
 
+    def segment_end(self, segment_id: int) -> int | None:
+        raw = self.txn.get(BE_U64.pack(segment_id), db=self._db["segments"])
+        return SEGMENT_INFO.unpack(raw)[0] if raw else None
+
     def segments(self) -> Iterator[tuple[int, int]]:
         """(segment_id, committed_end) of every segment."""
         for key, raw in self.txn.cursor(db=self._db["segments"]):

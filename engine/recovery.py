@@ -19,11 +19,14 @@ from .segment import FILE_HEADER_SIZE, SegmentReader, check_file_header, truncat
 
 
 def cut_torn_tails(layout: StoreLayout, index: Index) -> int:
-    """Cut uncommitted bytes off every segment no live writer holds. Returns bytes cut."""
+    """Cut uncommitted bytes off every segment no live writer holds. Returns bytes cut.
+
+    The committed end is read again once the lock is held: a writer may commit more and
+    release its lock (close, segment roll, exit) between the first look and the lock."""
     with index.read() as txn:
-        committed = dict(txn.segments())
+        candidates = list(txn.segments())
     removed = 0
-    for segment_id, end in committed.items():
+    for segment_id, end in candidates:
         path = layout.segment_path(segment_id)
         try:
             if os.path.getsize(path) <= end:
@@ -37,7 +40,10 @@ def cut_torn_tails(layout: StoreLayout, index: Index) -> int:
             os.close(fd)  # a live writer is appending to it
             continue
         try:
-            removed += truncate_tail(path, end)
+            with index.read() as txn:
+                end = txn.segment_end(segment_id)
+            if end is not None:
+                removed += truncate_tail(path, end)
         finally:
             os.close(fd)
     return removed

@@ -58,7 +58,7 @@ class SegmentWriter:
             if self._fsync:
                 os.fsync(self._fd)
         except OSError as exc:
-            self._cut_back(offset)
+            self.cut_back(offset)
             _raise_storage(exc, self.path)
         return offset
 
@@ -69,7 +69,7 @@ class SegmentWriter:
             self.size += written
             view = view[written:]
 
-    def _cut_back(self, size: int) -> None:
+    def cut_back(self, size: int) -> None:
         self.size = size
         try:
             os.ftruncate(self._fd, size)
@@ -99,41 +99,172 @@ def check_file_header(data: bytes, path: str) -> None:
 
 
 class SegmentReader:
-    """Reads block bytes by (segment, offset, length). Thread-safe; keeps files open."""
+    """Reads block bytes by (segment, offset, length). Thread-safe.
 
-    def __init__(self, path_of):
+    Keeps at most ``max_open`` segment files open, least recently read closed first,
+    and never more than a quarter of the process's open-file limit (RLIMIT_NOFILE), so
+    the writer and LMDB keep room to open theirs. A file is never closed while a read
+    is using it: each open file counts its readers, and one evicted while in use is
+    closed by its last reader. A read of an open file takes the lock once.
+    """
+
+    DEFAULT_MAX_OPEN = 64
+
+    class _Handle:
+        """One open segment file. ``users`` holds one entry per read in progress; it is
+        a deque because its append and pop are atomic, so a reader can leave without
+        the lock. ``retired`` and ``closed`` change only under the reader's lock."""
+
+        __slots__ = ("fd", "users", "retired", "closed")
+
+        def __init__(self, fd: int):
+            from collections import deque
+
+            self.fd = fd
+            self.users = deque()
+            self.retired = False   # out of the cache: closed once no read uses it
+            self.closed = False
+
+    def __init__(self, path_of, max_open: int = DEFAULT_MAX_OPEN):
+        from collections import OrderedDict
+
+        from .errors import InvalidArgumentError, InvalidTypeError
+
+        if isinstance(max_open, bool) or not isinstance(max_open, int):
+            raise InvalidTypeError("max_open", f"must be an int, got {type(max_open).__name__}")
+        if max_open < 1:
+            raise InvalidArgumentError("max_open", f"must be at least 1, got {max_open}")
         self._path_of = path_of
-        self._fds: dict[int, int] = {}
+        self.max_open = max_open
+        self._ceiling = max_open   # lowered when the process runs out of descriptors
+        self._open: "OrderedDict[int, SegmentReader._Handle]" = OrderedDict()   # least recently read first
         self._lock = threading.Lock()
-
-    def _fd(self, segment_id: int, offset: int) -> int:
-        fd = self._fds.get(segment_id)
-        if fd is None:
-            path = self._path_of(segment_id)
-            try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except FileNotFoundError:
-                raise CorruptionError(path, offset, "segment file is missing") from None
-            with self._lock:
-                if segment_id in self._fds:
-                    os.close(fd)
-                    fd = self._fds[segment_id]
-                else:
-                    self._fds[segment_id] = fd
-        return fd
+        self._closed = False
 
     def read(self, segment_id: int, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd(segment_id, offset), length, offset)
+        with self._lock:
+            handle = self._open.get(segment_id)
+            if handle is not None:
+                self._open.move_to_end(segment_id)
+                handle.users.append(None)
+        if handle is None:
+            handle = self._acquire_new(segment_id, offset)
+        try:
+            data = os.pread(handle.fd, length, offset)
+        finally:
+            handle.users.pop()
+            if handle.retired:   # evicted while this read used it: the last reader closes it
+                self._close_if_unused(handle)
         if len(data) != length:
             raise CorruptionError(self._path_of(segment_id), offset,
                                   f"block runs past the end of the segment ({len(data)} of {length} bytes)")
         return data
 
-    def close(self) -> None:
+    def open_count(self) -> int:
+        """Segment files kept open now (an evicted one that a read still uses is not
+        counted; it closes when that read ends)."""
         with self._lock:
-            for fd in self._fds.values():
+            return len(self._open)
+
+    def _acquire_new(self, segment_id: int, offset: int) -> "SegmentReader._Handle":
+        """Open ``segment_id``, cache it and return it with one user counted."""
+        path = self._path_of(segment_id)
+        fd = self._open_fd(path, offset)
+        capacity = self._capacity()
+        with self._lock:
+            if self._closed:
                 os.close(fd)
-            self._fds.clear()
+                from .errors import ClosedError
+
+                raise ClosedError("the segment reader is closed")
+            handle = self._open.get(segment_id)
+            if handle is not None:   # another thread opened it meanwhile
+                self._open.move_to_end(segment_id)
+                spare = [fd]
+            else:
+                handle = self._open[segment_id] = self._Handle(fd)
+                spare = self._evict_locked(capacity)
+            handle.users.append(None)
+        for victim in spare:
+            os.close(victim)
+        return handle
+
+    def _open_fd(self, path: str, offset: int) -> int:
+        """Open ``path``; when the process or system is out of file descriptors, close
+        every cached one and try once more."""
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            raise CorruptionError(path, offset, "segment file is missing") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        with self._lock:
+            held = len(self._open)
+            if held:   # keep fewer from now on: the rest of the process needs them
+                self._ceiling = max(1, min(self._ceiling, held // 2))
+            spare = self._evict_locked(0)
+        for victim in spare:
+            os.close(victim)
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            raise CorruptionError(path, offset, "segment file is missing") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            from .errors import StepLogError
+
+            if exc.errno == errno.EMFILE:
+                import resource
+
+                soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                limit = f"this process's limit of {soft} open files (RLIMIT_NOFILE, ulimit -n)"
+            else:
+                limit = "the system-wide limit of open files (fs.file-max)"
+            raise StepLogError(f"cannot open {path} to read it: {limit} is reached, even after the "
+                               f"{held} segment files kept open for reading were closed; raise the limit "
+                               f"or open fewer files") from exc
+
+    def _capacity(self) -> int:
+        """How many files to keep: max_open, at most a quarter of the open-file limit
+        (read on every open, so a limit set after the store opened counts too)."""
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            return self._ceiling
+        return max(1, min(self._ceiling, soft // 4))
+
+    def _evict_locked(self, keep: int) -> list[int]:
+        """Drop least recently read files until ``keep`` stay cached (the newest is
+        always kept when keep >= 1). Returns the descriptors the caller closes after
+        releasing the lock: those no read uses. Those in use close with their last read."""
+        spare = []
+        while len(self._open) > keep:
+            _segment_id, victim = self._open.popitem(last=False)
+            victim.retired = True
+            if not victim.users:   # nobody can take it now: it left the cache under the lock
+                victim.closed = True
+                spare.append(victim.fd)
+        return spare
+
+    def _close_if_unused(self, handle: "SegmentReader._Handle") -> None:
+        with self._lock:
+            if handle.users or handle.closed:
+                return
+            handle.closed = True
+        os.close(handle.fd)
+
+    def close(self) -> None:
+        """Close every file; one a read still uses closes when that read ends. Reads
+        after this raise ClosedError."""
+        with self._lock:
+            self._closed = True
+            spare = self._evict_locked(0)
+        for victim in spare:
+            os.close(victim)
 
 
 def truncate_tail(path: str, committed_end: int) -> int:

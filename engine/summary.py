@@ -837,6 +837,9 @@ class ManySummaries(NamedTuple):
 
 _HALF_LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 _HALF_LUT.flags.writeable = False
+# Histograms hold at most this many bins: a block stores bins in 24 bits, and a block of
+# SUMMARY_BLOCK_ROWS rows of 16,384 bins is already 128 MiB of counts.
+MAX_BINS = 1 << 14
 _EMPTY = np.empty(0)
 _EMPTY.flags.writeable = False
 _DTYPE_OK: dict[np.dtype, bool] = {}
@@ -850,8 +853,8 @@ def _check_hist(bins, edges) -> tuple[int, np.ndarray, int]:
         nbins = operator.index(bins)
     except TypeError:
         raise InvalidTypeError("bins", f"must be a positive int, got {type(bins).__name__}") from None
-    if nbins <= 0:
-        raise InvalidArgumentError("bins", f"must be a positive int, got {nbins}")
+    if not 0 < nbins <= MAX_BINS:
+        raise InvalidArgumentError("bins", f"must be an int in [1, {MAX_BINS}], got {nbins}")
     if edges is None:
         return nbins, _EMPTY, MODE_UNIFORM
     try:
@@ -864,6 +867,8 @@ def _check_hist(bins, edges) -> tuple[int, np.ndarray, int]:
         raise InvalidArgumentError("edges", f"must be 1-d, got shape {e.shape}")
     if e.shape[0] < 2:
         raise InvalidArgumentError("edges", f"needs at least 2 values, got {e.shape[0]}")
+    if e.shape[0] > MAX_BINS + 1:
+        raise InvalidArgumentError("edges", f"holds at most {MAX_BINS + 1} values ({MAX_BINS} bins), got {e.shape[0]}")
     e = np.array(e, dtype=np.float64)           # a private contiguous copy
     if not np.isfinite(e).all():
         raise InvalidArgumentError("edges", "must be finite")

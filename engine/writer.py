@@ -53,6 +53,8 @@ DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
 SEGMENT_ROLL_BYTES = 1 << 30
 HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_RETRY_SECONDS = 1.0
+WAIT_CHECK_SECONDS = 1.0   # how often a waiting caller checks that the flusher still runs
 ENCODE_THREADS = 2
 PARALLEL_MIN_BLOCKS = 4
 
@@ -86,13 +88,14 @@ class SeriesBuffer:
 class SeriesRef:
     """The index id of a series, resolved by the flusher on its first block."""
 
-    __slots__ = ("key", "kind", "series_id", "rollup_shift")
+    __slots__ = ("key", "kind", "series_id", "rollup_shift", "refused")
 
     def __init__(self, key: SeriesKey, kind: int):
         self.key = key
         self.kind = kind            # KIND_SCALAR or KIND_SUMMARY (engine.block)
         self.series_id: int | None = None
         self.rollup_shift = 0
+        self.refused: StepLogError | None = None   # why the store refuses this series' points
 
     @property
     def point_bytes(self) -> int:
@@ -130,6 +133,7 @@ class Writer:
         self._last_ticket = 0
         self._done_ticket = 0
         self._error: BaseException | None = None
+        self._refused: list[StepLogError] = []   # series refused by the flusher, told by the next flush
         self._closing = False
         self._segment: SegmentWriter | None = None
         self.live_runs: set[bytes] = set()     # runs whose heartbeat this writer renews
@@ -176,6 +180,14 @@ class Writer:
         steps, times, values = buf.cols
         n, taken = len(values), buf.taken
         over_budget = False
+        if buf.series.refused is not None:   # refused by the flusher: drop, and say so
+            buf.cols, buf.taken = ([], [], []), 0
+            if owner:
+                raise buf.series.refused
+            with self._cv:
+                if n > taken and buf.series.refused not in self._refused:
+                    self._refused.append(buf.series.refused)
+            return False
         if n > taken:
             buf.last_step = steps[n - 1]
             if owner and taken == 0 and len(steps) == n:
@@ -198,6 +210,8 @@ class Writer:
             self.wait_for_room()
 
     def enqueue(self, series: SeriesRef, steps, times, values) -> bool:
+        if series.refused is not None:
+            raise series.refused
         with self._cv:
             self._check_usable()
             self._last_ticket += 1
@@ -210,7 +224,7 @@ class Writer:
     def wait_for_room(self) -> None:
         with self._cv:
             while self._pending_bytes > self.budget_bytes and self._error is None and not self._closing:
-                self._cv.wait()
+                self._wait()
             self._raise_error()
 
     def seal_all(self) -> None:
@@ -225,9 +239,12 @@ class Writer:
             self._error = None  # a flush retries what failed before
             target = self._last_ticket
             self._cv.notify_all()
-            while self._done_ticket < target and self._error is None and self._thread.is_alive():
-                self._cv.wait()
+            while self._done_ticket < target and self._error is None:
+                self._wait()
             self._raise_error()
+            if self._refused:
+                refused, self._refused = self._refused[0], []
+                raise refused
 
     def close(self) -> None:
         if self._pid != os.getpid():
@@ -250,6 +267,12 @@ class Writer:
             raise ClosedError("the store is closed")
         if self._pid != os.getpid():
             raise ClosedError("this store was opened before fork(); open it again in the child process")
+
+    def _wait(self) -> None:
+        """Wait on ``_cv`` (held) for the flusher; raise if it is gone, never wait forever."""
+        self._cv.wait(WAIT_CHECK_SECONDS)
+        if not self._thread.is_alive() and self._error is None:
+            self._error = StepLogError("the flusher thread has stopped; unflushed points cannot be written")
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -276,18 +299,28 @@ class Writer:
     # -- flusher thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            if batch:
-                self._write_batch(batch)
-            self._on_timer()
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if batch:
+                    self._write_batch(batch)
+                self._on_timer()
+        finally:
+            with self._cv:
+                self._cv.notify_all()   # waiters see the thread is gone
 
     def _write_batch(self, batch: list[Sealed]) -> None:
         try:
             cols = [columns(item.steps, item.times, item.values) for item in batch]
             self._resolve_series(batch, cols)
+            taken = batch
+            writable = [i for i, item in enumerate(batch) if item.series.refused is None]
+            batch, cols = [batch[i] for i in writable], [cols[i] for i in writable]
+            if not batch:
+                self._retire(taken)
+                return
             chunks = self._chunks(batch, cols)
             encoding = self._start_encoding(chunks)
             rollups = self._rollups(batch, cols)   # on this thread, while the pool encodes
@@ -300,17 +333,27 @@ class Writer:
                         txn.merge_rollups(series_id, level, groups)
 
             with self.publish_lock:
-                self.index.write(commit)
-                with self._cv:
-                    for _ in batch:
-                        self._pending.popleft()
-                    self._pending_bytes -= sum(len(s.values) * s.series.point_bytes for s in batch)
-                    self._done_ticket = batch[-1].ticket
-                    self._cv.notify_all()
+                try:
+                    self.index.write(commit)
+                except BaseException:
+                    segment.cut_back(blocks[0].offset)   # a retry appends them again
+                    raise
+                self._retire(taken)
         except BaseException as exc:  # raised again in the thread that waits in flush()
             with self._cv:
                 self._error = exc
                 self._cv.notify_all()
+
+    def _retire(self, batch: list[Sealed]) -> None:
+        """Drop a batch (the oldest pending items), written or refused."""
+        with self._cv:
+            for item in batch:
+                self._pending.popleft()
+                if item.series.refused is not None and item.series.refused not in self._refused:
+                    self._refused.append(item.series.refused)
+            self._pending_bytes -= sum(len(s.values) * s.series.point_bytes for s in batch)
+            self._done_ticket = batch[-1].ticket
+            self._cv.notify_all()
 
     def _on_timer(self) -> None:
         if time.monotonic() >= self._next_seal:
@@ -321,9 +364,9 @@ class Writer:
             runs, beat = list(self.live_runs), Heartbeat.now()
             try:
                 self.index.write(lambda txn: [txn.put_heartbeat(run_id, beat) for run_id in runs])
-            except (StepLogError, OSError) as exc:
-                with self._cv:
-                    self._error = exc
+            except (StepLogError, OSError):
+                # A heartbeat is proof of life, not data: try again soon; points are not held up.
+                self._next_heartbeat = time.monotonic() + HEARTBEAT_RETRY_SECONDS
 
     def _next_batch(self) -> list[Sealed] | None:
         """Pending items to write; [] when a timer is due; None to stop."""
@@ -436,8 +479,11 @@ class Writer:
 
         for key, entry in self.index.write(create).items():
             series = new[key][0]
-            if entry.kind != series.kind:
-                raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[entry.kind]}")
+            if entry.kind != series.kind:   # another process made it first, of the other kind
+                series.refused = InvalidArgumentError(
+                    "name", f"{key.name!r} already holds {KIND_NAMES[entry.kind]}; its points logged here "
+                    f"as {KIND_NAMES[series.kind]} were not stored")
+                continue
             series.series_id, series.rollup_shift = entry.series_id, entry.rollup_shift
 
     def _segment_for_append(self) -> SegmentWriter:
