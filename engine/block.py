@@ -7,6 +7,7 @@ queries never touch the segment file. Layout in docs/FORMAT.md, "Block".
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from typing import NamedTuple
@@ -20,7 +21,10 @@ BLOCK_MAGIC = b"SLBK"
 BLOCK_VERSION = 1
 KIND_SCALAR = 1           # step, time, value points
 KIND_SUMMARY = 2          # step, time, tensor summary (statistics and histogram)
+KIND_RECORD = 3           # index records (experiments, runs, series), from which repair rebuilds the index
 CODEC_PLANE_FRAMES = 2    # kernels.encode_points / encode_summaries, then a zstd frame per byte plane
+CODEC_JSON_LINES = 3      # one zstd frame of JSON objects, one a line
+KIND_CODECS = {KIND_SCALAR: CODEC_PLANE_FRAMES, KIND_SUMMARY: CODEC_PLANE_FRAMES, KIND_RECORD: CODEC_JSON_LINES}
 PART_RAW = 1 << 31        # part table: this part is stored as it is, not as a zstd frame
 MIN_PART = 4096           # bytes of byte planes a zstd frame holds at least
 AUX_SHARED_EDGES = 1 << 24   # summary blocks: the block stores one edges array for all rows
@@ -69,8 +73,7 @@ def unpack_header(buf, path: str = "", offset: int = 0) -> BlockHeader:
     header = BlockHeader._make(HEADER.unpack_from(buf))
     if header.magic != BLOCK_MAGIC:
         raise CorruptionError(path, offset, "bad block magic")
-    if (header.version != BLOCK_VERSION or header.kind not in (KIND_SCALAR, KIND_SUMMARY)
-            or header.codec != CODEC_PLANE_FRAMES):
+    if header.version != BLOCK_VERSION or KIND_CODECS.get(header.kind) != header.codec:
         raise CorruptionError(path, offset, "unknown block version, kind or codec")
     return header
 
@@ -141,16 +144,7 @@ class BlockEncoder:
 
     def _frame(self, kind: int, series_id: int, count: int, raw: np.ndarray, columns: list[int], stats: tuple,
                aux: int) -> bytes:
-        smin, smax, tmin, tmax, vmin, vmax, vsum, nans, first, last = stats
-        payload = self._pack(raw, columns)
-        head = bytearray(HEADER_SIZE)
-        HEADER.pack_into(head, 0, BLOCK_MAGIC, BLOCK_VERSION, kind, CODEC_PLANE_FRAMES, series_id, count,
-                         len(payload), len(raw), nans, smin, smax, tmin, tmax, vmin, vmax, vsum, first, last,
-                         aux, 0)
-        checksum = zlib.crc32(payload, zlib.crc32(memoryview(head)[:CHECKED_SIZE]))
-        struct.pack_into("<I", head, CHECKED_SIZE, checksum)
-        return bytes(head) + payload
-
+        return _framed(kind, series_id, count, self._pack(raw, columns), len(raw), stats, aux)
 
     def _pack(self, raw: np.ndarray, columns: list[int]) -> bytes:
         """The payload: a part table, then the parts, each a zstd frame (or the bytes as
@@ -168,6 +162,26 @@ class BlockEncoder:
                 table.append(PART_RAW | (end - start))
                 chunks.append(data.tobytes())
         return struct.pack("<I", len(table)) + np.array(table, "<u4").tobytes() + b"".join(chunks)
+
+
+def _framed(kind: int, series_id: int, count: int, payload: bytes, raw_len: int, stats: tuple, aux: int) -> bytes:
+    """A whole block: header (with its checksum) and payload."""
+    smin, smax, tmin, tmax, vmin, vmax, vsum, nans, first, last = stats
+    head = bytearray(HEADER_SIZE)
+    HEADER.pack_into(head, 0, BLOCK_MAGIC, BLOCK_VERSION, kind, KIND_CODECS[kind], series_id, count,
+                     len(payload), raw_len, nans, smin, smax, tmin, tmax, vmin, vmax, vsum, first, last, aux, 0)
+    checksum = zlib.crc32(payload, zlib.crc32(memoryview(head)[:CHECKED_SIZE]))
+    struct.pack_into("<I", head, CHECKED_SIZE, checksum)
+    return bytes(head) + payload
+
+
+def encode_records(records: list[dict], time_ns: int) -> bytes:
+    """A record block: ``records`` as JSON lines in one zstd frame."""
+    raw = b"".join(json.dumps(r, allow_nan=True, separators=(",", ":")).encode() + b"\n" for r in records)
+    payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    nan = float("nan")
+    return _framed(KIND_RECORD, 0, len(records), payload, len(raw),
+                   (0, 0, time_ns, time_ns, nan, nan, 0.0, 0, nan, nan), 0)
 
 
 def _parts(raw: np.ndarray, columns: list[int]) -> list[tuple[int, int]]:
@@ -203,6 +217,24 @@ class BlockDecoder:
 
         self._kernels = kernels
         self._zstd = zstandard.ZstdDecompressor()
+        self._decoders = {KIND_SCALAR: self._decode_points, KIND_SUMMARY: self.decode_summaries,
+                          KIND_RECORD: self.decode_records}
+
+    def decode(self, block, path: str, offset: int, expected_header: bytes | None = None,
+               kind: int | None = None):
+        """Check any block and decode it by its kind (``kind`` given: refuse others):
+        scalar -> (steps, times, values); summaries -> Summaries; records -> list of dicts.
+        The one place that maps a block kind to its decoder."""
+        header = unpack_header(block, path, offset)
+        if kind is not None and header.kind != kind:
+            raise CorruptionError(path, offset, f"block of kind {header.kind} where kind {kind} belongs")
+        return self._decoders[header.kind](block, path, offset, expected_header)
+
+    def _decode_points(self, block, path: str, offset: int, expected_header: bytes | None):
+        n = unpack_header(block, path, offset).count
+        out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64))
+        self.decode_into(block, path, offset, *out, expected_header)
+        return out
 
     def _checked_raw(self, block, path: str, offset: int, expected_header: bytes | None,
                      kind: int) -> tuple[BlockHeader, np.ndarray]:
@@ -219,10 +251,27 @@ class BlockDecoder:
             raise CorruptionError(path, offset, "block checksum mismatch")
         if header.kind != kind:
             raise CorruptionError(path, offset, f"block of kind {header.kind} where kind {kind} belongs")
-        raw = self._unpack(view[HEADER_SIZE:], header.raw_len, path, offset)
+        raw = self._unpack(view[HEADER_SIZE:], header.raw_len, path, offset) if header.kind != KIND_RECORD \
+            else self._decompress(view[HEADER_SIZE:], header.raw_len, path, offset)
         if len(raw) != header.raw_len:
             raise CorruptionError(path, offset, "payload has the wrong decoded length")
         return header, np.frombuffer(raw, np.uint8)
+
+    def _decompress(self, frame, raw_len: int, path: str, offset: int) -> bytes:
+        try:
+            return self._zstd.decompress(frame, max_output_size=raw_len)
+        except zstandard.ZstdError as exc:
+            raise CorruptionError(path, offset, f"payload does not decompress: {exc}") from None
+
+    def decode_records(self, block, path: str, offset: int, expected_header: bytes | None = None) -> list[dict]:
+        header, raw = self._checked_raw(block, path, offset, expected_header, KIND_RECORD)
+        try:
+            records = [json.loads(line) for line in raw.tobytes().splitlines()]
+        except ValueError as exc:
+            raise CorruptionError(path, offset, f"record block holds bad JSON: {exc}") from None
+        if len(records) != header.count or not all(isinstance(r, dict) for r in records):
+            raise CorruptionError(path, offset, "record block does not hold its count of records")
+        return records
 
     def _unpack(self, payload: memoryview, raw_len: int, path: str, offset: int) -> bytearray:
         """Inverse of BlockEncoder._pack."""

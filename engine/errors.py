@@ -52,3 +52,8 @@ class FormatVersionError(StepLogError):
 class StorageFullError(StepLogError, OSError):
     """The disk is full or a file-size limit was hit; nothing flushed before is lost.
     Free space (or raise the limit) and flush again: the unflushed points are kept."""
+
+
+class StorageIOError(StepLogError, OSError):
+    """The operating system reported an I/O error (EIO) while writing; the disk may be
+    failing. Nothing flushed before is lost; the unflushed points are kept."""

@@ -13,8 +13,13 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     heartbeats   run_id (16 bytes)   -> pid u32 LE | host u64 LE | time_ns i64 LE
     rollups      series_id u64 BE | level u8 | page_no biased u64 BE -> rollup page (engine/rollup.py)
 
+Every value ends in a CRC-32 of its key and its bytes (format version 2), checked on
+every read: a mismatch is a CorruptionError naming the table and the key. Version-1
+stores have no checksums; ``engine.upgrade`` adds them.
+
 User names are hashed into keys (LMDB keys stop at 511 bytes); the names themselves
-live in values. Write transactions belong to one thread; the environment is never used
+live in values. Reads go through ``IndexReader``, which has no write method; writes
+through ``IndexWriter``, in one transaction at a time. The environment is never used
 after ``fork()`` (see Index).
 """
 
@@ -28,20 +33,24 @@ import socket
 import struct
 import threading
 import weakref
+import zlib
 from typing import Callable, Iterator, NamedTuple
 
 import lmdb
 
 from .block import HEADER_SIZE, BlockHeader, unpack_header
-from .errors import ClosedError, CorruptionError, FormatVersionError, StorageFullError
+from .errors import ClosedError, CorruptionError, FormatVersionError, StepLogError, StorageFullError, StorageIOError
 
-FORMAT_VERSION = 1
-INITIAL_MAP_SIZE = 1 << 30
-# A write that fails for lack of room: disk full, quota, file-size limit. LMDB reports a
-# write cut short by the file-size limit as EIO, so EIO counts too (its message is kept).
-_FULL_MESSAGES = tuple((code, os.strerror(code)) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO))
+FORMAT_VERSION = 2
+FIRST_CHECKED_VERSION = 2      # values carry checksums from this version on
+READABLE_VERSIONS = (1, 2)     # version 1 is upgraded when it is opened (engine.upgrade)
+# The map is reserved address space, not disk: sized so that it never needs to grow (LMDB
+# forbids growing it while this process has a read transaction open).
+MAP_SIZE = 1 << 38
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 MAX_READERS = 1024
 TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups")
+CHECKSUM = struct.Struct("<I")
 
 U64 = struct.Struct("<Q")
 BE_U64 = struct.Struct(">Q")
@@ -131,36 +140,52 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Index:
     """An open LMDB environment and its tables, for one process.
 
-    Thread-safe: read methods use their own read transaction; ``write`` runs one write
-    transaction at a time. An LMDB environment must never cross a fork: in a forked
-    child the inherited one is closed at once and every use raises ClosedError; the
-    child opens the store again.
+    Thread-safe: ``read()`` gives each caller its own read transaction; ``write`` runs
+    one write transaction at a time. An LMDB environment must never cross a fork: in a
+    forked child the inherited one is closed at once and every use raises ClosedError;
+    the child opens the store again. ``version`` is the store's format version.
     """
 
-    def __init__(self, path: str, sync: bool, writemap: bool = False, map_size: int = INITIAL_MAP_SIZE):
+    def __init__(self, path: str, sync: bool, map_size: int = MAP_SIZE, create: bool = True):
         self.path = path
+        self.data_path = os.path.join(path, "data.mdb")
         self._sync = sync
-        self._writemap = writemap
         self._map_size = map_size
         self._write_lock = threading.Lock()
-        self._open()
+        self.version = 0   # until _check_format reads it
+        self._open(create)
 
-    def _open(self) -> None:
+    def _open(self, create: bool) -> None:
         self._pid = os.getpid()
         try:
             self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=len(TABLES), subdir=True,
-                                 sync=self._sync, metasync=self._sync, writemap=self._writemap,
-                                 map_async=self._writemap, readahead=False,
-                                 max_readers=MAX_READERS, lock=True)
+                                 sync=self._sync, metasync=self._sync, readahead=False,
+                                 max_readers=MAX_READERS, lock=True, create=create)
         except lmdb.Error as exc:
             if "already open" in str(exc):
                 raise ClosedError(f"{self.path} is already open in this process (LMDB allows one open "
                                   "environment a process): use that Store, or close it first") from None
-            raise
+            raise CorruptionError(self.data_path, 0, f"the index does not open: {exc}") from None
         _open_indexes.add(self)
-        self._db = {name: self.env.open_db(name.encode()) for name in TABLES}
-        self.env.reader_check()  # free reader slots of dead processes
-        self._check_format()
+        try:
+            self._check_size()
+            self._db = {name: self.env.open_db(name.encode(), create=create) for name in TABLES}
+            self.env.reader_check()  # free reader slots of dead processes
+            self.version = self._check_format(create)
+        except lmdb.Error as exc:
+            self.close()
+            raise CorruptionError(self.data_path, 0, f"the index does not open: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_size(self) -> None:
+        """A data file shorter than its last page would fault (SIGBUS) when read."""
+        info, page = self.env.info(), self.env.stat()["psize"]
+        size = os.path.getsize(self.data_path)
+        if size < (info["last_pgno"] + 1) * page:
+            raise CorruptionError(self.data_path, size, f"index file cut short: {size} bytes, its pages "
+                                  f"reach {(info['last_pgno'] + 1) * page}")
 
     def _env(self) -> lmdb.Environment:
         if self._pid != os.getpid():
@@ -180,134 +205,391 @@ class Index:
         except lmdb.Error:
             pass
 
-    def _check_format(self) -> None:
-        def init(txn: IndexTxn) -> int:
-            found = txn.txn.get(b"format", db=self._db["meta"])
-            if found is None:
-                txn.txn.put(b"format", U64.pack(FORMAT_VERSION), db=self._db["meta"])
+    def _check_format(self, create: bool) -> int:
+        def init(txn: IndexWriter) -> int:
+            found = txn.format_version()
+            if found is None and create:
+                txn.set_format_version(FORMAT_VERSION)
                 return FORMAT_VERSION
-            return U64.unpack(found)[0]
+            return found
 
-        version = self.write(init)
-        if version != FORMAT_VERSION:
+        with self.read() as txn:
+            version = txn.format_version()
+        if version is None and create:
+            version = self.write(init)
+        if version is None:
+            raise CorruptionError(self.data_path, 0, "the index holds no format version")
+        if version not in READABLE_VERSIONS:
             raise FormatVersionError(
-                f"store index at {self.path} has format version {version}; this steplog reads {FORMAT_VERSION}")
+                f"store index at {self.path} has format version {version}; this steplog reads "
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}")
+        return version
 
     # -- transactions ---------------------------------------------------------------
 
-    def write(self, fn: Callable[["IndexTxn"], object]):
+    def write(self, fn: Callable[["IndexWriter"], object]):
         """Run ``fn`` in one write transaction, growing the map when it is full."""
         with self._write_lock:
             while True:
                 env = self._env()
                 try:
                     with env.begin(write=True) as txn:
-                        return fn(IndexTxn(txn, self._db))
+                        return fn(IndexWriter(txn, self._db, self.version >= FIRST_CHECKED_VERSION,
+                                              self.data_path))
                 except lmdb.MapFullError:
-                    self._map_size = max(self._map_size, env.info()["map_size"]) * 2
+                    if self._map_size >= MAP_SIZE:
+                        raise StorageFullError(errno.ENOSPC, f"index map of {self._map_size} bytes is full") from None
+                    self._map_size = min(MAP_SIZE, max(self._map_size, env.info()["map_size"]) * 2)
                     env.set_mapsize(self._map_size)
                 except lmdb.MapResizedError:
                     env.set_mapsize(0)
+                except lmdb.CorruptedError as exc:
+                    raise CorruptionError(self.data_path, 0, f"index write found damage: {exc}") from None
                 except lmdb.Error as exc:
-                    for code, text in _FULL_MESSAGES:
-                        if text in str(exc):
-                            raise StorageFullError(code, f"index write failed: {exc}") from exc
-                    raise
+                    raise _write_error(exc, self.data_path) from exc
 
-    def read(self) -> "IndexTxn":
+    def read(self) -> "IndexReader":
         """A read transaction as a context manager: ``with index.read() as txn``."""
         env = self._env()
         try:
-            txn = env.begin()
-        except lmdb.MapResizedError:
-            env.set_mapsize(0)
-            txn = env.begin()
-        return IndexTxn(txn, self._db)
+            try:
+                txn = env.begin()
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)
+                txn = env.begin()
+        except lmdb.Error as exc:
+            raise CorruptionError(self.data_path, 0, f"index read transaction failed: {exc}") from None
+        return IndexReader(txn, self._db, self.version >= FIRST_CHECKED_VERSION, self.data_path)
 
 
-class IndexTxn:
-    """Typed access to the tables inside one LMDB transaction."""
+def _write_error(exc: lmdb.Error, path: str) -> StepLogError:
+    """What a failed LMDB write was: out of room (disk, quota, file-size limit) or I/O."""
+    text = str(exc)
+    for code in _FULL_ERRNOS:
+        if os.strerror(code) in text:
+            return StorageFullError(code, f"index write failed: {exc}")
+    if os.strerror(errno.EIO) in text:
+        # LMDB reports a write cut short (by the file-size limit, say) as EIO.
+        if _at_file_size_limit(path):
+            return StorageFullError(errno.EFBIG, f"index write failed at the file-size limit: {exc}")
+        return StorageIOError(errno.EIO, f"index write failed: {exc}")
+    return StorageIOError(errno.EIO, f"index write failed: {exc}")
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict):
+
+def _at_file_size_limit(path: str) -> bool:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        stat = os.statvfs(path)
+        return stat.f_bavail * stat.f_frsize < (1 << 20)
+    return True
+
+
+class IndexReader:
+    """Typed reads of the tables inside one LMDB transaction. Checks every value's
+    checksum; every damage found is a CorruptionError naming the table and key."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict, checked: bool, path: str):
         self.txn = txn
         self._db = dbs
+        self._checked = checked
+        self.path = path
 
-    def __enter__(self) -> "IndexTxn":
+    def __enter__(self) -> "IndexReader":
         return self
 
     def __exit__(self, *exc) -> None:
         self.txn.abort()
 
-    # meta counters
-    def next_ids(self, counter: bytes, n: int = 1) -> int:
-        """Reserve ``n`` consecutive ids from a counter; returns the first."""
-        raw = self.txn.get(counter, db=self._db["meta"])
-        first = U64.unpack(raw)[0] if raw else 1
-        self.txn.put(counter, U64.pack(first + n), db=self._db["meta"])
-        return first
+    # -- checked access ----------------------------------------------------------------
 
-    # experiments and runs
+    def _damage(self, table: str, key: bytes, reason: str) -> CorruptionError:
+        return CorruptionError(self.path, 0, f"index table {table}, key {bytes(key).hex()}: {reason}")
+
+    def _open_value(self, table: str, key: bytes, raw) -> bytes:
+        if not self._checked:
+            return bytes(raw)
+        if len(raw) < CHECKSUM.size:
+            raise self._damage(table, key, "value too short for its checksum")
+        payload = bytes(raw[:-CHECKSUM.size])
+        if CHECKSUM.unpack_from(raw, len(raw) - CHECKSUM.size)[0] != zlib.crc32(payload, zlib.crc32(key)):
+            raise self._damage(table, key, "checksum mismatch")
+        return payload
+
+    def _get(self, table: str, key: bytes) -> bytes | None:
+        try:
+            raw = self.txn.get(key, db=self._db[table])
+        except lmdb.Error as exc:
+            raise self._damage(table, key, f"LMDB: {exc}") from None
+        return None if raw is None else self._open_value(table, key, raw)
+
+    def _scan(self, table: str, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) from ``start`` (or the first key) on, checked."""
+        try:
+            cursor = self.txn.cursor(db=self._db[table])
+            if not (cursor.first() if start is None else cursor.set_range(start)):
+                return
+            for key, raw in cursor:
+                yield key, self._open_value(table, key, raw)
+        except lmdb.Error as exc:
+            raise self._damage(table, start or b"", f"LMDB: {exc}") from None
+
+    def _unpack(self, layout: struct.Struct, table: str, key: bytes, value: bytes, exact: bool = True) -> tuple:
+        if len(value) < layout.size or (exact and len(value) != layout.size):
+            raise self._damage(table, key, f"value of {len(value)} bytes where {layout.size} belong")
+        return layout.unpack_from(value)
+
+    def _json(self, table: str, key: bytes, value: bytes) -> dict:
+        try:
+            record = json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._damage(table, key, f"bad JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise self._damage(table, key, "JSON value is not an object")
+        return record
+
+    def check_tables(self) -> Iterator[tuple[str, bytes, str]]:
+        """(table, key, reason) of every value that fails its checksum or does not
+        parse as its table's layout: verify walks the whole index with it."""
+        from .rollup import page_arrays
+
+        parse = {
+            "meta": lambda k, v: self._unpack(U64, "meta", k, v),
+            "experiments": lambda k, v: self._json("experiments", k, v),
+            "runs": self._run_record,
+            "series": self._series_entry,
+            "series_info": lambda k, v: self._unpack(SERIES_INFO, "series_info", k, v),
+            "blocks": lambda k, v: self._block_ref(k, self._unpack(BLOCK_KEY, "blocks", k, k)[2], v),
+            "segments": lambda k, v: self._unpack(SEGMENT_INFO, "segments", k, v),
+            "heartbeats": lambda k, v: self._unpack(HEARTBEAT, "heartbeats", k, v),
+            "rollups": lambda k, v: (self._unpack(ROLLUP_KEY, "rollups", k, k), page_arrays(v)),
+        }
+        for table in TABLES:
+            try:
+                cursor = self.txn.cursor(db=self._db[table])
+                for key, raw in cursor:
+                    key = bytes(key)
+                    try:
+                        parse[table](key, self._open_value(table, key, raw))
+                    except CorruptionError as exc:
+                        yield table, key, exc.reason
+            except lmdb.Error as exc:
+                yield table, b"", f"LMDB: {exc}"
+
+    def tables(self) -> Iterator[tuple[str, bytes, bytes]]:
+        """Every (table, key, value) of the index, checked: for verify and upgrade."""
+        for table in TABLES:
+            for key, value in self._scan(table):
+                yield table, bytes(key), value
+
+    # -- meta --------------------------------------------------------------------------
+
+    def format_version(self) -> int | None:
+        raw = self.txn.get(b"format", db=self._db["meta"])
+        if raw is None:
+            return None
+        if len(raw) == U64.size:                  # version 1: no checksum
+            return U64.unpack(raw)[0]
+        return self._unpack(U64, "meta", b"format", self._open_value_checked("meta", b"format", raw))[0]
+
+    def _open_value_checked(self, table: str, key: bytes, raw) -> bytes:
+        checked, self._checked = self._checked, True
+        try:
+            return self._open_value(table, key, raw)
+        finally:
+            self._checked = checked
+
+    def counter(self, name: bytes) -> int:
+        raw = self._get("meta", name)
+        return self._unpack(U64, "meta", name, raw)[0] if raw else 1
+
+    # -- experiments and runs ----------------------------------------------------------
+
     def get_experiment(self, name: str) -> dict | None:
-        raw = self.txn.get(name_hash(name), db=self._db["experiments"])
-        return json.loads(raw) if raw else None
+        key = name_hash(name)
+        raw = self._get("experiments", key)
+        return self._json("experiments", key, raw) if raw else None
 
-    def put_experiment(self, record: dict) -> None:
-        self.txn.put(name_hash(record["name"]), _dumps(record), db=self._db["experiments"])
+    def experiments(self) -> Iterator[dict]:
+        for key, raw in self._scan("experiments"):
+            yield self._json("experiments", key, raw)
 
     def get_run(self, run_id: bytes) -> dict | None:
-        raw = self.txn.get(run_id, db=self._db["runs"])
-        return json.loads(raw) if raw else None
-
-    def put_run(self, run_id: bytes, record: dict) -> None:
-        self.txn.put(run_id, _dumps(record), db=self._db["runs"])
+        raw = self._get("runs", run_id)
+        return self._run_record(run_id, raw) if raw else None
 
     def runs(self) -> Iterator[dict]:
-        for _, raw in self.txn.cursor(db=self._db["runs"]):
-            yield json.loads(raw)
+        for key, raw in self._scan("runs"):
+            yield self._run_record(key, raw)
 
-    # series
+    def _run_record(self, key: bytes, raw: bytes) -> dict:
+        record = self._json("runs", key, raw)
+        if not RUN_FIELDS.issubset(record) or not isinstance(record["params"], dict) \
+                or not isinstance(record["tags"], dict):
+            raise self._damage("runs", key, "run record lacks fields")
+        return record
+
+    # -- series ------------------------------------------------------------------------
+
+    def _series_entry(self, key: bytes, raw: bytes) -> tuple["SeriesEntry", dict]:
+        entry = SeriesEntry._make(self._unpack(SERIES_HEAD, "series", key, raw, exact=False))
+        record = self._json("series", key, raw[SERIES_HEAD.size:])
+        if entry.kind not in SERIES_KINDS or not isinstance(record.get("name"), str) \
+                or not isinstance(record.get("context"), str):
+            raise self._damage("series", key, "bad series entry")
+        return entry, record
+
     def get_series(self, run_id: bytes, name: str, context_json: str) -> "SeriesEntry | None":
-        raw = self.txn.get(run_id + name_hash(name, context_json), db=self._db["series"])
-        return SeriesEntry._make(SERIES_HEAD.unpack_from(raw)) if raw else None
-
-    def create_series(self, run_id: bytes, name: str, context_json: str, kind: int,
-                      rollup_shift: int) -> "SeriesEntry":
-        """The series' entry, created if missing (then with ``kind`` and ``rollup_shift``)."""
         key = run_id + name_hash(name, context_json)
-        raw = self.txn.get(key, db=self._db["series"])
-        if raw:
-            return SeriesEntry._make(SERIES_HEAD.unpack_from(raw))
-        entry = SeriesEntry(self.next_ids(b"next_series"), kind, rollup_shift)
-        body = json.dumps({"name": name, "context": context_json}).encode()
-        self.txn.put(key, SERIES_HEAD.pack(*entry) + body, db=self._db["series"])
-        self.txn.put(BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES), db=self._db["series_info"])
-        return entry
+        raw = self._get("series", key)
+        return self._series_entry(key, raw)[0] if raw else None
 
     def run_series(self, run_id: bytes) -> Iterator[tuple["SeriesEntry", str, str]]:
         """(entry, name, context_json) of every series of a run."""
-        cursor = self.txn.cursor(db=self._db["series"])
-        if not cursor.set_range(run_id):
-            return
-        for key, raw in cursor:
+        for key, raw in self._scan("series", run_id):
             if key[:16] != run_id:
                 break
-            record = json.loads(bytes(raw[SERIES_HEAD.size:]))
-            yield SeriesEntry._make(SERIES_HEAD.unpack_from(raw)), record["name"], record["context"]
+            entry, record = self._series_entry(key, raw)
+            yield entry, record["name"], record["context"]
+
+    def all_series(self) -> Iterator[tuple[bytes, "SeriesEntry", str, str]]:
+        """(run_id, entry, name, context_json) of every series of the store."""
+        for key, raw in self._scan("series"):
+            entry, record = self._series_entry(key, raw)
+            yield bytes(key[:16]), entry, record["name"], record["context"]
 
     def series_info(self, series_id: int) -> SeriesInfo:
-        raw = self.txn.get(BE_U64.pack(series_id), db=self._db["series_info"])
-        return SeriesInfo._make(SERIES_INFO.unpack(raw)) if raw else EMPTY_SERIES
+        key = BE_U64.pack(series_id)
+        raw = self._get("series_info", key)
+        return SeriesInfo._make(self._unpack(SERIES_INFO, "series_info", key, raw)) if raw else EMPTY_SERIES
 
-    # blocks
+    # -- blocks ------------------------------------------------------------------------
+
+    def blocks_overlapping(self, series_id: int, start: int | None, stop: int | None) -> list[BlockRef]:
+        """Blocks of a series with any step in [start, stop), in key order.
+
+        Blocks are keyed by their first step; a block that starts before ``start`` can
+        still reach into the range, but never by more than the series' widest block
+        (``max_span``), so the scan starts that far back and stays short. A whole-series
+        read checks that its blocks add up to the series' count.
+        """
+        info = self.series_info(series_id)
+        if info.count == 0:
+            return []
+        lo = info.step_min if start is None else max(info.step_min, start - info.max_span)
+        found = []
+        for key, value in self._scan("blocks", block_key(series_id, lo, 0)):
+            sid, biased_first, seq = self._unpack(BLOCK_KEY, "blocks", key, key)
+            if sid != series_id or (stop is not None and biased_first - STEP_BIAS >= stop):
+                break
+            ref = self._block_ref(key, seq, value)
+            if ref.header.series_id != series_id or ref.header.step_min != biased_first - STEP_BIAS:
+                raise self._damage("blocks", key, "block entry does not match its key")
+            if start is None or ref.header.step_max >= start:
+                found.append(ref)
+        if start is None and stop is None and sum(r.header.count for r in found) != info.count:
+            raise self._damage("series_info", BE_U64.pack(series_id),
+                               f"series counts {info.count} points, its blocks hold "
+                               f"{sum(r.header.count for r in found)}")
+        return found
+
+    def all_blocks(self) -> Iterator[BlockRef]:
+        for key, value in self._scan("blocks"):
+            yield self._block_ref(key, self._unpack(BLOCK_KEY, "blocks", key, key)[2], value)
+
+    def _block_ref(self, key: bytes, seq: int, value: bytes) -> BlockRef:
+        if len(value) != BLOCK_LOCATION.size + HEADER_SIZE:
+            raise self._damage("blocks", key, f"value of {len(value)} bytes")
+        segment_id, offset = BLOCK_LOCATION.unpack_from(value)
+        header_bytes = value[BLOCK_LOCATION.size:]
+        try:
+            header = unpack_header(header_bytes)
+        except CorruptionError as exc:
+            raise self._damage("blocks", key, f"index entry of block {seq}: {exc.reason}") from None
+        return BlockRef(seq, segment_id, offset, header, header_bytes)
+
+    # -- rollups -----------------------------------------------------------------------
+
+    def rollup_pages(self, series_id: int, level: int, page_lo: int, page_hi: int) -> list[tuple[int, bytes]]:
+        """(page_no, page) of the stored pages with page_lo <= page_no < page_hi."""
+        found = []
+        start = ROLLUP_KEY.pack(series_id, level, (page_lo + STEP_BIAS) & 0xFFFFFFFFFFFFFFFF)
+        for key, value in self._scan("rollups", start):
+            sid, lvl, biased = self._unpack(ROLLUP_KEY, "rollups", key, key)
+            page_no = biased - STEP_BIAS
+            if sid != series_id or lvl != level or page_no >= page_hi:
+                break
+            found.append((page_no, value))
+        return found
+
+    # -- segments and heartbeats -------------------------------------------------------
+
+    def segment_end(self, segment_id: int) -> int | None:
+        key = BE_U64.pack(segment_id)
+        raw = self._get("segments", key)
+        return self._unpack(SEGMENT_INFO, "segments", key, raw)[0] if raw else None
+
+    def segments(self) -> Iterator[tuple[int, int]]:
+        """(segment_id, committed_end) of every segment."""
+        for key, raw in self._scan("segments"):
+            yield self._unpack(BE_U64, "segments", key, key)[0], self._unpack(SEGMENT_INFO, "segments", key, raw)[0]
+
+    def heartbeats(self) -> dict[bytes, "Heartbeat"]:
+        return {bytes(k): Heartbeat._make(self._unpack(HEARTBEAT, "heartbeats", k, v))
+                for k, v in self._scan("heartbeats")}
+
+
+class IndexWriter(IndexReader):
+    """Reads and writes inside one LMDB write transaction (``Index.write``)."""
+
+    def _put(self, table: str, key: bytes, value: bytes) -> None:
+        if self._checked:
+            value = value + CHECKSUM.pack(zlib.crc32(value, zlib.crc32(key)))
+        self.txn.put(key, value, db=self._db[table])
+
+    def put_raw(self, table: str, key: bytes, value: bytes) -> None:
+        """Write a value as it is given (its checksum added): for upgrade and repair."""
+        self._put(table, key, value)
+
+    def set_format_version(self, version: int) -> None:
+        self._checked = version >= FIRST_CHECKED_VERSION
+        self._put("meta", b"format", U64.pack(version))
+
+    def next_ids(self, counter: bytes, n: int = 1) -> int:
+        """Reserve ``n`` consecutive ids from a counter; returns the first."""
+        first = self.counter(counter)
+        self._put("meta", counter, U64.pack(first + n))
+        return first
+
+    def put_experiment(self, record: dict) -> None:
+        self._put("experiments", name_hash(record["name"]), _dumps(record))
+
+    def put_run(self, run_id: bytes, record: dict) -> None:
+        self._put("runs", run_id, _dumps(record))
+
+    def create_series(self, run_id: bytes, name: str, context_json: str, kind: int,
+                      rollup_shift: int, series_id: int | None = None) -> "SeriesEntry":
+        """The series' entry, created if missing (then with ``kind`` and ``rollup_shift``,
+        and a new id unless ``series_id`` is given)."""
+        key = run_id + name_hash(name, context_json)
+        raw = self._get("series", key)
+        if raw:
+            return self._series_entry(key, raw)[0]
+        entry = SeriesEntry(self.next_ids(b"next_series") if series_id is None else series_id, kind, rollup_shift)
+        body = json.dumps({"name": name, "context": context_json}).encode()
+        self._put("series", key, SERIES_HEAD.pack(*entry) + body)
+        self._put("series_info", BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES))
+        return entry
+
     def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> None:
         """Index the blocks of one flush and record how far the segment is committed."""
         first_seq = self.next_ids(b"next_block", len(blocks))
         stats: dict[int, SeriesInfo] = {}
-        blocks_db = self._db["blocks"]
         for i, block in enumerate(blocks):
             h = block.header
             key = block_key(block.series_id, h.step_min, first_seq + i)
-            self.txn.put(key, BLOCK_LOCATION.pack(segment_id, block.offset) + block.header_bytes, db=blocks_db)
+            self._put("blocks", key, BLOCK_LOCATION.pack(segment_id, block.offset) + block.header_bytes)
             info = stats.get(block.series_id) or self.series_info(block.series_id)
             if info.count == 0:
                 info = SeriesInfo(0, 0, h.step_min, h.step_max, -1)
@@ -315,96 +597,31 @@ class IndexTxn:
                                                 min(info.step_min, h.step_min), max(info.step_max, h.step_max),
                                                 block.last_step)
         for series_id, info in stats.items():
-            self.txn.put(BE_U64.pack(series_id), SERIES_INFO.pack(*info), db=self._db["series_info"])
+            self._put("series_info", BE_U64.pack(series_id), SERIES_INFO.pack(*info))
         self.put_segment(segment_id, committed_end)
 
-    def blocks_overlapping(self, series_id: int, start: int | None, stop: int | None) -> list[BlockRef]:
-        """Blocks of a series with any step in [start, stop), in key order.
-
-        Blocks are keyed by their first step; a block that starts before ``start`` can
-        still reach into the range, but never by more than the series' widest block
-        (``max_span``), so the scan starts that far back and stays short.
-        """
-        info = self.series_info(series_id)
-        if info.count == 0:
-            return []
-        lo = info.step_min if start is None else max(info.step_min, start - info.max_span)
-        cursor = self.txn.cursor(db=self._db["blocks"])
-        found = []
-        if not cursor.set_range(block_key(series_id, lo, 0)):
-            return found
-        for key, value in cursor:
-            sid, biased_first, seq = BLOCK_KEY.unpack(key)
-            if sid != series_id or (stop is not None and biased_first - STEP_BIAS >= stop):
-                break
-            ref = _block_ref(seq, value)
-            if start is None or ref.header.step_max >= start:
-                found.append(ref)
-        return found
-
-    def all_blocks(self) -> Iterator[BlockRef]:
-        for key, value in self.txn.cursor(db=self._db["blocks"]):
-            yield _block_ref(BLOCK_KEY.unpack(key)[2], value)
-
-    # rollups
     def merge_rollups(self, series_id: int, level: int, groups) -> None:
         """Fold ``groups`` (engine.rollup.Groups of one level) into the stored pages."""
         from .rollup import merge_into_pages
 
-        db = self._db["rollups"]
-
         def key(page_no: int) -> bytes:
             return ROLLUP_KEY.pack(series_id, level, (page_no + STEP_BIAS) & 0xFFFFFFFFFFFFFFFF)
 
-        merge_into_pages(groups, lambda page_no: self.txn.get(key(page_no), db=db),
-                         lambda page_no, page: self.txn.put(key(page_no), page, db=db))
+        merge_into_pages(groups, lambda page_no: self._get("rollups", key(page_no)),
+                         lambda page_no, page: self._put("rollups", key(page_no), page))
 
-    def rollup_pages(self, series_id: int, level: int, page_lo: int, page_hi: int) -> list[tuple[int, bytes]]:
-        """(page_no, page) of the stored pages with page_lo <= page_no < page_hi."""
-        cursor = self.txn.cursor(db=self._db["rollups"])
-        found = []
-        if not cursor.set_range(ROLLUP_KEY.pack(series_id, level, (page_lo + STEP_BIAS) & 0xFFFFFFFFFFFFFFFF)):
-            return found
-        for key, value in cursor:
-            sid, lvl, biased = ROLLUP_KEY.unpack(key)
-            page_no = biased - STEP_BIAS
-            if sid != series_id or lvl != level or page_no >= page_hi:
-                break
-            found.append((page_no, bytes(value)))
-        return found
-
-    # segments
     def put_segment(self, segment_id: int, committed_end: int) -> None:
-        raw = self.txn.get(BE_U64.pack(segment_id), db=self._db["segments"])
-        created = SEGMENT_INFO.unpack(raw)[2] if raw else _now_ns()
-        self.txn.put(BE_U64.pack(segment_id), SEGMENT_INFO.pack(committed_end, os.getpid(), created),
-                     db=self._db["segments"])
+        key = BE_U64.pack(segment_id)
+        raw = self._get("segments", key)
+        created = self._unpack(SEGMENT_INFO, "segments", key, raw)[2] if raw else _now_ns()
+        self._put("segments", key, SEGMENT_INFO.pack(committed_end, os.getpid(), created))
 
-    # heartbeats of running runs
     def put_heartbeat(self, run_id: bytes, beat: "Heartbeat") -> None:
-        self.txn.put(run_id, HEARTBEAT.pack(*beat), db=self._db["heartbeats"])
-
-    def heartbeats(self) -> dict[bytes, "Heartbeat"]:
-        return {bytes(k): Heartbeat._make(HEARTBEAT.unpack(v)) for k, v in self.txn.cursor(db=self._db["heartbeats"])}
-
-    def segment_end(self, segment_id: int) -> int | None:
-        raw = self.txn.get(BE_U64.pack(segment_id), db=self._db["segments"])
-        return SEGMENT_INFO.unpack(raw)[0] if raw else None
-
-    def segments(self) -> Iterator[tuple[int, int]]:
-        """(segment_id, committed_end) of every segment."""
-        for key, raw in self.txn.cursor(db=self._db["segments"]):
-            yield BE_U64.unpack(key)[0], SEGMENT_INFO.unpack(raw)[0]
+        self._put("heartbeats", run_id, HEARTBEAT.pack(*beat))
 
 
-def _block_ref(seq: int, value: bytes) -> BlockRef:
-    segment_id, offset = BLOCK_LOCATION.unpack_from(value)
-    header_bytes = bytes(value[BLOCK_LOCATION.size:BLOCK_LOCATION.size + HEADER_SIZE])
-    try:
-        header = unpack_header(header_bytes)
-    except CorruptionError as exc:
-        raise CorruptionError("index", offset, f"index entry of block {seq}: {exc.reason}") from None
-    return BlockRef(seq, segment_id, offset, header, header_bytes)
+RUN_FIELDS = frozenset(["id", "experiment", "name", "parent", "status", "start_time", "end_time", "params", "tags"])
+SERIES_KINDS = (1, 2)   # engine.block KIND_SCALAR, KIND_SUMMARY
 
 
 def _dumps(record: dict) -> bytes:

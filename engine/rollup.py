@@ -27,6 +27,8 @@ import numba as nb
 import numpy as np
 import zstandard
 
+from .errors import CorruptionError
+
 LEVELS = 5
 LEVEL_BITS = 4            # each level's groups are 16 times wider than the level below
 PAGE_GROUPS = 32          # 9 * 32 * 8 = 2304 bytes raw; compressed, a page fits inline in an LMDB leaf
@@ -190,9 +192,9 @@ def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:
     """A page's 9 arrays, writable (a copy); an empty page when ``page`` is None."""
     if page is None:
         return _empty(PAGE_GROUPS)
-    page = _decompressor().decompress(page, max_output_size=PAGE_BYTES)
+    page = _decompress(page)
     if len(page) != PAGE_BYTES:
-        raise ValueError(f"rollup page has {len(page)} bytes, expected {PAGE_BYTES}")
+        raise CorruptionError("index", 0, f"rollup page has {len(page)} bytes, expected {PAGE_BYTES}")
     raw = np.frombuffer(page, np.uint8).copy()
     size = PAGE_GROUPS * 8
     return tuple(raw[i * size:(i + 1) * size].view(t) for i, t in enumerate(_FIELD_TYPES))
@@ -204,6 +206,13 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if found is None:
         found = _local.zstd = zstandard.ZstdDecompressor()
     return found
+
+
+def _decompress(page: bytes) -> bytes:
+    try:
+        return _decompressor().decompress(page, max_output_size=PAGE_BYTES)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError("index", 0, f"rollup page does not decompress: {exc}") from None
 
 
 def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
@@ -229,10 +238,9 @@ def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
     decompressed into one buffer and split into fields with array views, not page by page."""
     if not pages:
         return Groups(np.empty(0, np.int64), *_empty(0))
-    decompress = _decompressor().decompress
-    raw = b"".join(decompress(page, max_output_size=PAGE_BYTES) for _, page in pages)
+    raw = b"".join(_decompress(page) for _, page in pages)
     if len(raw) != len(pages) * PAGE_BYTES:
-        raise ValueError("a rollup page has the wrong size")
+        raise CorruptionError("index", 0, "a rollup page has the wrong size")
     table = np.frombuffer(raw, np.uint8).reshape(len(pages), FIELDS, PAGE_GROUPS * 8)
     ints, floats = table.view("<i8"), table.view("<f8")
     gid = (np.array([no for no, _ in pages], np.int64)[:, None] * PAGE_GROUPS + np.arange(PAGE_GROUPS)).ravel()

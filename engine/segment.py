@@ -13,7 +13,7 @@ import os
 import struct
 import threading
 
-from .errors import CorruptionError, StorageFullError
+from .errors import CorruptionError, StorageFullError, StorageIOError
 
 SEGMENT_MAGIC = b"SLSG"
 SEGMENT_VERSION = 1
@@ -26,28 +26,68 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 def _raise_storage(exc: OSError, path: str) -> None:
     if exc.errno in _FULL_ERRNOS:
         raise StorageFullError(exc.errno, f"{os.strerror(exc.errno)} while appending to {path}") from exc
+    if exc.errno == errno.EIO:
+        raise StorageIOError(exc.errno, f"I/O error while appending to {path}") from exc
     raise exc
 
 
 class SegmentWriter:
-    """Appends blocks to one segment file. Used by one thread (the flusher) at a time.
-    Holds an exclusive flock on the file for its lifetime; the kernel releases it when
-    the process dies, so a crashed writer never leaves a lock to clean by hand."""
+    """Appends blocks to one segment file. Used by one thread at a time (under the
+    writer's segment lock). Holds an exclusive flock on the file for its lifetime; the
+    kernel releases it when the process dies, so a crashed writer never leaves a lock
+    to clean by hand. ``recorded`` holds the series whose record this segment holds."""
 
-    def __init__(self, path: str, segment_id: int, fsync: bool):
+    def __init__(self, path: str, segment_id: int, fsync: bool, fd: int, size: int):
         self.path = path
         self.segment_id = segment_id
         self._fsync = fsync
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-        self.size = 0
+        self._fd = fd
+        self.size = size
+        self.recorded: set = set()
+
+    @classmethod
+    def create(cls, path: str, segment_id: int, fsync: bool) -> "SegmentWriter":
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        segment = cls(path, segment_id, fsync, fd, 0)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells recovery this segment is live
-            self._write_all(FILE_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, segment_id))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells recovery this segment is live
+            segment._write_all(FILE_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, segment_id))
             if fsync:
-                _fsync_dir(os.path.dirname(path))  # the new file's name survives power loss
+                os.fsync(fd)
+                fsync_dir(os.path.dirname(path))  # the new file's name survives power loss
+        except OSError as exc:
+            os.close(fd)
+            _raise_storage(exc, path)
         except BaseException:
-            os.close(self._fd)
+            os.close(fd)
             raise
+        return segment
+
+    @classmethod
+    def adopt(cls, path: str, segment_id: int, fsync: bool, committed_end) -> "SegmentWriter | None":
+        """Take over an existing segment no live writer holds, to append after its
+        committed end (``committed_end()`` is read once the lock is held); None when it
+        is held, gone or damaged. Opening a store many times thus reuses its segments."""
+        try:
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            end = committed_end()
+            header = os.pread(fd, FILE_HEADER_SIZE, 0)
+            if end is None or end < FILE_HEADER_SIZE or os.fstat(fd).st_size < end:
+                raise BlockingIOError
+            check_file_header(header, path)
+            if FILE_HEADER.unpack(header)[3] != segment_id:
+                raise BlockingIOError
+            os.ftruncate(fd, end)   # an unfinished append of the writer that held it
+            if fsync:
+                os.fsync(fd)
+        except (OSError, CorruptionError):
+            os.close(fd)
+            return None
+        return cls(path, segment_id, fsync, fd, end)
 
     def append(self, data: bytes) -> int:
         """Append ``data`` (one or more whole blocks); returns the offset it starts at.
@@ -82,7 +122,7 @@ class SegmentWriter:
             self._fd = -1
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

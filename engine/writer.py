@@ -34,9 +34,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .block import KIND_SCALAR, KIND_SUMMARY, BlockEncoder, Summaries, unpack_header
+from .block import KIND_SCALAR, KIND_SUMMARY, BlockEncoder, Summaries, encode_records, unpack_header
+from .points import SummaryRow, columns, summary_runs
 from .errors import ClosedError, InvalidArgumentError, StepLogError
-from .index import Heartbeat, Index, IndexTxn, NewBlock
+from .index import Heartbeat, Index, IndexWriter, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentWriter
 
@@ -52,6 +53,7 @@ DEFAULT_BLOCK_POINTS = 8192
 DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
 SEGMENT_ROLL_BYTES = 1 << 30
+ADOPT_CANDIDATES = 8       # the most recent segments a new writer tries to reuse
 HEARTBEAT_SECONDS = 10.0
 HEARTBEAT_RETRY_SECONDS = 1.0
 WAIT_CHECK_SECONDS = 1.0   # how often a waiting caller checks that the flusher still runs
@@ -128,6 +130,7 @@ class Writer:
         self._thread_buffers: dict[tuple[int, SeriesKey], SeriesBuffer] = {}
         self._cv = threading.Condition(threading.Lock())
         self.publish_lock = threading.Lock()   # held while a commit becomes visible
+        self.segment_lock = threading.Lock()   # one append-and-commit at a time on this writer's segment
         self._pending: deque[Sealed] = deque()
         self._pending_bytes = 0
         self._last_ticket = 0
@@ -324,21 +327,24 @@ class Writer:
             chunks = self._chunks(batch, cols)
             encoding = self._start_encoding(chunks)
             rollups = self._rollups(batch, cols)   # on this thread, while the pool encodes
-            segment, blocks = self._append_blocks(chunks, self._encoded(chunks, encoding))
+            encoded = self._encoded(chunks, encoding)
+            with self.segment_lock:
+                segment, start, blocks = self._append_blocks(batch, chunks, encoded)
 
-            def commit(txn: IndexTxn) -> None:
-                txn.add_blocks(segment.segment_id, blocks, segment.size)
-                for series_id, levels in rollups:
-                    for level, groups in enumerate(levels):
-                        txn.merge_rollups(series_id, level, groups)
+                def commit(txn: IndexWriter) -> None:
+                    txn.add_blocks(segment.segment_id, blocks, segment.size)
+                    for series_id, levels in rollups:
+                        for level, groups in enumerate(levels):
+                            txn.merge_rollups(series_id, level, groups)
 
-            with self.publish_lock:
-                try:
-                    self.index.write(commit)
-                except BaseException:
-                    segment.cut_back(blocks[0].offset)   # a retry appends them again
-                    raise
-                self._retire(taken)
+                with self.publish_lock:
+                    try:
+                        self.index.write(commit)
+                    except BaseException:
+                        segment.cut_back(start)   # a retry appends them again
+                        raise
+                    segment.recorded.update(item.series.key for item in batch)
+                    self._retire(taken)
         except BaseException as exc:  # raised again in the thread that waits in flush()
             with self._cv:
                 self._error = exc
@@ -421,16 +427,54 @@ class Writer:
             return [self._encode(chunk) for chunk in chunks]
         return [future.result() for future in futures]
 
-    def _append_blocks(self, chunks: list[tuple], encoded: list[bytes]) -> tuple[SegmentWriter, list[NewBlock]]:
+    def _append_blocks(self, batch: list[Sealed], chunks: list[tuple],
+                       encoded: list[bytes]) -> tuple[SegmentWriter, int, list[NewBlock]]:
+        """Append the blocks, after the record of each series this segment lacks (so that
+        repair finds every series defined before its blocks). Caller holds segment_lock.
+        Returns the segment, where the append starts, and the blocks to index."""
         segment = self._segment_for_append()
-        blocks, offset = [], segment.size
+        new = {item.series.key: item.series for item in batch if item.series.key not in segment.recorded}
+        records = [series_record(series) for series in new.values()]
+        head = [encode_records(records, time.time_ns())] if records else []
+        start = segment.size
+        blocks, offset = [], start + sum(map(len, head))
         for (series_id, first, *_), data in zip(chunks, encoded):
             header = unpack_header(data)
             last_written = int((first.steps if isinstance(first, Summaries) else first)[-1])
             blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len], last_written))
             offset += len(data)
-        segment.append(b"".join(encoded))
-        return segment, blocks
+        segment.append(b"".join(head + encoded))
+        return segment, start, blocks
+
+    def commit_records(self, fn):
+        """Run ``fn(txn) -> (result, records)`` in one index write transaction and append
+        ``records`` (index records as dicts, engine.records) to this writer's segment in
+        it, numbered in commit order; returns ``result``. Store metadata goes through
+        here, so that the segments hold everything the index holds."""
+        with self.segment_lock:
+            self._check_usable()
+            segment = self._segment_for_append()
+            appended = []
+
+            def write(txn: IndexWriter):
+                if appended:   # a retried transaction: drop what the last try appended
+                    segment.cut_back(appended.pop())
+                result, records = fn(txn)
+                if records:
+                    first = txn.next_ids(b"next_record", len(records))
+                    for i, record in enumerate(records):
+                        record["seq"] = first + i
+                    appended.append(segment.size)
+                    segment.append(encode_records(records, time.time_ns()))
+                    txn.put_segment(segment.segment_id, segment.size)
+                return result
+
+            try:
+                return self.index.write(write)
+            except BaseException:
+                if appended:
+                    segment.cut_back(appended[0])
+                raise
 
     @staticmethod
     def _rollups(batch: list[Sealed], cols: list) -> list[tuple[int, list]]:
@@ -473,7 +517,7 @@ class Writer:
         if not new:
             return
 
-        def create(txn: IndexTxn) -> dict:
+        def create(txn: IndexWriter) -> dict:
             return {key: txn.create_series(key.run_id, key.name, key.context, series.kind, shift)
                     for key, (series, shift) in new.items()}
 
@@ -487,55 +531,42 @@ class Writer:
             series.series_id, series.rollup_shift = entry.series_id, entry.rollup_shift
 
     def _segment_for_append(self) -> SegmentWriter:
+        """This writer's segment: the current one, else one no live writer holds, else a
+        new one. Caller holds segment_lock."""
         if self._segment is not None and self._segment.size < SEGMENT_ROLL_BYTES:
             return self._segment
         if self._segment is not None:
             self._segment.close()
+            self._segment = None
+        self._segment = self._adopt_segment() or self._new_segment()
+        return self._segment
 
-        def allocate(txn: IndexTxn) -> int:
+    def _adopt_segment(self) -> SegmentWriter | None:
+        with self.index.read() as txn:
+            candidates = [sid for sid, end in txn.segments() if end < SEGMENT_ROLL_BYTES // 2]
+        for segment_id in reversed(candidates[-ADOPT_CANDIDATES:]):
+            def committed_end(segment_id=segment_id):
+                with self.index.read() as txn:
+                    return txn.segment_end(segment_id)
+
+            segment = SegmentWriter.adopt(self.layout.segment_path(segment_id), segment_id, self._fsync,
+                                          committed_end)
+            if segment is not None:
+                return segment
+        return None
+
+    def _new_segment(self) -> SegmentWriter:
+        def allocate(txn: IndexWriter) -> int:
             segment_id = txn.next_ids(b"next_segment")
             txn.put_segment(segment_id, FILE_HEADER_SIZE)
             return segment_id
 
         segment_id = self.index.write(allocate)
-        self._segment = SegmentWriter(self.layout.segment_path(segment_id), segment_id, self._fsync)
-        return self._segment
+        return SegmentWriter.create(self.layout.segment_path(segment_id), segment_id, self._fsync)
 
 
-def columns(steps, times, values) -> tuple[np.ndarray, np.ndarray, "np.ndarray | list"]:
-    """Steps and times as numpy arrays, values as a float64 array (scalar series) or the
-    list of summary rows as it is (buffers hold lists; log_batch chunks are arrays)."""
-    if isinstance(values, np.ndarray):
-        return steps, times, values
-    n = len(values)
-    steps, times = np.fromiter(steps, np.int64, n), np.fromiter(times, np.int64, n)
-    if n and isinstance(values[0], SummaryRow):
-        return steps, times, list(values)
-    return steps, times, np.array(values, np.float64)
-
-
-class SummaryRow(NamedTuple):
-    """One logged tensor summary: statistics, histogram counts, and the caller's edges
-    (None when they were spread over the tensor's [min, max])."""
-
-    stats: np.ndarray
-    counts: np.ndarray
-    edges: np.ndarray | None
-
-
-def summary_runs(steps: np.ndarray, times: np.ndarray, rows: list, max_rows: int):
-    """Split summary rows into blocks of rows that share bins and edges (or derive them)."""
-    start = 0
-    for i in range(1, len(rows) + 1):
-        if i < len(rows) and i - start < max_rows and _same_histogram(rows[i], rows[start]):
-            continue
-        chunk = rows[start:i]
-        yield Summaries(steps[start:i], times[start:i], np.stack([r.stats for r in chunk]),
-                        np.stack([r.counts for r in chunk]), chunk[0].edges)
-        start = i
-
-
-def _same_histogram(a: SummaryRow, b: SummaryRow) -> bool:
-    if len(a.counts) != len(b.counts) or (a.edges is None) != (b.edges is None):
-        return False
-    return a.edges is None or a.edges is b.edges or np.array_equal(a.edges, b.edges)
+def series_record(series: SeriesRef) -> dict:
+    """The record of a series that repair rebuilds its index entry from."""
+    key = series.key
+    return {"type": "series", "run": key.run_id.hex(), "name": key.name, "context": key.context,
+            "kind": series.kind, "rollup_shift": series.rollup_shift, "series_id": series.series_id}

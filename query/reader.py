@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..engine.index import EMPTY_SERIES, IndexTxn, SeriesEntry
+from ..engine.block import KIND_SUMMARY
+from ..engine.index import EMPTY_SERIES, IndexReader, SeriesEntry
 from ..engine.segment import SegmentReader
 from . import downsample
 from .read import Points, concat, decoder, decode_blocks, select_range, sort_by_step
@@ -20,7 +21,7 @@ X_AXES = ("step", "time", "relative")
 
 
 class SeriesReader:
-    def __init__(self, txn: IndexTxn, segments: SegmentReader, path_of, entry: SeriesEntry | None,
+    def __init__(self, txn: IndexReader, segments: SegmentReader, path_of, entry: SeriesEntry | None,
                  unflushed: list[tuple]):
         self._txn = txn
         self._segments = segments
@@ -59,15 +60,15 @@ class SeriesReader:
     def summary_rows(self, start: int | None, stop: int | None) -> SummaryRows:
         """Summary rows with start <= step < stop, by step, ties in write order."""
         from ..engine.summary import SUMMARY_FIELDS
-        from ..engine.writer import summary_runs
+        from ..engine.points import summary_runs
 
         parts = []
         if self.entry is not None:
             refs = sorted(self._txn.blocks_overlapping(self.entry.series_id, start, stop), key=lambda r: r.seq)
             for ref in refs:
                 data = self._segments.read(ref.segment_id, ref.offset, ref.header.length)
-                parts.append(decoder().decode_summaries(data, self._path_of(ref.segment_id), ref.offset,
-                                                         ref.header_bytes))
+                parts.append(decoder().decode(data, self._path_of(ref.segment_id), ref.offset,
+                                              ref.header_bytes, KIND_SUMMARY))
         for chunk in self._raw_unflushed:
             parts.extend(summary_runs(*chunk, max_rows=len(chunk[0]) or 1))
         keep = [_summary_range(p, start, stop) for p in parts]

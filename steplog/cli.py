@@ -1,4 +1,4 @@
-"""The command line: ``steplog demo | bench | verify``."""
+"""The command line: ``steplog demo | bench | verify | repair``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--points", type=int, default=12_000_000, help="points to log in all")
     bench = sub.add_parser("bench", help="measure ingest, size and read figures")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    verify = sub.add_parser("verify", help="check every block against its checksum and the index")
+    verify = sub.add_parser("verify", help="check every index value and every block; exit 1 if any is damaged")
     verify.add_argument("path", help="store directory")
+    repair = sub.add_parser("repair", help="rebuild the index from the segments (no process may use the store)")
+    repair.add_argument("path", help="store directory")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import run_bench
 
         return run_bench(quick=args.quick)
-    from .verify import run_verify
+    from .verify import run_repair, run_verify
 
-    return run_verify(args.path)
+    return run_verify(args.path) if args.command == "verify" else run_repair(args.path)
 
 
 if __name__ == "__main__":

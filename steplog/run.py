@@ -15,7 +15,9 @@ import numpy as np
 from . import _args
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
 from .engine.errors import ClosedError, InvalidArgumentError
-from .engine.writer import KIND_NAMES, SeriesBuffer, SeriesKey, SummaryRow
+from .engine.records import run_record
+from .engine.points import SummaryRow
+from .engine.writer import KIND_NAMES, SeriesBuffer, SeriesKey
 
 if TYPE_CHECKING:
     from .store import Store
@@ -231,9 +233,9 @@ class Run:
         def update(txn):
             record = txn.get_run(self._key)
             record[field].update(values)
-            txn.put_run(self._key, record)
+            return None, [run_record(txn, record)]
 
-        self._store._index.write(update)
+        self._writer.commit_records(update)
 
     def flush(self) -> None:
         """Return when every point logged so far (by this store object) is durable."""
@@ -252,9 +254,9 @@ class Run:
         def finish(txn):
             record = txn.get_run(self._key)
             record.update(status=status, end_time=_time_ns())
-            txn.put_run(self._key, record)
+            return None, [run_record(txn, record)]
 
-        self._store._index.write(finish)
+        self._writer.commit_records(finish)
         self._writer.live_runs.discard(self._key)
 
 

@@ -20,8 +20,10 @@ import pyarrow as pa
 from . import _args
 from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, StepLogError
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
-from .engine.index import Heartbeat, Index
+from .engine.index import Heartbeat
 from .engine.layout import StoreLayout
+from .engine.upgrade import open_index
+from .engine.records import experiment_record, run_record
 from .engine.recovery import cut_torn_tails
 from .engine.segment import SegmentReader
 from .engine.writer import DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL, SeriesKey, Writer
@@ -69,8 +71,7 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
                                        or not flush_interval > 0):   # NaN fails too; inf means never
         raise InvalidArgumentError("flush_interval", f"must be a positive number or None, got {flush_interval!r}")
     layout = StoreLayout(path)
-    layout.create_dirs()
-    index = Index(layout.index_dir, sync=durability == "fsync", writemap=durability == "none")
+    index = open_index(layout, fsync=durability == "fsync")
     cut_torn_tails(layout, index)
     writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,
                     block_points=block_points, flush_interval=flush_interval)
@@ -118,14 +119,17 @@ class Store:
         def create(txn):
             if parent_id is not None and txn.get_run(parent_id) is None:
                 raise NotFoundError(f"parent: no run {parent_id.hex()}")
+            records = []
             if txn.get_experiment(experiment) is None:
-                txn.put_experiment({"name": experiment, "created": now})
-            txn.put_run(run_id, {"id": run_id.hex(), "experiment": experiment, "name": name or run_id.hex()[:8],
-                                 "parent": parent_id.hex() if parent_id else None, "status": "running",
-                                 "start_time": now, "end_time": None, "params": params, "tags": tags})
+                records.append(experiment_record(txn, {"name": experiment, "created": now}))
+            records.append(run_record(txn, {"id": run_id.hex(), "experiment": experiment,
+                                            "name": name or run_id.hex()[:8],
+                                            "parent": parent_id.hex() if parent_id else None, "status": "running",
+                                            "start_time": now, "end_time": None, "params": params, "tags": tags}))
             txn.put_heartbeat(run_id, Heartbeat.now())
+            return None, records
 
-        self._index.write(create)
+        self._writer.commit_records(create)
         self._writer.live_runs.add(run_id)
         return self._track(Run(self, run_id))
 
@@ -139,10 +143,10 @@ class Store:
             if record is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
             record.update(status="running", end_time=None)
-            txn.put_run(key, record)
             txn.put_heartbeat(key, Heartbeat.now())
+            return None, [run_record(txn, record)]
 
-        self._index.write(resume)
+        self._writer.commit_records(resume)
         self._writer.live_runs.add(key)
         return self._track(Run(self, key))
 

@@ -1,30 +1,88 @@
-"""``steplog verify PATH``: check every block; exit 1 when anything is damaged."""
+"""``steplog verify PATH`` and ``steplog repair PATH``.
+
+verify checks the whole store in a child process: LMDB may abort a process that reads a
+badly damaged index, and that must become a report and an exit code, not a dead shell.
+Exit codes: 0 clean, 1 damage found, 2 not a store (or it does not open).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 
 from .engine.errors import StepLogError
-from .engine.index import Index
 from .engine.layout import StoreLayout
-from .engine.recovery import verify
+
+CHILD = "import sys; from steplog.verify import verify_here; sys.exit(verify_here(sys.argv[1]))"
 
 
 def run_verify(path: str) -> int:
+    if not os.path.isdir(StoreLayout(path).index_dir):
+        print(f"{path}: not a steplog store (no index/; `steplog repair` rebuilds one from segments/)")
+        return 2
+    child = subprocess.run([sys.executable, "-c", CHILD, path], capture_output=True, text=True)
+    lines = child.stdout.splitlines()
+    for line in lines:
+        print(line)
+    if child.returncode < 0:
+        name = signal.Signals(-child.returncode).name
+        print(f"DAMAGED {StoreLayout(path).index_dir}: the index reader died of {name} (LMDB found the index "
+              "damaged); `steplog repair` rebuilds it from the segments")
+        return 1
+    if child.returncode not in (0, 1, 2):
+        print(child.stderr[-2000:], end="")
+        print(f"verify failed (exit {child.returncode})")
+        return 1
+    return child.returncode
+
+
+def verify_here(path: str) -> int:
+    """verify in this process (the child): prints a line per damage, then a summary."""
+    from .engine.check import verify
+    from .engine.index import Index
+
     layout = StoreLayout(path)
-    if not os.path.isdir(layout.index_dir):
-        print(f"{path}: not a steplog store")
-        return 2
     try:
-        index = Index(layout.index_dir, sync=False)
+        index = Index(layout.index_dir, sync=False, create=False)
     except StepLogError as exc:
-        print(f"{path}: {exc}")
-        return 2
+        print(f"DAMAGED {exc}")
+        print("the index does not open; `steplog repair` rebuilds it from the segments")
+        return 1 if "does not open" in str(exc) or "cut short" in str(exc) else 2
     try:
         checked, damage = verify(layout, index)
     finally:
         index.close()
     for item in damage:
-        print(f"DAMAGED {item.path} offset {item.offset}: {item.reason}")
+        print(f"DAMAGED {item.path} offset {item.offset}: {item.reason}", flush=True)
     print(f"{checked} blocks checked, {len(damage)} damaged")
     return 1 if damage else 0
+
+
+def run_repair(path: str) -> int:
+    from .engine.repair import repair
+    from .engine.upgrade import open_index
+
+    layout = StoreLayout(path)
+    if not os.path.isdir(layout.segments_dir):
+        print(f"{path}: not a steplog store (no segments/)")
+        return 2
+    try:   # an older index is upgraded first: its records are not in its segments yet
+        open_index(layout, fsync=True).close()
+    except StepLogError:
+        pass   # damaged or missing: the segments decide
+    try:
+        report = repair(layout)
+    except StepLogError as exc:
+        print(f"repair refused: {exc}")
+        return 1
+    for item in report.damage:
+        print(f"SKIPPED {item.path} offset {item.offset}: {item.reason}")
+    print(json.dumps({"segments": report.segments, "blocks": report.blocks, "runs": report.runs,
+                      "series": report.series, "damaged_regions": len(report.damage),
+                      "orphan_blocks": report.orphans}))
+    if report.old_index:
+        print(f"the replaced index was kept at {report.old_index}")
+    return 0

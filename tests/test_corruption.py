@@ -10,6 +10,8 @@ damage, the bytes at its (segment, offset) with the block's pristine bytes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -62,6 +64,20 @@ def list_blocks(root: str) -> list[Block]:
     return sorted(found)
 
 
+@contextlib.contextmanager
+def held_segments(root: str):
+    """Hold every segment's lock, as the writer appending to it does."""
+    layout = StoreLayout(root)
+    fds = [os.open(layout.segment_path(i), os.O_RDONLY) for i in layout.segment_ids_on_disk()]
+    try:
+        for fd in fds:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def series_key(series) -> tuple:
     run_id, name, context = series
     return run_id, name, None if context is None else tuple(sorted(context.items()))
@@ -106,8 +122,10 @@ def pristine(tmp_path_factory) -> Pristine:
             return [run.id for run in runs]
 
     run_a, run_b = session(["a", "b"])
-    run_c, = session(["c"])
-    session(["d"], resume=run_a)    # run a gets blocks in a third segment too
+    with held_segments(root):       # as a live writer would: the next session starts its own
+        run_c, = session(["c"])
+    with held_segments(root):
+        session(["d"], resume=run_a)    # run a gets blocks in a third segment too
     blocks = list_blocks(root)
     layout = StoreLayout(root)
     segments = {b.segment_id: layout.segment_path(b.segment_id) for b in blocks}
@@ -181,14 +199,15 @@ def index_offset(where: str):
         else:   # the start of another block of the same segment
             new_offset = own[len(own) // 3 + 1].offset
         code = r'''
-import struct, sys, lmdb
+import struct, sys, zlib, lmdb
 index_dir, seq, new_offset = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 env = lmdb.open(index_dir, max_dbs=16, subdir=True)
 blocks = env.open_db(b"blocks")
 with env.begin(write=True) as txn:
     for key, value in txn.cursor(db=blocks):
-        if struct.unpack(">QQQ", key)[2] == seq:
-            txn.put(key, value[:8] + struct.pack("<Q", new_offset) + value[16:], db=blocks)
+        if struct.unpack(">QQQ", key)[2] == seq:   # a wrong entry with a right checksum
+            payload = value[:8] + struct.pack("<Q", new_offset) + value[16:-4]
+            txn.put(key, payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(key))), db=blocks)
             break
     else:
         raise SystemExit("no block %d" % seq)

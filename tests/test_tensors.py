@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import steplog
+from steplog.engine.block import KIND_SUMMARY
+from steplog.engine.recovery import scan_segment
 
 FIELDS = ("count", "nan_count", "inf_count", "min", "max", "mean", "std", "l2", "zero_fraction")
 
@@ -149,13 +151,15 @@ def test_damaged_summary_block_raises_corruption(open_store, tmp_path):
     run.log("loss", 1.0, step=0)
     store.close()
     (segment,) = glob.glob(os.path.join(store.path, "segments", "*.seg"))
-    with open(segment, "r+b") as f:        # the summary block is the first one after the 16-byte header
-        f.seek(16 + 112 + 40)
+    summary_at = [b.offset for b in scan_segment(segment) if b.data[6] == KIND_SUMMARY]   # byte 6: kind
+    assert len(summary_at) == 1
+    with open(segment, "r+b") as f:
+        f.seek(summary_at[0] + 112 + 40)
         byte = f.read(1)
-        f.seek(16 + 112 + 40)
+        f.seek(summary_at[0] + 112 + 40)
         f.write(bytes([byte[0] ^ 0x10]))
     again = open_store()
     with pytest.raises(steplog.CorruptionError) as info:
         again.read_tensor(run.id, "w")
-    assert info.value.path == segment and info.value.offset == 16
+    assert info.value.path == segment and info.value.offset == summary_at[0]
     assert again.read(run.id, "loss").column("value").to_pylist() == [1.0]

@@ -1,0 +1,73 @@
+"""``verify``: every index value against its checksum and layout, every block of every
+segment decoded by its kind, and the index's view of the blocks against the segments.
+
+It reports damage instead of raising, and agrees with what reads see: whatever a read
+would refuse as corrupt, verify lists. LMDB itself may abort the process on a damaged
+index, so the command runs this in a child process (steplog.verify).
+"""
+
+from __future__ import annotations
+
+from .block import HEADER_SIZE, BlockDecoder
+from .errors import CorruptionError
+from .index import BE_U64, Index
+from .layout import StoreLayout
+from .recovery import Damage, ScannedBlock, scan_segment
+
+
+def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
+    """Check the whole store; returns (indexed blocks checked, damage found)."""
+    damage: list[Damage] = []
+    decoder = BlockDecoder()
+    with index.read() as txn:
+        for table, key, reason in txn.check_tables():
+            damage.append(Damage(index.data_path, 0, f"index table {table}, key {key.hex()}: {reason}"))
+        scanned, checked = {}, 0   # checked: indexed blocks
+        for segment_id, end in _readable(txn.segments, index, damage):
+            path = layout.segment_path(segment_id)
+            try:
+                for item in scan_segment(path, end):
+                    if isinstance(item, Damage):
+                        damage.append(item)
+                        continue
+                    scanned[(segment_id, item.offset)] = _decode(decoder, item, path, damage)
+            except FileNotFoundError:
+                pass   # each of its indexed blocks is reported below, with its offset
+        counts: dict[int, int] = {}
+        for ref in _readable(txn.all_blocks, index, damage):
+            checked += 1
+            path = layout.segment_path(ref.segment_id)
+            found = scanned.get((ref.segment_id, ref.offset))
+            if found is None:
+                damage.append(Damage(path, ref.offset, f"indexed block {ref.seq} is not a whole block of the segment"))
+            elif found and found != ref.header_bytes:
+                damage.append(Damage(path, ref.offset, "block header differs from its index entry"))
+            counts[ref.header.series_id] = counts.get(ref.header.series_id, 0) + ref.header.count
+        for series_id, count in counts.items():
+            try:
+                info = txn.series_info(series_id)
+            except CorruptionError:
+                continue   # listed with the tables
+            if info.count != count:
+                damage.append(Damage(index.data_path, 0, f"index table series_info, key "
+                                     f"{BE_U64.pack(series_id).hex()}: counts {info.count} points, its blocks "
+                                     f"hold {count}"))
+    return checked, damage
+
+
+def _decode(decoder: BlockDecoder, item: ScannedBlock, path: str, damage: list[Damage]) -> bytes:
+    """Decode a block by its kind; its header bytes when whole, else b"" (and damage)."""
+    try:
+        decoder.decode(item.data, path, item.offset)
+    except CorruptionError as exc:
+        damage.append(Damage(exc.path, exc.offset, exc.reason))
+        return b""
+    return item.data[:HEADER_SIZE]
+
+
+def _readable(entries, index: Index, damage: list[Damage]):
+    """The entries of a table scan, stopping (with a damage entry) where the scan fails."""
+    try:
+        yield from entries()
+    except CorruptionError as exc:
+        damage.append(Damage(exc.path or index.data_path, exc.offset, exc.reason))

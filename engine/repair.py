@@ -1,0 +1,171 @@
+"""``repair``: rebuild the index from the segments alone.
+
+The segments are the source of truth: record blocks hold every experiment, run (each
+change, numbered in commit order) and series; data blocks hold every point. Repair
+scans every segment, keeps every whole block, builds a new index beside the old one
+(block locations, series stats, rollups recomputed from the points, counters), and
+swaps it in. The old index, if any, is kept under a name of its own for inspection.
+Nothing may write the store while it runs: repair refuses when a segment is locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from typing import NamedTuple
+
+from .block import KIND_RECORD, KIND_SCALAR, BlockDecoder, unpack_header
+from .errors import StepLogError
+from .index import FORMAT_VERSION, Index, IndexWriter, NewBlock
+from .layout import StoreLayout
+from .recovery import Damage, scan_segment, segment_id_of
+from .segment import fsync_dir
+
+
+class RepairReport(NamedTuple):
+    segments: int
+    blocks: int
+    runs: int
+    series: int
+    damage: list          # Damage skipped in the segments
+    orphans: int          # data blocks of a series no record defines
+    old_index: str | None  # where the replaced index was moved
+
+
+class Rebuild:
+    """What the scan found, folded in segment order."""
+
+    def __init__(self):
+        self.experiments: dict[str, dict] = {}
+        self.runs: dict[str, tuple[int, dict]] = {}        # run id -> (seq, record)
+        self.series: dict[int, dict] = {}                  # series_id -> series record
+        self.blocks: list[tuple[int, int, bytes, int]] = []  # segment, offset, block, last step
+        self.ends: dict[int, int] = {}                     # segment -> end of its last whole block
+        self.damage: list[Damage] = []
+        self.max_seq = 0
+
+    def add_record(self, record: dict) -> None:
+        kind = record.get("type")
+        if kind == "experiment":
+            self.experiments.setdefault(record["record"]["name"], record["record"])
+        elif kind == "run":
+            seq, run = record.get("seq", 0), record["record"]
+            self.max_seq = max(self.max_seq, seq)
+            if run["id"] not in self.runs or self.runs[run["id"]][0] <= seq:
+                self.runs[run["id"]] = (seq, run)
+        elif kind == "series":
+            self.series.setdefault(record["series_id"], record)
+
+
+def repair(layout: StoreLayout) -> RepairReport:
+    """Rebuild ``layout``'s index from its segments and swap it in."""
+    held = _lock_segments(layout)
+    try:
+        found = _scan(layout)
+        staging = os.path.join(layout.root, f".{secrets.token_hex(4)}.index.new")
+        index = Index(staging, sync=True)
+        try:
+            orphans = index.write(lambda txn: _fill(txn, found))
+        finally:
+            index.close()
+        old = None
+        if os.path.exists(layout.index_dir):
+            old = os.path.join(layout.root, f"index.replaced-{secrets.token_hex(4)}")
+            os.rename(layout.index_dir, old)
+        os.rename(staging, layout.index_dir)
+        fsync_dir(layout.root)
+    finally:
+        for fd in held:
+            os.close(fd)
+    return RepairReport(len(found.ends), len(found.blocks), len(found.runs), len(found.series),
+                        found.damage, orphans, old)
+
+
+def _lock_segments(layout: StoreLayout) -> list[int]:
+    """Lock every segment (a live writer holds its own): no one appends while we scan."""
+    held = []
+    try:
+        for segment_id in layout.segment_ids_on_disk():
+            fd = os.open(layout.segment_path(segment_id), os.O_RDONLY)
+            held.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StepLogError(f"segment {segment_id:016x} is being written by a live process: close every "
+                                   "process using the store before repairing it") from None
+    except BaseException:
+        for fd in held:
+            os.close(fd)
+        raise
+    return held
+
+
+def _scan(layout: StoreLayout) -> Rebuild:
+    found = Rebuild()
+    decoder = BlockDecoder()
+    for segment_id in layout.segment_ids_on_disk():
+        path = layout.segment_path(segment_id)
+        if segment_id_of(path) != segment_id:
+            found.damage.append(Damage(path, 0, "segment header missing or naming another segment; skipped"))
+            continue
+        found.ends[segment_id] = 16
+        for item in scan_segment(path):
+            if isinstance(item, Damage):
+                found.damage.append(item)
+                continue
+            try:
+                decoded = decoder.decode(item.data, path, item.offset)
+            except StepLogError as exc:
+                found.damage.append(Damage(path, item.offset, str(exc)))
+                continue
+            header = unpack_header(item.data)
+            if header.kind == KIND_RECORD:
+                for record in decoded:
+                    found.add_record(record)
+            else:
+                steps = decoded[0] if header.kind == KIND_SCALAR else decoded.steps
+                found.blocks.append((segment_id, item.offset, item.data, int(steps[-1])))
+            found.ends[segment_id] = item.offset + len(item.data)
+    return found
+
+
+def _fill(txn: IndexWriter, found: Rebuild) -> int:
+    """Write everything found into an empty index; returns the orphan block count."""
+    from .rollup import LEVEL_BITS, LEVELS, coarsen, group_points
+
+    txn.set_format_version(FORMAT_VERSION)
+    for record in found.experiments.values():
+        txn.put_experiment(record)
+    for _, record in found.runs.values():
+        txn.put_run(bytes.fromhex(record["id"]), record)
+    for series_id, s in found.series.items():
+        txn.create_series(bytes.fromhex(s["run"]), s["name"], s["context"], s["kind"], s["rollup_shift"], series_id)
+    for segment_id, end in found.ends.items():
+        txn.put_segment(segment_id, end)
+    orphans, decoder = 0, BlockDecoder()
+    for segment_id, offset, data, last_step in found.blocks:
+        header = unpack_header(data)
+        series = found.series.get(header.series_id)
+        if series is None or series["kind"] != header.kind:
+            orphans += 1
+            continue
+        txn.add_blocks(segment_id, [NewBlock(header.series_id, offset, header, data[:len(data) - header.payload_len],
+                                             last_step)], found.ends[segment_id])
+        if header.kind == KIND_SCALAR:
+            steps, _, values = decoder.decode(data, "", offset, kind=KIND_SCALAR)
+            levels = [group_points(steps, values, series["rollup_shift"])]
+            for _ in range(1, LEVELS):
+                levels.append(coarsen(levels[-1], LEVEL_BITS))
+            for level, groups in enumerate(levels):
+                txn.merge_rollups(header.series_id, level, groups)
+    _set_counter(txn, b"next_series", max(found.series, default=0) + 1)
+    _set_counter(txn, b"next_segment", max(found.ends, default=0) + 1)
+    _set_counter(txn, b"next_record", found.max_seq + 1)
+    return orphans
+
+
+def _set_counter(txn: IndexWriter, name: bytes, value: int) -> None:
+    current = txn.counter(name)
+    if value > current:
+        txn.next_ids(name, value - current)

@@ -1,0 +1,110 @@
+"""Opening a store's index: created atomically when missing, upgraded from older
+format versions when found in one.
+
+Creation builds the new store under a temporary name beside it and renames it into
+place, fsyncing the directories, so a power loss leaves either no store or a whole
+one. Version 1 indexes carry no checksums and their segments no records: the upgrade
+rewrites every value with its checksum and writes the records of every experiment, run
+and series to a new segment, in one index transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+
+from .block import encode_records
+from .errors import CorruptionError
+from .index import FORMAT_VERSION, Index, IndexWriter
+from .layout import StoreLayout
+from .segment import SegmentWriter, fsync_dir
+
+
+def open_index(layout: StoreLayout, fsync: bool) -> Index:
+    """The store's index, creating the store if it does not exist, upgraded if old."""
+    if not os.path.isdir(layout.index_dir):
+        if os.path.isdir(layout.segments_dir) and layout.segment_ids_on_disk():
+            raise CorruptionError(layout.index_dir, 0, "the index is missing; `steplog repair` rebuilds it "
+                                  "from the segments")
+        create_store(layout)
+    elif not os.path.exists(os.path.join(layout.index_dir, "data.mdb")):
+        raise CorruptionError(layout.index_dir, 0, "the index data file is missing; `steplog repair` rebuilds "
+                              "it from the segments")
+    os.makedirs(layout.segments_dir, exist_ok=True)
+    index = Index(layout.index_dir, sync=fsync, create=False)
+    try:
+        if index.version < FORMAT_VERSION:
+            upgrade(layout, index, fsync)
+    except BaseException:
+        index.close()
+        raise
+    return index
+
+
+def create_store(layout: StoreLayout) -> None:
+    """Create an empty store (or the index of an existing empty directory) atomically."""
+    parent = os.path.dirname(os.path.abspath(layout.root))
+    if not os.path.isdir(layout.root):
+        staging = StoreLayout(os.path.join(parent, f".{os.path.basename(layout.root)}.{secrets.token_hex(4)}.new"))
+        _create_in(staging)
+        try:
+            os.rename(staging.root, layout.root)
+        except OSError:   # another process created it first (or the name is taken): use theirs
+            shutil.rmtree(staging.root, ignore_errors=True)
+            if not os.path.isdir(layout.index_dir):
+                raise
+        fsync_dir(parent)
+        return
+    staging_index = os.path.join(layout.root, f".{secrets.token_hex(4)}.index.new")
+    os.makedirs(layout.segments_dir, exist_ok=True)
+    Index(staging_index, sync=True).close()
+    try:
+        os.rename(staging_index, layout.index_dir)
+    except OSError:
+        shutil.rmtree(staging_index, ignore_errors=True)
+        if not os.path.isdir(layout.index_dir):
+            raise
+    fsync_dir(layout.root)
+
+
+def _create_in(layout: StoreLayout) -> None:
+    layout.create_dirs()
+    Index(layout.index_dir, sync=True).close()
+    for path in (layout.index_dir, layout.segments_dir, layout.root):
+        fsync_dir(path)
+
+
+def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
+    """Bring an older index to FORMAT_VERSION in one transaction (if no other process
+    did it first)."""
+
+    def rewrite(txn: IndexWriter) -> None:
+        if txn.format_version() >= FORMAT_VERSION:
+            return
+        values = list(txn.tables())
+        experiments = list(txn.experiments())
+        runs = list(txn.runs())
+        series = list(txn.all_series())
+        txn.set_format_version(FORMAT_VERSION)
+        for table, key, value in values:
+            if (table, key) != ("meta", b"format"):
+                txn.put_raw(table, key, value)
+        records = [{"type": "experiment", "record": r} for r in experiments]
+        first = txn.next_ids(b"next_record", len(runs))
+        records += [{"type": "run", "record": r, "seq": first + i} for i, r in enumerate(runs)]
+        records += [{"type": "series", "run": run_id.hex(), "name": name, "context": context, "kind": entry.kind,
+                     "rollup_shift": entry.rollup_shift, "series_id": entry.series_id}
+                    for run_id, entry, name, context in series]
+        if records:
+            segment_id = txn.next_ids(b"next_segment")
+            segment = SegmentWriter.create(layout.segment_path(segment_id), segment_id, fsync)
+            try:
+                segment.append(encode_records(records, time.time_ns()))
+                txn.put_segment(segment_id, segment.size)
+            finally:
+                segment.close()
+
+    index.write(rewrite)
+    index.version = FORMAT_VERSION
