@@ -54,8 +54,7 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
 
     durability: "fsync" makes ``flush()`` wait until points are on stable storage (they
     survive power loss); "commit" (default) until they are in the OS page cache (they
-    survive a crash of the process); "none" lets LMDB write through its memory map
-    asynchronously (fastest; still survives a crash of the process, not of the OS).
+    survive a crash of the process); "none" is today the same as "commit".
     budget_bytes bounds the memory of all unflushed points of this store object;
     flush_interval (seconds, None for never) makes buffered points visible to other
     processes without an explicit flush.
@@ -70,6 +69,8 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
     if flush_interval is not None and (isinstance(flush_interval, bool) or not isinstance(flush_interval, (int, float))
                                        or not flush_interval > 0):   # NaN fails too; inf means never
         raise InvalidArgumentError("flush_interval", f"must be a positive number or None, got {flush_interval!r}")
+    from .signals import install as install_sigterm_handler   # SIGTERM flushes, ends runs as killed, closes
+    install_sigterm_handler()
     layout = StoreLayout(path)
     index = open_index(layout, fsync=durability == "fsync")
     cut_torn_tails(layout, index)

@@ -51,7 +51,7 @@ def describe(exc):
 def largest_file():
     return max(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
-store = steplog.open(path, block_points=1024, flush_interval=None)
+store = steplog.open(path, block_points=1024, flush_interval=None, durability=cfg["durability"])
 run = store.start_run(name="child")
 report = {"run_id": run.id, "acked": 0, "acked_series": 0, "errors": []}
 # something flushed under no limit first
@@ -92,10 +92,10 @@ print(json.dumps(report), flush=True)
 '''
 
 
-def run_child(path: str, how: str, hard: bool, margin: int) -> dict:
+def run_child(path: str, how: str, hard: bool, margin: int, durability: str = "commit") -> dict:
     result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(
-        {"path": path, "how": how, "hard": hard, "margin": margin})], capture_output=True, text=True,
-        timeout=TIMEOUT)
+        {"path": path, "how": how, "hard": hard, "margin": margin, "durability": durability})],
+        capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -106,14 +106,15 @@ def verify_exit_code(path: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("durability", ["commit", "none", "fsync"])
 @pytest.mark.parametrize("how, hard", [("segment", True), ("index", True), ("segment", False), ("index", False)])
-def test_file_size_limit_makes_flush_raise_storage_full(tmp_path, how, hard):
+def test_file_size_limit_makes_flush_raise_storage_full(tmp_path, how, hard, durability):
     path = str(tmp_path / "store.steplog")
     with steplog.open(path, flush_interval=None) as store:          # what the store already holds
         before = store.start_run(name="before")
         before.log_batch("m", np.arange(5000), values_at(np.arange(5000)))
         before.end()
-    report = run_child(path, how, hard, margin=64 << 10)
+    report = run_child(path, how, hard, margin=64 << 10, durability=durability)   # a crash fails run_child
     assert len(report["errors"]) == 2, report
     for what, error in zip(("the flush that hit the limit", "the flush after it"), report["errors"]):
         assert error != "never full" and error != "second flush passed", report
