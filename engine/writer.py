@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .block import KIND_SCALAR, KIND_SUMMARY, BlockEncoder, Summaries, encode_records, unpack_header
-from .points import SummaryRow, columns, summary_runs
+from .points import columns, summary_runs
 from .errors import ClosedError, InvalidArgumentError, StepLogError
 from .index import Heartbeat, Index, IndexWriter, NewBlock
 from .layout import StoreLayout

@@ -20,7 +20,7 @@ import pyarrow as pa
 from . import _args
 from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, StepLogError
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
-from .engine.index import Heartbeat
+from .engine.index import Heartbeat, Index
 from .engine.layout import StoreLayout
 from .engine.upgrade import open_index
 from .engine.records import experiment_record, run_record
