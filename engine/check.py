@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .block import HEADER_SIZE, BlockDecoder
 from .errors import CorruptionError
-from .index import BE_U64, Index
+from .index import BE_U64, TABLES, Index
 from .layout import StoreLayout
 from .recovery import Damage, ScannedBlock, scan_segment
 
@@ -19,9 +19,11 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
     """Check the whole store; returns (indexed blocks checked, damage found)."""
     damage: list[Damage] = []
     decoder = BlockDecoder()
+    for table in TABLES:
+        with index.read() as txn:
+            for key, reason in txn.check_table(table):
+                damage.append(Damage(index.data_path, 0, f"index table {table}, key {key.hex()}: {reason}"))
     with index.read() as txn:
-        for table, key, reason in txn.check_tables():
-            damage.append(Damage(index.data_path, 0, f"index table {table}, key {key.hex()}: {reason}"))
         scanned, checked = {}, 0   # checked: indexed blocks
         for segment_id, end in _readable(txn.segments, index, damage):
             path = layout.segment_path(segment_id)

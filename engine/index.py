@@ -146,8 +146,10 @@ class Index:
     the child opens the store again. ``version`` is the store's format version.
     """
 
-    def __init__(self, path: str, sync: bool, map_size: int = MAP_SIZE, create: bool = True):
+    def __init__(self, path: str, sync: bool, map_size: int = MAP_SIZE, create: bool = True,
+                 readonly: bool = False):
         self.path = path
+        self._readonly = readonly
         self.data_path = os.path.join(path, "data.mdb")
         self._sync = sync
         self._map_size = map_size
@@ -160,7 +162,7 @@ class Index:
         try:
             self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=len(TABLES), subdir=True,
                                  sync=self._sync, metasync=self._sync, readahead=False,
-                                 max_readers=MAX_READERS, lock=True, create=create)
+                                 max_readers=MAX_READERS, lock=True, create=create, readonly=self._readonly)
         except lmdb.Error as exc:
             if "already open" in str(exc):
                 raise ClosedError(f"{self.path} is already open in this process (LMDB allows one open "
@@ -349,9 +351,10 @@ class IndexReader:
             raise self._damage(table, key, "JSON value is not an object")
         return record
 
-    def check_tables(self) -> Iterator[tuple[str, bytes, str]]:
-        """(table, key, reason) of every value that fails its checksum or does not
-        parse as its table's layout: verify walks the whole index with it."""
+    def check_table(self, table: str) -> Iterator[tuple[bytes, str]]:
+        """(key, reason) of every value of ``table`` that fails its checksum or does not
+        parse as its table's layout: verify walks the whole index with it (one read
+        transaction a table: LMDB ends a transaction that meets a damaged page)."""
         from .rollup import page_arrays
 
         parse = {
@@ -365,17 +368,16 @@ class IndexReader:
             "heartbeats": lambda k, v: self._unpack(HEARTBEAT, "heartbeats", k, v),
             "rollups": lambda k, v: (self._unpack(ROLLUP_KEY, "rollups", k, k), page_arrays(v)),
         }
-        for table in TABLES:
-            try:
-                cursor = self.txn.cursor(db=self._db[table])
-                for key, raw in cursor:
-                    key = bytes(key)
-                    try:
-                        parse[table](key, self._open_value(table, key, raw))
-                    except CorruptionError as exc:
-                        yield table, key, exc.reason
-            except lmdb.Error as exc:
-                yield table, b"", f"LMDB: {exc}"
+        key = b""
+        try:
+            for key, raw in self.txn.cursor(db=self._db[table]):
+                key = bytes(key)
+                try:
+                    parse[table](key, self._open_value(table, key, raw))
+                except CorruptionError as exc:
+                    yield key, exc.reason
+        except lmdb.Error as exc:
+            yield key, f"LMDB: {exc}"
 
     def tables(self) -> Iterator[tuple[str, bytes, bytes]]:
         """Every (table, key, value) of the index, checked: for verify and upgrade."""

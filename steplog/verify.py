@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-from .engine.errors import StepLogError
+from .engine.errors import FormatVersionError, StepLogError
 from .engine.layout import StoreLayout
 
 CHILD = "import sys; from steplog.verify import verify_here; sys.exit(verify_here(sys.argv[1]))"
@@ -45,12 +45,18 @@ def verify_here(path: str) -> int:
     from .engine.index import Index
 
     layout = StoreLayout(path)
+    if not os.path.exists(os.path.join(layout.index_dir, "data.mdb")):
+        print(f"DAMAGED {layout.index_dir}: the index data file is missing; `steplog repair` rebuilds it")
+        return 1
     try:
-        index = Index(layout.index_dir, sync=False, create=False)
+        index = Index(layout.index_dir, sync=False, create=False, readonly=True)
+    except FormatVersionError as exc:
+        print(f"{path}: {exc}")
+        return 2
     except StepLogError as exc:
         print(f"DAMAGED {exc}")
         print("the index does not open; `steplog repair` rebuilds it from the segments")
-        return 1 if "does not open" in str(exc) or "cut short" in str(exc) else 2
+        return 1
     try:
         checked, damage = verify(layout, index)
     finally:
