@@ -58,7 +58,8 @@ BLOCK_KEY = struct.Struct(">QQQ")               # series_id, first_step ^ 2**63,
 ROLLUP_KEY = struct.Struct(">QBQ")              # series_id, level, page_no ^ 2**63
 SERIES_HEAD = struct.Struct("<QBB")             # series_id, kind, rollup_shift
 BLOCK_LOCATION = struct.Struct("<QQ")           # segment_id, offset
-SERIES_INFO = struct.Struct("<QQqqq")           # count, max step span of a block, step_min, step_max, last_step
+SERIES_INFO = struct.Struct("<QQqqqQ")          # count, max step span of a block, step_min, step_max, last_step, last_seq
+SERIES_INFO_V1 = struct.Struct("<QQqqq")        # version 1: without last_seq
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
 HEARTBEAT = struct.Struct("<IQq")               # pid, host hash, time_ns
 STEP_BIAS = 1 << 63
@@ -99,10 +100,11 @@ class SeriesInfo(NamedTuple):
     max_span: int
     step_min: int
     step_max: int
-    last_step: int       # step of the last point committed, in write order (-1: none)
+    last_step: int       # step of the last point written, in write order (-1: none)
+    last_seq: int        # block_seq of the block that holds it (0: none)
 
 
-EMPTY_SERIES = SeriesInfo(0, 0, 0, 0, -1)
+EMPTY_SERIES = SeriesInfo(0, 0, 0, 0, -1, 0)
 
 
 class Heartbeat(NamedTuple):
@@ -123,6 +125,7 @@ class NewBlock(NamedTuple):
     header: BlockHeader
     header_bytes: bytes
     last_step: int       # step of its last point in write order
+    seq: int             # its block_seq (engine.writer reserves them before the append)
 
 
 _open_indexes: "weakref.WeakSet[Index]" = weakref.WeakSet()
@@ -585,19 +588,21 @@ class IndexWriter(IndexReader):
         return entry
 
     def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> None:
-        """Index the blocks of one flush and record how far the segment is committed."""
-        first_seq = self.next_ids(b"next_block", len(blocks))
+        """Index the blocks of one flush and record how far the segment is committed.
+        A series' last step is that of its block with the highest block_seq."""
         stats: dict[int, SeriesInfo] = {}
-        for i, block in enumerate(blocks):
+        for block in blocks:
             h = block.header
-            key = block_key(block.series_id, h.step_min, first_seq + i)
+            key = block_key(block.series_id, h.step_min, block.seq)
             self._put("blocks", key, BLOCK_LOCATION.pack(segment_id, block.offset) + block.header_bytes)
             info = stats.get(block.series_id) or self.series_info(block.series_id)
             if info.count == 0:
-                info = SeriesInfo(0, 0, h.step_min, h.step_max, -1)
+                info = SeriesInfo(0, 0, h.step_min, h.step_max, -1, 0)
+            latest = block.seq > info.last_seq
             stats[block.series_id] = SeriesInfo(info.count + h.count, max(info.max_span, h.step_max - h.step_min),
                                                 min(info.step_min, h.step_min), max(info.step_max, h.step_max),
-                                                block.last_step)
+                                                block.last_step if latest else info.last_step,
+                                                block.seq if latest else info.last_seq)
         for series_id, info in stats.items():
             self._put("series_info", BE_U64.pack(series_id), SERIES_INFO.pack(*info))
         self.put_segment(segment_id, committed_end)

@@ -41,6 +41,7 @@ class Rebuild:
         self.runs: dict[str, tuple[int, dict]] = {}        # run id -> (seq, record)
         self.series: dict[int, dict] = {}                  # series_id -> series record
         self.blocks: list[tuple[int, int, bytes, int]] = []  # segment, offset, block, last step
+        self.seqs: dict[tuple[int, int], int] = {}         # (segment, offset) -> block_seq
         self.ends: dict[int, int] = {}                     # segment -> end of its last whole block
         self.damage: list[Damage] = []
         self.max_seq = 0
@@ -56,6 +57,22 @@ class Rebuild:
                 self.runs[run["id"]] = (seq, run)
         elif kind == "series":
             self.series.setdefault(record["series_id"], record)
+        elif kind == "seqs":
+            for segment_id, offset, seq in record["blocks"]:
+                self.seqs[(segment_id, offset)] = seq
+
+    def ordered_blocks(self) -> list[tuple[int, int, int, bytes, int]]:
+        """(seq, segment, offset, block, last step) in block_seq order; a block that no
+        record numbers (its writer died between append and commit) comes after all."""
+        top = max(self.seqs.values(), default=0)
+        found = []
+        for segment_id, offset, data, last_step in self.blocks:
+            seq = self.seqs.get((segment_id, offset))
+            if seq is None:
+                top += 1
+                seq = top
+            found.append((seq, segment_id, offset, data, last_step))
+        return sorted(found, key=lambda b: b[0])
 
 
 def repair(layout: StoreLayout) -> RepairReport:
@@ -110,6 +127,7 @@ def _scan(layout: StoreLayout) -> Rebuild:
             found.damage.append(Damage(path, 0, "segment header missing or naming another segment; skipped"))
             continue
         found.ends[segment_id] = 16
+        numbering = (0, 0)
         for item in scan_segment(path):
             if isinstance(item, Damage):
                 found.damage.append(item)
@@ -123,9 +141,14 @@ def _scan(layout: StoreLayout) -> Rebuild:
             if header.kind == KIND_RECORD:
                 for record in decoded:
                     found.add_record(record)
+                    if record.get("type") == "blocks":
+                        numbering = (record["first_seq"], record["count"])
             else:
                 steps = decoded[0] if header.kind == KIND_SCALAR else decoded.steps
                 found.blocks.append((segment_id, item.offset, item.data, int(steps[-1])))
+                if numbering[1] > 0:   # the blocks after a "blocks" record take its seqs in turn
+                    found.seqs[(segment_id, item.offset)] = numbering[0]
+                    numbering = (numbering[0] + 1, numbering[1] - 1)
             found.ends[segment_id] = item.offset + len(item.data)
     return found
 
@@ -143,15 +166,16 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
         txn.create_series(bytes.fromhex(s["run"]), s["name"], s["context"], s["kind"], s["rollup_shift"], series_id)
     for segment_id, end in found.ends.items():
         txn.put_segment(segment_id, end)
-    orphans, decoder = 0, BlockDecoder()
-    for segment_id, offset, data, last_step in found.blocks:
+    orphans, decoder, top_seq = 0, BlockDecoder(), 0
+    for seq, segment_id, offset, data, last_step in found.ordered_blocks():
+        top_seq = seq
         header = unpack_header(data)
         series = found.series.get(header.series_id)
         if series is None or series["kind"] != header.kind:
             orphans += 1
             continue
         txn.add_blocks(segment_id, [NewBlock(header.series_id, offset, header, data[:len(data) - header.payload_len],
-                                             last_step)], found.ends[segment_id])
+                                             last_step, seq)], found.ends[segment_id])
         if header.kind == KIND_SCALAR:
             steps, _, values = decoder.decode(data, "", offset, kind=KIND_SCALAR)
             levels = [group_points(steps, values, series["rollup_shift"])]
@@ -162,6 +186,7 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
     _set_counter(txn, b"next_series", max(found.series, default=0) + 1)
     _set_counter(txn, b"next_segment", max(found.ends, default=0) + 1)
     _set_counter(txn, b"next_record", found.max_seq + 1)
+    _set_counter(txn, b"next_block", top_seq + 1)
     return orphans
 
 

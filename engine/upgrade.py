@@ -4,8 +4,9 @@ format versions when found in one.
 Creation builds the new store under a temporary name beside it and renames it into
 place, fsyncing the directories, so a power loss leaves either no store or a whole
 one. Version 1 indexes carry no checksums and their segments no records: the upgrade
-rewrites every value with its checksum and writes the records of every experiment, run
-and series to a new segment, in one index transaction.
+rewrites every value with its checksum (series_info gains last_seq) and writes the
+records of every experiment, run, series and block_seq to a new segment, in one index
+transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 from .block import encode_records
 from .errors import CorruptionError
-from .index import FORMAT_VERSION, Index, IndexWriter
+from .index import BE_U64, FORMAT_VERSION, U64, Index, IndexWriter
 from .layout import StoreLayout
 from .segment import SegmentWriter, fsync_dir
 
@@ -87,8 +88,14 @@ def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
         experiments = list(txn.experiments())
         runs = list(txn.runs())
         series = list(txn.all_series())
+        blocks = list(txn.all_blocks())
+        last_seq: dict[int, int] = {}
+        for ref in blocks:   # version 1 handed block_seqs out in commit order
+            last_seq[ref.header.series_id] = max(last_seq.get(ref.header.series_id, 0), ref.seq)
         txn.set_format_version(FORMAT_VERSION)
         for table, key, value in values:
+            if table == "series_info":
+                value = value + U64.pack(last_seq.get(BE_U64.unpack(key)[0], 0))
             if (table, key) != ("meta", b"format"):
                 txn.put_raw(table, key, value)
         records = [{"type": "experiment", "record": r} for r in experiments]
@@ -97,6 +104,7 @@ def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
         records += [{"type": "series", "run": run_id.hex(), "name": name, "context": context, "kind": entry.kind,
                      "rollup_shift": entry.rollup_shift, "series_id": entry.series_id}
                     for run_id, entry, name, context in series]
+        records += [{"type": "seqs", "blocks": [[ref.segment_id, ref.offset, ref.seq] for ref in blocks]}]
         if records:
             segment_id = txn.next_ids(b"next_segment")
             segment = SegmentWriter.create(layout.segment_path(segment_id), segment_id, fsync)

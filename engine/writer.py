@@ -54,6 +54,7 @@ DEFAULT_BUDGET_BYTES = 64 << 20
 DEFAULT_FLUSH_INTERVAL = 5.0
 SEGMENT_ROLL_BYTES = 1 << 30
 ADOPT_CANDIDATES = 8       # the most recent segments a new writer tries to reuse
+SEQ_CHUNK = 4096           # block_seqs a writer reserves at a time
 HEARTBEAT_SECONDS = 10.0
 HEARTBEAT_RETRY_SECONDS = 1.0
 WAIT_CHECK_SECONDS = 1.0   # how often a waiting caller checks that the flusher still runs
@@ -131,6 +132,7 @@ class Writer:
         self._cv = threading.Condition(threading.Lock())
         self.publish_lock = threading.Lock()   # held while a commit becomes visible
         self.segment_lock = threading.Lock()   # one append-and-commit at a time on this writer's segment
+        self._seqs = (0, 0)                    # block_seqs reserved and not yet used: [first, end)
         self._pending: deque[Sealed] = deque()
         self._pending_bytes = 0
         self._last_ticket = 0
@@ -429,22 +431,39 @@ class Writer:
 
     def _append_blocks(self, batch: list[Sealed], chunks: list[tuple],
                        encoded: list[bytes]) -> tuple[SegmentWriter, int, list[NewBlock]]:
-        """Append the blocks, after the record of each series this segment lacks (so that
-        repair finds every series defined before its blocks). Caller holds segment_lock.
-        Returns the segment, where the append starts, and the blocks to index."""
+        """Append the blocks after one record block that holds the record of each series
+        this segment lacks (so that repair finds every series defined before its blocks)
+        and the block_seq of the first block. Caller holds segment_lock. Returns the
+        segment, where the append starts, and the blocks to index."""
         segment = self._segment_for_append()
+        first_seq = self._reserve_seqs(len(chunks))
         new = {item.series.key: item.series for item in batch if item.series.key not in segment.recorded}
         records = [series_record(series) for series in new.values()]
-        head = [encode_records(records, time.time_ns())] if records else []
+        records.append({"type": "blocks", "first_seq": first_seq, "count": len(chunks)})
+        head = encode_records(records, time.time_ns())
         start = segment.size
-        blocks, offset = [], start + sum(map(len, head))
-        for (series_id, first, *_), data in zip(chunks, encoded):
+        blocks, offset = [], start + len(head)
+        for i, ((series_id, first, *_), data) in enumerate(zip(chunks, encoded)):
             header = unpack_header(data)
             last_written = int((first.steps if isinstance(first, Summaries) else first)[-1])
-            blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len], last_written))
+            blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len], last_written,
+                                   first_seq + i))
             offset += len(data)
-        segment.append(b"".join(head + encoded))
+        segment.append(head + b"".join(encoded))
         return segment, start, blocks
+
+    def _reserve_seqs(self, n: int) -> int:
+        """The first of ``n`` block_seqs for this writer's next commit. They are reserved
+        from the index SEQ_CHUNK at a time, so a flush needs no transaction of its own;
+        the order of blocks (ties between equal steps) is thus the same in the index and
+        in the segments, which repair reads it from."""
+        if self._seqs[1] - self._seqs[0] < n:
+            count = max(n, SEQ_CHUNK)
+            first = self.index.write(lambda txn: txn.next_ids(b"next_block", count))
+            self._seqs = (first, first + count)
+        first = self._seqs[0]
+        self._seqs = (first + n, self._seqs[1])
+        return first
 
     def commit_records(self, fn):
         """Run ``fn(txn) -> (result, records)`` in one index write transaction and append
