@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import bisect
+import contextlib
 import json
 import math
 import os
@@ -53,12 +54,14 @@ run_indexes = st.integers(0, N_RUNS - 1)
 names = st.sampled_from(NAMES)
 tensor_names = st.sampled_from(TENSOR_NAMES)
 contexts = st.integers(0, len(CONTEXTS) - 1)
+tensor_contexts = st.integers(0, 1)         # fewer tensor series, so that each gets more rows
 values = st.one_of(
     st.floats(width=64, allow_nan=True, allow_infinity=True),
     st.sampled_from([float(v) for v in SPECIAL_VALUES]),
     st.integers(0, 2**64 - 1).map(lambda b: float(np.uint64(b).view(np.float64))),
 )
-explicit_steps = st.one_of(st.integers(-5, 20), st.sampled_from([INT64_MIN, INT64_MIN + 1, INT64_MAX - 1, INT64_MAX]))
+explicit_steps = st.one_of(st.integers(-5, 20), st.integers(-5, 20), st.integers(-(1 << 20), 1 << 20),
+                           st.sampled_from([INT64_MIN, INT64_MIN + 1, INT64_MAX - 1, INT64_MAX]))
 steps = st.one_of(st.none(), explicit_steps)
 bounds = st.one_of(st.none(), st.integers(-7, 22), st.sampled_from([INT64_MIN, INT64_MAX]))
 times_ns = st.integers(INT64_MIN, INT64_MAX)
@@ -92,7 +95,9 @@ tensor_arrays = st.sampled_from(TENSOR_DTYPES).flatmap(
                           elements=_tensor_elements(dt)))
 layouts = st.sampled_from(["as_is", "transposed", "reversed"])
 bin_counts = st.sampled_from([1, 3, 8, 64])
-caller_edges = st.one_of(st.none(), st.lists(st.floats(-8, 8), min_size=2, max_size=6, unique=True).map(sorted))
+edge_lists = st.lists(st.floats(-8, 8), min_size=2, max_size=6, unique=True).map(sorted)
+caller_edges = st.one_of(st.none(), edge_lists)
+series_edges = st.one_of(st.none(), edge_lists, edge_lists)   # shared edges: histograms that merge
 
 
 def _laid_out(t: np.ndarray, layout: str) -> np.ndarray:
@@ -156,8 +161,13 @@ def check_tensor_stats(got: dict, exp: dict, where, bucket: bool = False) -> Non
     assert got["min"] == mn and got["max"] == mx, (where, got["min"], got["max"], mn, mx)
     big = max(abs(mn), abs(mx))
     assert _close(got["mean"], exp["mean"], 1e-12 * big + TINY), (where, got["mean"], exp["mean"])
-    assert _close(got["std"], exp["std"], 1e-9 * exp["std"] + 1e-12 * big + TINY), (where, got["std"], exp["std"])
-    assert _close(got["l2"], exp["l2"], 1e-12 * exp["l2"] + TINY), (where, got["l2"], exp["l2"])
+    # known bug: buckets merge std and l2 from unscaled squares, which underflow below
+    # 1e-154 and overflow beyond 1e154, see test_tensor_bucket_std_and_l2_do_not_under_or_overflow
+    unscaled = bucket and big < 1e150
+    if not bucket or (unscaled and (exp["std"] == 0 or exp["std"] > 1e-150)):
+        assert _close(got["std"], exp["std"], 1e-9 * exp["std"] + 1e-12 * big + TINY), (where, got["std"], exp["std"])
+    if not bucket or (unscaled and (exp["l2"] == 0 or exp["l2"] > 1e-150)):
+        assert _close(got["l2"], exp["l2"], 1e-12 * exp["l2"] + TINY), (where, got["l2"], exp["l2"])
     assert _close(got["zero_fraction"], exp["zero_fraction"], 1e-12), (where, got["zero_fraction"])
 
 
@@ -239,15 +249,16 @@ def pick(data, seq):
 SAFE_SPAN = 1 << 59
 
 
-def narrowed(start, stop, steps_in_range: list[int]):
+def narrowed(start, stop, steps_in_range: list[int], tight: bool):
     """(start, stop) of a bucketed read kept within [-SAFE_SPAN, SAFE_SPAN]: unchanged if
-    it is, else cut to the steps it holds there (so that buckets still split them)."""
+    it is, else cut to that range (wide: buckets come from coarse rollups) or, if tight,
+    to the steps it holds there (so that buckets still split them)."""
     lo = start if start is not None else min(steps_in_range, default=0)
     hi = stop if stop is not None else max(steps_in_range, default=-1) + 1
     if -SAFE_SPAN <= lo and hi <= SAFE_SPAN:
         return start, stop
     safe = [s for s in steps_in_range if -SAFE_SPAN <= s < SAFE_SPAN]
-    if not safe:
+    if not tight or not safe:
         return max(lo, -SAFE_SPAN), min(hi, SAFE_SPAN)
     return min(safe), max(safe) + 1
 
@@ -385,18 +396,17 @@ class Zygote:
         self.proc.stdin.flush()
         return self._message(ZYGOTE_TIMEOUT)["started"]
 
-    def wait_for_line(self, path: str, line: str, pid: int, log: str) -> None:
+    def wait_for_line(self, path: str, line: str, log: str) -> None:
         """Until the writer has written ``line`` to its acknowledgement file; fails if it
-        ends first."""
+        ends first (the zygote's report of its end is left for ``wait``)."""
         deadline = time.monotonic() + ZYGOTE_TIMEOUT
         while True:
             if os.path.exists(path):
                 with open(path, "rb") as f:
                     if line in f.read().decode().splitlines():
                         return
-            if self._ready(0.002):
-                status = self.wait(pid)
-                raise AssertionError(f"writer ended ({status}) before {line!r}: {_tail(log)}")
+            if self._ready(0.002):   # the only thing the zygote says now: the writer ended
+                raise AssertionError(f"writer ended before {line!r}: {_tail(log)}")
             assert time.monotonic() < deadline, f"writer never wrote {line!r}: {_tail(log)}"
 
     def wait(self, pid: int) -> int:
@@ -552,8 +562,9 @@ class StoreModel(RuleBasedStateMachine):
             assert got["count"][b] == len(group), at
             assert got["nan_count"][b] == len(vals) - len(real), at
             for name, want_value in (("min", min(real, default=math.nan)), ("max", max(real, default=math.nan))):
-                assert _bits(got[name][b]) == _bits(want_value) or (math.isnan(want_value) and math.isnan(got[name][b])) \
-                    or (want_value == 0 and got[name][b] == 0), (at, name, got[name][b], want_value)
+                g = got[name][b]   # exact; either zero of a bucket holding +0.0 and -0.0
+                assert _bits(g) == _bits(want_value) or (math.isnan(want_value) and math.isnan(g)) \
+                    or (want_value == 0 and g == 0), (at, name, g, want_value)
             first, last = group[0], group[-1]    # stably sorted: ties in write order
             assert (got["first_step"][b], _bits(got["first"][b])) == (first[0], first[1]), (at, "first")
             assert (got["last_step"][b], _bits(got["last"][b])) == (last[0], last[1]), (at, "last")
@@ -564,12 +575,15 @@ class StoreModel(RuleBasedStateMachine):
                 assert (math.isnan(m) and math.isnan(g)) or _close(g, m, tol), (at, "mean", g, m)
 
     def _check_lttb(self, key, start, stop, n):
-        """LTTB keeps at most n of the points, in step order, the first and the last among them."""
+        """LTTB keeps at most n of the points (n of them when every value is finite: it
+        chooses among the finite ones), in step order, the first and the last among them."""
         steps_, _, vals = columns(self._read(key, start, stop, buckets=n, method="lttb"))
         got = list(zip(steps_.tolist(), vals.view(np.uint64).tolist()))
         want = [(p[0], p[1]) for p in self._expected(key, start, stop)]
         where = (key, start, stop, n)
-        assert len(got) == min(n, len(want)), where
+        assert len(got) <= min(n, len(want)), where
+        if all(math.isfinite(_float(b)) for _, b in want):
+            assert len(got) == min(n, len(want)), where
         assert not Counter(got) - Counter(want), (where, "points that were never logged")
         assert steps_.tolist() == sorted(steps_.tolist()), where
         if want:
@@ -640,7 +654,7 @@ class StoreModel(RuleBasedStateMachine):
         return [(r, n, c) for r in range(N_RUNS) for n in NAMES for c in range(len(CONTEXTS))]
 
     def _all_tensor_keys(self):
-        return [(r, n, c) for r in range(N_RUNS) for n in TENSOR_NAMES for c in range(len(CONTEXTS))]
+        return [(r, n, c) for r in range(N_RUNS) for n in TENSOR_NAMES for c in range(2)]
 
     def check_everything(self):
         for key in self._all_keys():
@@ -652,8 +666,8 @@ class StoreModel(RuleBasedStateMachine):
         self.store.close()
         self.store = steplog.open(self.dir, block_points=BLOCK_POINTS, flush_interval=None)
         self.runs = [self.store.run(run_id) for run_id in self.ids]
-        self.dirty.update(k for k, p in self.model.items() if p)
-        self.dirty_tensors.update(k for k, r in self.tensors.items() if r)
+        self.dirty.update(self._all_keys())       # every series, so that nothing appeared anywhere
+        self.dirty_tensors.update(self._all_tensor_keys())
 
     # -- rules: scalar points --------------------------------------------------------------
 
@@ -682,8 +696,10 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(run_index=run_indexes, name=names, ctx=contexts,
           points=st.lists(st.tuples(explicit_steps, values, times_ns), max_size=3 * BLOCK_POINTS),
-          given_times=st.booleans())
-    def log_batch(self, run_index, name, ctx, points, given_times):
+          given_times=st.booleans(), n=bucket_counts, tight=st.booleans())
+    def log_batch(self, run_index, name, ctx, points, given_times, n, tight):
+        """Many points of one series; then a bucketed read of the whole series (most
+        series hold a few points only, a batch gives the buckets something to split)."""
         key = (run_index, name, ctx)
         batch_steps = np.array([p[0] for p in points], dtype=np.int64)
         batch_values = np.array([p[1] for p in points], dtype=np.float64)
@@ -694,6 +710,7 @@ class StoreModel(RuleBasedStateMachine):
         t_hi = time.time_ns()
         for s, v, t in points:
             self._append(key, s, v, t if given_times else t_lo, t if given_times else t_hi)
+        self._check_buckets(key, *narrowed(None, None, [p[0] for p in self.model.get(key, [])], tight), n)
 
     # -- rules: tensor summaries -------------------------------------------------------
 
@@ -715,23 +732,27 @@ class StoreModel(RuleBasedStateMachine):
             self.tensors.setdefault(key, []).append((s, t_lo, t_hi, exp))
             self.dirty_tensors.add(key)
 
-    @rule(run_index=run_indexes, name=tensor_names, ctx=contexts, tensor=tensor_arrays, layout=layouts,
+    @rule(run_index=run_indexes, name=tensor_names, ctx=tensor_contexts, tensor=tensor_arrays, layout=layouts,
           step=steps, bins=bin_counts, edges=caller_edges)
     def log_tensor(self, run_index, name, ctx, tensor, layout, step, bins, edges):
         self._log_tensor_rows(run_index, {name: _laid_out(tensor, layout)}, ctx, step, bins, edges, one=True)
 
-    @rule(run_index=run_indexes, tensors=st.dictionaries(tensor_names, tensor_arrays, min_size=1), ctx=contexts,
+    @rule(run_index=run_indexes, tensors=st.dictionaries(tensor_names, tensor_arrays, min_size=1), ctx=tensor_contexts,
           step=steps, bins=bin_counts, edges=caller_edges)
     def log_tensors(self, run_index, tensors, ctx, step, bins, edges):
         self._log_tensor_rows(run_index, tensors, ctx, step, bins, edges, one=False)
 
-    @rule(run_index=run_indexes, name=tensor_names, ctx=contexts,
-          rows=st.lists(st.tuples(steps, tensor_arrays), min_size=1, max_size=8), edges=caller_edges)
-    def log_tensor_series(self, run_index, name, ctx, rows, edges):
-        """Several steps of one tensor series with the same bins or edges, so that bucketed
-        reads have rows to merge (and, with edges, histograms to add up)."""
+    @rule(run_index=run_indexes, name=tensor_names, ctx=tensor_contexts,
+          rows=st.lists(st.tuples(steps, tensor_arrays), min_size=1, max_size=12), edges=series_edges,
+          n=bucket_counts, tight=st.booleans())
+    def log_tensor_series(self, run_index, name, ctx, rows, edges, n, tight):
+        """Several steps of one tensor series with the same bins or edges; then a bucketed
+        read of the whole series, which has rows to merge (and, with edges, histograms to
+        add up)."""
         for step, t in rows:
             self._log_tensor_rows(run_index, {name: t}, ctx, step, 8, edges, one=True)
+        key = (run_index, name, ctx)
+        self._check_tensor_buckets(key, *narrowed(None, None, [r[0] for r in self.tensors[key]], tight), n)
 
     @rule(data=st.data())
     def kinds_do_not_mix(self, data):
@@ -775,9 +796,9 @@ class StoreModel(RuleBasedStateMachine):
             self._check_read(logged_key, start, stop)
             self._check_read(logged_key, start, None if stop is None else stop + 1 if stop < INT64_MAX else stop)
 
-    def _draw_key_and_range(self, data, model, name_strategy):
+    def _draw_key_and_range(self, data, model, name_strategy, context_strategy=contexts):
         """A series (mostly one with points) and a range: open, random, or from its steps."""
-        any_key = (data.draw(run_indexes), data.draw(name_strategy), data.draw(contexts))
+        any_key = (data.draw(run_indexes), data.draw(name_strategy), data.draw(context_strategy))
         logged_key = pick(data, sorted(k for k, p in model.items() if p))
         key = logged_key if logged_key is not None and data.draw(st.integers(0, 5)) else any_key
         logged = sorted({p[0] for p in model.get(key, [])})
@@ -790,26 +811,26 @@ class StoreModel(RuleBasedStateMachine):
                         else min(step + shift, INT64_MAX))
         return key, ends[0], ends[1]
 
-    @rule(data=st.data(), n=bucket_counts)
-    def read_buckets(self, data, n):
+    @rule(data=st.data(), n=bucket_counts, tight=st.booleans())
+    def read_buckets(self, data, n, tight):
         key, start, stop = self._draw_key_and_range(data, self.model, names)
         self._check_lttb(key, start, stop, max(n, 2))   # n=1: known bug, test_lttb_returns_at_most_n_points
-        start, stop = narrowed(start, stop, [p[0] for p in self._expected(key, start, stop)])
+        start, stop = narrowed(start, stop, [p[0] for p in self._expected(key, start, stop)], tight)
         self._check_buckets(key, start, stop, n)
 
-    @rule(data=st.data())
-    def read_tensor(self, data):
-        key, start, stop = self._draw_key_and_range(data, self.tensors, tensor_names)
+    @rule(data=st.data(), tight=st.booleans())
+    def read_tensor(self, data, tight):
+        key, start, stop = self._draw_key_and_range(data, self.tensors, tensor_names, tensor_contexts)
         self._check_tensors(key, start, stop)
         n = data.draw(bucket_counts)
-        start, stop = narrowed(start, stop, [r[0] for r in self._expected_tensors(key, start, stop)])
+        start, stop = narrowed(start, stop, [r[0] for r in self._expected_tensors(key, start, stop)], tight)
         self._check_tensor_buckets(key, start, stop, n)
 
     @rule(runs=st.one_of(st.none(), st.lists(run_indexes, max_size=3)),
           metrics=st.one_of(st.none(), st.lists(st.sampled_from(NAMES + TENSOR_NAMES), max_size=3)),
           experiment=st.one_of(st.none(), st.sampled_from(EXPERIMENTS)), start=bounds, stop=bounds,
-          n=st.one_of(st.none(), bucket_counts), flush_first=st.booleans())
-    def read_many(self, runs, metrics, experiment, start, stop, n, flush_first):
+          n=st.one_of(st.none(), bucket_counts), flush_first=st.booleans(), tight=st.booleans())
+    def read_many(self, runs, metrics, experiment, start, stop, n, flush_first, tight):
         """The long table is the per-series reads, labelled, one after another: each
         selected scalar series with points in the range exactly once, nothing else.
         Bucket edges depend on whether the points are in blocks yet (rollups) or still
@@ -825,7 +846,7 @@ class StoreModel(RuleBasedStateMachine):
                     for c in range(len(CONTEXTS))}
         if n is not None:
             start, stop = narrowed(start, stop, [p[0] for key in by_label.values()
-                                                 for p in self._expected(key, start, stop)])
+                                                 for p in self._expected(key, start, stop)], tight)
         table = self.store.read_many(runs=run_ids, metrics=metrics, experiment=experiment, start=start, stop=stop,
                                      buckets=n)
         kw = {} if n is None else {"buckets": n}
@@ -974,12 +995,13 @@ class StoreModel(RuleBasedStateMachine):
                       block_points=BLOCK_POINTS)
         try:
             if kill == "idle":
-                z.wait_for_line(acks, "idle", pid, log)
+                z.wait_for_line(acks, "idle", log)
             elif kill == "after_ack":
-                z.wait_for_line(acks, "open" if target < 0 else f"ack {target}", pid, log)
+                z.wait_for_line(acks, "open" if target < 0 else f"ack {target}", log)
         finally:
-            os.kill(pid, signal.SIGKILL)
-        status = z.wait(pid)
+            with contextlib.suppress(ProcessLookupError):   # it may have ended on its own
+                os.kill(pid, signal.SIGKILL)
+            status = z.wait(pid)
         t_hi = time.time_ns()
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (status, _tail(log))
         lines = []
@@ -1108,3 +1130,19 @@ def test_lttb_returns_at_most_n_points(open_store):
     run.log_batch("y", np.arange(3), np.array([1.0, 2.0, 3.0]))
     assert store.read(run.id, "y", buckets=1, method="lttb").num_rows == 1
     assert store.read(run.id, "x", buckets=1, method="lttb").num_rows == 1
+
+
+def test_tensor_bucket_std_and_l2_do_not_under_or_overflow(open_store):
+    """A row's std and l2 are computed on scaled values when squares would under- or
+    overflow (engine/summary.py); a bucket merges them from plain squares, so a bucket of
+    that one row says std 0.0 and l2 0.0 for values near 1e-200, inf (and an overflow
+    RuntimeWarning) near 1e200 (found failing)."""
+    store = open_store()
+    run = store.start_run()
+    for name, scale in (("tiny", 1e-200), ("huge", 1e200)):
+        run.log_tensor(name, np.array([1.0, 3.0]) * scale, step=0)
+        (row,) = store.read_tensor(run.id, name).drop_columns(["time"]).to_pylist()
+        (bucket,) = store.read_tensor(run.id, name, buckets=1).to_pylist()
+        assert row["std"] == pytest.approx(scale) and row["l2"] == pytest.approx(math.sqrt(10) * scale)
+        assert bucket["std"] == pytest.approx(row["std"]), name
+        assert bucket["l2"] == pytest.approx(row["l2"]), name
