@@ -286,6 +286,10 @@ class Writer:
 
     # -- reading side ------------------------------------------------------------------
 
+    def kind_of(self, key: SeriesKey) -> int | None:
+        series = self._series.get(key)
+        return None if series is None else series.kind
+
     def series_keys(self, kind: int) -> list[SeriesKey]:
         with self.seal_lock:
             return [key for key, series in self._series.items() if series.kind == kind]

@@ -193,6 +193,8 @@ class Store:
             run = txn.get_run(key.run_id)
             if run is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
+            if self._kind_of(key, readers[key]) == KIND_SUMMARY:
+                raise InvalidArgumentError("name", f"{name!r} holds tensor summaries; use Store.read_tensor")
             return _read_one(readers[key], run, start, stop, buckets, method, x)
 
     def read_many(self, runs: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
@@ -247,9 +249,13 @@ class Store:
             if txn.get_run(key.run_id) is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
             reader = readers[key]
-            if reader.entry is not None and reader.entry.kind != KIND_SUMMARY:
+            if self._kind_of(key, reader) == KIND_SCALAR:
                 raise InvalidArgumentError("name", f"{name!r} holds scalar points; use Store.read")
             return reader.summaries(start, stop, buckets)
+
+    def _kind_of(self, key: SeriesKey, reader: SeriesReader) -> int | None:
+        """The kind of a series: stored, or logged here and not yet flushed (None: neither)."""
+        return reader.entry.kind if reader.entry is not None else self._writer.kind_of(key)
 
     @contextlib.contextmanager
     def _snapshot(self, keys: list[SeriesKey]):
