@@ -184,3 +184,19 @@ def test_an_index_directory_without_its_data_file_is_reported_not_recreated(tmp_
     os.remove(path / "index" / "data.mdb")
     with pytest.raises(steplog.CorruptionError, match="repair"):
         steplog.open(path)
+
+
+# -- opening a store many times does not grow its files -----------------------------------
+
+def test_writers_one_after_another_reuse_a_segment(tmp_path):
+    path = tmp_path / "s.steplog"
+    ids = []
+    for i in range(30):
+        with steplog.open(path, flush_interval=None) as store:
+            run = store.start_run(name=f"r{i}")
+            run.log_batch("m", np.arange(100), np.full(100, float(i)))
+            ids.append(run.id)
+    assert len(os.listdir(path / "segments")) == 1
+    with steplog.open(path) as store:
+        for i, run_id in enumerate(ids):
+            assert_points(store.read(run_id, "m"), np.arange(100), np.full(100, float(i)))
