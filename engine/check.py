@@ -22,7 +22,7 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
     for table in TABLES:
         with index.read() as txn:
             for key, reason in txn.check_table(table):
-                damage.append(Damage(index.data_path, 0, f"index table {table}, key {key.hex()}: {reason}"))
+                damage.append(Damage(index.data_path, 0, reason))
     with index.read() as txn:
         scanned, checked = {}, 0   # checked: indexed blocks
         for segment_id, end in _readable(txn.segments, index, damage):

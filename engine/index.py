@@ -300,6 +300,8 @@ class IndexReader:
         self._db = dbs
         self._checked = checked
         self.path = path
+        # version 1 (unchecked) series_info has no last_seq; only verify and upgrade read it
+        self._series_info_layout = SERIES_INFO if checked else SERIES_INFO_V1
 
     def __enter__(self) -> "IndexReader":
         return self
@@ -355,7 +357,7 @@ class IndexReader:
         return record
 
     def check_table(self, table: str) -> Iterator[tuple[bytes, str]]:
-        """(key, reason) of every value of ``table`` that fails its checksum or does not
+        """(key, reason naming table and key) of every value of ``table`` that fails its checksum or does not
         parse as its table's layout: verify walks the whole index with it (one read
         transaction a table: LMDB ends a transaction that meets a damaged page)."""
         from .rollup import page_arrays
@@ -365,7 +367,7 @@ class IndexReader:
             "experiments": lambda k, v: self._json("experiments", k, v),
             "runs": self._run_record,
             "series": self._series_entry,
-            "series_info": lambda k, v: self._unpack(SERIES_INFO, "series_info", k, v),
+            "series_info": lambda k, v: self._unpack(self._series_info_layout, "series_info", k, v),
             "blocks": lambda k, v: self._block_ref(k, self._unpack(BLOCK_KEY, "blocks", k, k)[2], v),
             "segments": lambda k, v: self._unpack(SEGMENT_INFO, "segments", k, v),
             "heartbeats": lambda k, v: self._unpack(HEARTBEAT, "heartbeats", k, v),
@@ -380,7 +382,7 @@ class IndexReader:
                 except CorruptionError as exc:
                     yield key, exc.reason
         except lmdb.Error as exc:
-            yield key, f"LMDB: {exc}"
+            yield key, self._damage(table, key, f"LMDB: {exc}").reason
 
     def tables(self) -> Iterator[tuple[str, bytes, bytes]]:
         """Every (table, key, value) of the index, checked: for verify and upgrade."""
@@ -467,7 +469,10 @@ class IndexReader:
     def series_info(self, series_id: int) -> SeriesInfo:
         key = BE_U64.pack(series_id)
         raw = self._get("series_info", key)
-        return SeriesInfo._make(self._unpack(SERIES_INFO, "series_info", key, raw)) if raw else EMPTY_SERIES
+        if not raw:
+            return EMPTY_SERIES
+        fields = self._unpack(self._series_info_layout, "series_info", key, raw)
+        return SeriesInfo(*fields, *EMPTY_SERIES[len(fields):])
 
     # -- blocks ------------------------------------------------------------------------
 
@@ -559,6 +564,7 @@ class IndexWriter(IndexReader):
 
     def set_format_version(self, version: int) -> None:
         self._checked = version >= FIRST_CHECKED_VERSION
+        self._series_info_layout = SERIES_INFO if self._checked else SERIES_INFO_V1
         self._put("meta", b"format", U64.pack(version))
 
     def next_ids(self, counter: bytes, n: int = 1) -> int:

@@ -42,7 +42,7 @@ def run_verify(path: str) -> int:
 def verify_here(path: str) -> int:
     """verify in this process (the child): prints a line per damage, then a summary."""
     from .engine.check import verify
-    from .engine.index import Index
+    from .engine.index import FORMAT_VERSION, Index
 
     layout = StoreLayout(path)
     if not os.path.exists(os.path.join(layout.index_dir, "data.mdb")):
@@ -57,6 +57,9 @@ def verify_here(path: str) -> int:
         print(f"DAMAGED {exc}")
         print("the index does not open; `steplog repair` rebuilds it from the segments")
         return 1
+    if index.version < FORMAT_VERSION:
+        print(f"format version {index.version}: its index values carry no checksums; opening the store "
+              f"upgrades it to version {FORMAT_VERSION}")
     try:
         checked, damage = verify(layout, index)
     finally:

@@ -587,6 +587,8 @@ def index_version(path) -> int:
 
 def test_v1_store_opens_upgraded_reads_back_and_verifies(v1_copy):
     assert index_version(v1_copy) == 1
+    verify_ok(v1_copy)           # as version 1, before any upgrade: verify never writes
+    assert index_version(v1_copy) == 1
     check_v1(v1_copy)
     assert index_version(v1_copy) == steplog.FORMAT_VERSION == 2
     verify_ok(v1_copy)
