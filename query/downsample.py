@@ -8,6 +8,11 @@ rounded up to a multiple of that level's group width, and bucket edges sit on mu
 of the width, so every inner edge falls on a group edge. Only the two ends of the range
 can cut a group; those pieces are taken from finer levels and, below level 0, from the
 raw points (``decompose``). Every count, min, max, sum, first and last is therefore exact.
+
+Steps are any int64, so a range may reach 2**63 (it holds INT64_MAX), which no int64
+bucket end can say: the last bucket then ends at INT64_MAX and holds INT64_MAX too. A
+bucket's step_end is exclusive otherwise. Widths and edges are Python ints until they are
+known to fit; the keys kernel takes the offset from the origin in uint64.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 INT64_MAX = (1 << 63) - 1
+UINT64_SPAN = 1 << 64
 
 
 class Plan(NamedTuple):
@@ -28,7 +34,11 @@ class Plan(NamedTuple):
 
 
 def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
-    """Python ints throughout: ranges may span all of int64."""
+    """Python ints throughout: ranges may span all of int64 (hi up to 2**63).
+
+    Raw buckets are spread over [lo, min(hi, INT64_MAX)), so that none starts at
+    INT64_MAX (it could not end after its start); a point at INT64_MAX goes to the last
+    bucket (``bucket_keys``). Rollup buckets start on group edges, which are even."""
     from ..engine.rollup import LEVELS, level_shift
 
     wanted = -(-(hi - lo) // buckets)
@@ -40,7 +50,9 @@ def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
         if level is None and (1 << base_shift) <= 2 * wanted:
             level = 0   # at least half the buckets asked for, from rollups instead of every point
     if level is None:
-        return Plan(None, wanted, lo, -(-(hi - lo) // wanted))
+        top = min(hi, INT64_MAX)
+        width = max(1, -(-(top - lo) // buckets))
+        return Plan(None, width, lo, max(1, -(-(top - lo) // width)))
     group = 1 << level_shift(base_shift, level)
     origin = (lo // group) * group          # on the group grid, so every inner edge is too
     width = -(-(hi - origin) // (buckets * group)) * group
@@ -49,12 +61,26 @@ def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
 
 def edges(plan: Plan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) of every bucket, cut to [lo, hi); an end past int64 saturates."""
-    if plan.origin + (plan.count + 1) * plan.width <= INT64_MAX:   # the common case: numpy
-        starts = plan.origin + np.arange(plan.count, dtype=np.int64) * plan.width
+    return bounds(plan, lo, hi, np.arange(plan.count, dtype=np.int64))
+
+
+def bounds(plan: Plan, lo: int, hi: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of buckets ``keys``, cut to [lo, hi); an end past int64 saturates."""
+    span = (plan.count + 1) * plan.width
+    if span <= INT64_MAX and plan.origin + span <= INT64_MAX:   # the common case: numpy
+        starts = plan.origin + keys * plan.width
         return np.maximum(starts, lo), np.minimum(starts + plan.width, min(hi, INT64_MAX))
-    starts = [max(lo, plan.origin + b * plan.width) for b in range(plan.count)]
-    ends = [min(hi, plan.origin + (b + 1) * plan.width, INT64_MAX) for b in range(plan.count)]
+    starts = [max(lo, plan.origin + b * plan.width) for b in keys.tolist()]
+    ends = [min(hi, plan.origin + (b + 1) * plan.width, INT64_MAX) for b in keys.tolist()]
     return np.array(starts, np.int64), np.array(ends, np.int64)
+
+
+def bucket_keys(x: np.ndarray, plan: Plan) -> np.ndarray:
+    """The bucket of every x (int64): -1 before the plan, ``plan.count`` past it."""
+    from .kernels import floor_keys
+
+    return floor_keys(np.ascontiguousarray(x, np.int64), np.int64(plan.origin),
+                      np.uint64(plan.width % UINT64_SPAN), np.int64(plan.count - 1))
 
 
 def decompose(lo: int, hi: int, level: int, base_shift: int, groups: list, raw: list) -> None:
@@ -126,7 +152,8 @@ def typed_axis(table: pa.Table, x: str) -> pa.Table:
 
 
 def lttb_indices(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the points Largest-Triangle-Three-Buckets keeps (first and last always)."""
+    """Indices of the points Largest-Triangle-Three-Buckets keeps: at most n, the first and
+    the last among them when n >= 2, the last alone when n == 1 (kernels.lttb)."""
     from .kernels import lttb
 
-    return lttb(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64), n)
+    return lttb(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64), np.int64(n))

@@ -9,13 +9,19 @@ import numpy as np
 @nb.njit(cache=True, nogil=True)
 def lttb(x, y, n):
     """Largest-Triangle-Three-Buckets over the points with finite y; returns at most ``n``
-    indices into x and y, ascending, always with the first and the last point (whatever
-    their y). x must be sorted."""
+    indices into x and y, ascending: every point when there are at most n, else the
+    first and the last point (whatever their y) and up to n - 2 finite ones between.
+    With n == 1 it is the last point alone: what a view of the latest value shows.
+    x must be sorted."""
     size = x.shape[0]
-    if n >= size or size <= 2:
+    if n <= 0 or size == 0:
+        return np.empty(0, np.int64)
+    if n == 1:
+        return np.array([size - 1])
+    if n >= size:
         return np.arange(size)
-    if n < 3:   # room for the ends only (just the first point when n is 1)
-        return np.array([0, size - 1])[:n]
+    if n == 2:
+        return np.array([0, size - 1])
     finite = np.empty(size, np.int64)
     m = 0
     for i in range(1, size - 1):
@@ -68,17 +74,30 @@ def lttb(x, y, n):
 
 
 @nb.njit(cache=True, nogil=True)
-def floor_keys(x, origin, width):
-    """Bucket of every x: floor((x - origin) / width), for int64 x; -1 below origin.
-    The difference is taken in uint64, so it does not wrap over a range wider than 2**63."""
+def floor_keys(x, origin, width, last):
+    """Bucket of every x: floor((x - origin) / width), for int64 x; -1 below origin, and
+    last + 1 (a slot the folds skip) past bucket ``last``, except that INT64_MAX goes to
+    bucket ``last`` when it lies beyond: a bucket that would end at 2**63 ends at INT64_MAX
+    instead and holds it (downsample.plan). origin is an int64, width a uint64 in which
+    0 stands for 2**64 (one bucket over the whole axis), last an int64; the difference is
+    taken in uint64, so it does not wrap over a range wider than 2**63. Callers pass
+    exactly these types (downsample.bucket_keys): which specializations exist must not
+    change a result."""
     keys = np.empty(x.shape[0], np.int64)
     o = np.uint64(origin)
-    w = np.uint64(width)
+    top = np.uint64(last)
     for i in range(x.shape[0]):
-        if x[i] < origin:
+        v = x[i]
+        if v < origin:
             keys[i] = -1
+            continue
+        q = np.uint64(0) if width == 0 else (np.uint64(v) - o) // width
+        if q <= top:
+            keys[i] = np.int64(q)
+        elif v == 9223372036854775807:
+            keys[i] = last
         else:
-            keys[i] = np.int64((np.uint64(x[i]) - o) // w)
+            keys[i] = last + 1
     return keys
 
 

@@ -108,13 +108,10 @@ class SeriesReader:
         return out.table(*downsample.edges(plan, lo, hi))
 
     def _add_points(self, out: downsample.Buckets, points: Points, plan: downsample.Plan) -> None:
-        from .kernels import floor_keys
-
-        out.add_points(floor_keys(points.steps, plan.origin, plan.width), points.steps, points.values)
+        out.add_points(downsample.bucket_keys(points.steps, plan), points.steps, points.values)
 
     def _add_rollups(self, out: downsample.Buckets, lo: int, hi: int, plan: downsample.Plan) -> None:
         from ..engine.rollup import level_shift
-        from .kernels import floor_keys
 
         base = self.entry.rollup_shift
         lo, hi = self._widen_to_groups(lo, hi)
@@ -123,7 +120,7 @@ class SeriesReader:
         for level, first, end in groups:
             found = self._groups(level, first, end)
             starts = found.gid << level_shift(base, level)
-            out.add_groups(floor_keys(starts, plan.origin, plan.width), found)
+            out.add_groups(downsample.bucket_keys(starts, plan), found)
         for piece_lo, piece_hi in raw:
             self._add_points(out, self.stored_points(piece_lo, piece_hi), plan)
 
@@ -156,15 +153,13 @@ class SeriesReader:
     @staticmethod
     def _time_buckets(points: Points, n: int, x: str, run_start_ns: int) -> pa.Table:
         """Buckets even in wall-clock (or run-relative) time; they decode the range."""
-        from .kernels import floor_keys
-
         if not len(points):
             return downsample.empty_table(x)
         axis = points.times - (run_start_ns if x == "relative" else 0)
         lo, hi = int(axis.min()), int(axis.max()) + 1
         plan = downsample.plan(lo, hi, n, None)
         out = downsample.Buckets(plan.count)
-        out.add_points(floor_keys(axis, lo, plan.width), points.steps, points.values)
+        out.add_points(downsample.bucket_keys(axis, plan), points.steps, points.values)
         return downsample.typed_axis(out.table(*downsample.edges(plan, lo, hi), x), x)
 
     def lttb(self, start: int | None, stop: int | None, n: int, x: str = "step", run_start_ns: int = 0) -> Points:

@@ -5,7 +5,18 @@ of maxes, mean and std combined exactly from each row's finite count, mean and s
 (Chan's formula), l2 from the sum of squared norms, zero fraction weighted by finite
 counts, histograms summed when every row of the bucket shares the same edges (else
 null). Quantiles cannot be merged from quantiles: a bucket of more than one row has
-null quantiles.
+null quantiles. A bucket without finite values has NaN min, max, mean, std and l2, as a
+row has.
+
+Squares of values near 1e-200 underflow and those near 1e200 overflow, so when a value
+lies beyond 2**±300 means, stds and norms are merged after scaling each bucket by a power
+of two near its largest magnitude, as rows are summarized (engine/summary.py). A power of
+two scales exactly: where nothing under- or overflows, scaled and plain agree bit for bit.
+
+Buckets are [step_start, step_end) of even width from the range's start (downsample.plan
+without rollups). A range that holds INT64_MAX would end at 2**63, which int64 cannot
+hold: its last bucket has step_end INT64_MAX and holds INT64_MAX as well (so
+step_start == step_end == INT64_MAX for a range of that one step).
 """
 
 from __future__ import annotations
@@ -105,31 +116,50 @@ def rows_table(rows: SummaryRows) -> pa.Table:
 
 
 def buckets_table(rows: SummaryRows, lo: int, hi: int, n: int) -> pa.Table:
-    """Merge rows with lo <= step < hi into at most n buckets of even step width."""
+    """Merge rows with lo <= step < hi (hi up to 2**63) into at most n buckets of even step width."""
     from ..engine.summary import SUMMARY_FIELDS
+    from . import downsample
 
-    width = max(1, -(-(hi - lo) // n))
-    keys = (rows.steps - lo) // width
+    plan = downsample.plan(lo, hi, n, None)
+    keys = downsample.bucket_keys(rows.steps, plan)
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(keys)]).astype(np.int64)
     col = {name: rows.stats[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
+    merging = SUMMARY_FIELDS.index("zero_fraction") + 1   # the fields before the quantiles
+    # each merged field is read several times: one transposed copy, instead of a strided
+    # pass over all of stats for every read
+    col.update(zip(SUMMARY_FIELDS, np.ascontiguousarray(rows.stats[:, :merging].T)))
     finite = col["count"] - col["nan_count"] - col["inf_count"]
 
     def total(values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, starts) if len(starts) else np.empty(0)
 
+    def known(values: np.ndarray) -> np.ndarray:   # NaN: the row has no finite values (weight 0)
+        return np.where(np.isnan(values), 0.0, values)
+
     n_finite = total(finite)
     with np.errstate(invalid="ignore", divide="ignore"):
         weights = np.where(finite > 0, finite, 0)
-        mean = total(np.nan_to_num(col["mean"]) * weights) / n_finite
-        spread = np.nan_to_num(col["std"]) ** 2 + (np.nan_to_num(col["mean"]) - np.repeat(mean, np.diff(np.r_[starts, len(keys)]))) ** 2
+        mean_s, std_s, l2_s = known(col["mean"]), known(col["std"]), known(col["l2"])
+        big = np.fmax(np.abs(col["min"]), np.abs(col["max"]))
+        extreme = bool(((big > 2.0 ** 300) | ((big < 2.0 ** -300) & (big > 0))).any())
+        if extreme:   # every |value| of a bucket below 2**scale: no scaled square under- or overflows
+            scale = np.where(n_finite > 0, np.frexp(_reduce(np.fmax, big, starts))[1], 0)
+            row_scale = np.repeat(-scale, sizes)
+            mean_s, std_s, l2_s = (np.ldexp(v, row_scale) for v in (mean_s, std_s, l2_s))
+        mean = total(mean_s * weights) / n_finite
+        spread = std_s ** 2 + (mean_s - np.repeat(mean, sizes)) ** 2
         std = np.sqrt(total(spread * weights) / n_finite)
+        l2 = np.where(n_finite > 0, np.sqrt(total(l2_s ** 2)), np.nan)
+        if extreme:
+            mean, std, l2 = (np.ldexp(v, scale) for v in (mean, std, l2))
         merged = {
             "count": total(col["count"]), "nan_count": total(col["nan_count"]), "inf_count": total(col["inf_count"]),
             "min": _reduce(np.fmin, col["min"], starts), "max": _reduce(np.fmax, col["max"], starts),
-            "mean": mean, "std": std, "l2": np.sqrt(total(np.nan_to_num(col["l2"]) ** 2)),
+            "mean": mean, "std": std, "l2": l2,
             "zero_fraction": np.where(n_finite > 0, total(col["zero_fraction"] * weights) / n_finite, 0.0),
         }
-    single = np.diff(np.r_[starts, len(keys)]) == 1
+    single = sizes == 1
     for name in SUMMARY_FIELDS:
         if name not in merged:  # quantiles: kept only where a bucket holds one row
             merged[name] = np.where(single, col[name][starts], np.nan)
@@ -143,9 +173,8 @@ def buckets_table(rows: SummaryRows, lo: int, hi: int, n: int) -> pa.Table:
             same = all(np.array_equal(rows.edges[i], rows.edges[a]) for i in range(a + 1, b))
         edges.append(rows.edges[a] if same else None)
         counts.append(np.sum(rows.counts[a:b], axis=0) if same else None)
-    bucket = keys[starts] if len(starts) else np.empty(0, np.int64)
-    columns = {"step_start": np.maximum(lo + bucket * width, lo), "step_end": np.minimum(lo + (bucket + 1) * width, hi),
-               "rows": np.diff(np.r_[starts, len(keys)]).astype(np.int64), **_stat_columns(stats),
+    step_start, step_end = downsample.bounds(plan, lo, hi, keys[starts] if len(starts) else np.empty(0, np.int64))
+    columns = {"step_start": step_start, "step_end": step_end, "rows": sizes, **_stat_columns(stats),
                "hist_edges": pa.array([None if e is None else e.tolist() for e in edges], pa.list_(pa.float64())),
                "hist_counts": pa.array([None if c is None else c.tolist() for c in counts], pa.list_(pa.int64()))}
     return pa.table(columns)
