@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,14 +256,30 @@ def tail_lines(text: str, n: int = 3) -> str:
     return " | ".join(lines[-n:])
 
 
+def lmdb_assertion(stderr: str) -> str | None:
+    """The assertion LMDB printed before it called abort() ("mdb.c:6273: Assertion
+    'IS_LEAF(mp)' failed in mdb_cursor_next()"), without the build directory; else None."""
+    for line in stderr.splitlines():
+        m = re.search(r"([\w.]+:\d+: Assertion '.*' failed in \w+\(\))", line)
+        if m:
+            return m.group(1)
+    return None
+
+
 def crash_text(stderr: str) -> str:
-    """The fatal-error line and the innermost frames faulthandler printed, else the last lines."""
+    """LMDB's assertion line (if any), the fatal-error line and the innermost frames of the
+    crashing thread that faulthandler printed, else the last lines."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    assertion = lmdb_assertion(stderr)
     for i, line in enumerate(lines):
         if line.startswith("Fatal Python error"):
-            frames = [x for x in lines[i + 1:] if x.startswith("File ")][:3]
-            return " | ".join([line] + frames)
-    return tail_lines(stderr, 4)
+            rest = lines[i + 1:]
+            current = next((j for j, x in enumerate(rest) if x.startswith("Current thread")), None)
+            if current is not None:
+                rest = rest[current + 1:]
+            frames = [x for x in rest if x.startswith("File ")][:3]
+            return " | ".join(([assertion] if assertion else []) + [line] + frames)
+    return " | ".join(([assertion] if assertion else []) + [tail_lines(stderr, 4)])
 
 
 def write_json_atomic(path: str, data) -> None:

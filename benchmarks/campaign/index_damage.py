@@ -467,8 +467,10 @@ def classify(outcome: C.Outcome, lines: list[dict]) -> dict:
     wrong_queries = [line["q"].split(":")[0] for line in finished if line["r"] == "wrong"]
     typed_names = [line["t"].split(":")[0] for line in finished if line["r"] == "typed"]
     untyped_names = [line["t"].split(":")[0] for line in finished if line["r"] == "untyped"]
+    assertion = C.lmdb_assertion(outcome.stderr) if outcome.kind == "signal" else None
     return {"cls": cls, "detail": detail, "wrong_queries": wrong_queries, "typed": typed_names,
-            "untyped": untyped_names, "n_wrong": len(wrong_queries)}
+            "untyped": untyped_names, "n_wrong": len(wrong_queries), "signal": outcome.sig,
+            "assertion": assertion}
 
 
 def run_queries(script: str, store: str, manifest: str, results: str, timeout: float, mem_mb: int) -> dict:
@@ -515,6 +517,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a child may run")
     parser.add_argument("--mem-mb", type=int, default=2048, help="data-segment cap of each reader child (0: none)")
     parser.add_argument("--keep", action="store_true", help="keep every trial's stores (default: bad examples only)")
+    parser.add_argument("--only", default=None,
+                        help="run only these trial numbers (their damage is the same as in a full run): 5,17,300-399")
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="start no trial after this many seconds; report the trials done (0: no limit)")
     parser.add_argument("--_role", default=None, help=argparse.SUPPRESS)
     for name in ("store", "manifest", "results", "mem", "seed_"):
         parser.add_argument(f"--_{name}", default=None, help=argparse.SUPPRESS)
@@ -555,9 +561,12 @@ def main() -> int:
     results: list[dict] = []
     kept = collections.Counter()
     lock = threading.Lock()
-    step = max(1, args.trials // 10)
+
+    deadline = t0 + args.max_seconds if args.max_seconds > 0 else None
 
     def one(k):
+        if deadline is not None and time.monotonic() > deadline:
+            return
         r = trial(k, args, pristine, manifest, work, base_verify)
         tdir = os.path.join(work, f"trial-{k:05d}")
         with lock:
@@ -572,12 +581,29 @@ def main() -> int:
         if not keep:
             shutil.rmtree(tdir, ignore_errors=True)
 
+    numbers = list(range(args.trials)) if args.only is None else parse_numbers(args.only)
+    args.trials = len(numbers)
+    step = max(1, args.trials // 10)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for f in [pool.submit(one, k) for k in range(args.trials)]:
+        for f in [pool.submit(one, k) for k in numbers]:
             f.result()
     results.sort(key=lambda r: r["trial"])
+    with open(os.path.join(out, "results.jsonl"), "w") as f:   # every trial's result, one line each
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    if len(results) < args.trials:
+        print(f"  stopped at --max-seconds {args.max_seconds:.0f}: {len(results)} of {args.trials} trials done")
     report(results, args, out, time.monotonic() - t0)
     return 0
+
+
+def parse_numbers(text: str) -> list[int]:
+    """"5,17,300-399" -> [5, 17, 300, ..., 399]."""
+    numbers = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        numbers += list(range(int(lo), int(hi or lo) + 1))
+    return sorted(set(numbers))
 
 
 def report(results: list[dict], args, out: str, wall: float) -> None:
@@ -592,10 +618,18 @@ def report(results: list[dict], args, out: str, wall: float) -> None:
     untyped = collections.Counter(name for r in results for name in set(r["untyped"]))
     wrongq = collections.Counter(q for r in results for q in set(r["wrong_queries"]))
     crash = collections.Counter(r["detail"].split(" ")[0] for r in results if r["cls"] == "crash")
+    lmdb_abort = [r for r in results if r["cls"] == "crash" and r.get("signal") == "SIGABRT" and r.get("assertion")]
+    crash_other = [r for r in results if r["cls"] == "crash" and r not in lmdb_abort]
+    assertions = collections.Counter((r["kind"], r["assertion"]) for r in lmdb_abort)
     print(f"\ntrials raising each typed error: {dict(typed)}")
     print(f"trials raising each untyped exception: {dict(untyped)}")
     print(f"trials with a wrong answer, by query: {dict(wrongq)}")
     print(f"crashes by signal: {dict(crash)}")
+    print(f"crashes that are SIGABRT from an LMDB assertion: {len(lmdb_abort)}; other crashes: {len(crash_other)}")
+    for (kind, text), n in sorted(assertions.items(), key=lambda item: -item[1]):
+        print(f"  {n:>5}  [{kind}] {text}")
+    for r in crash_other[:5]:
+        print(f"  other crash: trial {r['trial']} [{r['damage']}]: {C.short(r['detail'], 300)}")
     print(f"trials where opening the store changed a segment file: {sum(r['segments_cut'] for r in results)}")
     for cls in BAD:
         examples = [r for r in results if r["cls"] == cls][:5]
@@ -614,6 +648,16 @@ def report(results: list[dict], args, out: str, wall: float) -> None:
     quiet_bad = sum(r["verify"] in ("clean", "as-pristine") and r["cls"] in bad_reads for r in results)
     print(f"verify exit 0 but reads wrong: {clean_wrong}; exit 0 but reads crashed/hung/exited: {clean_crash}; "
           f"nothing reported beyond the pristine store's own report but reads bad: {quiet_bad}")
+    # reads went wrong, raised or crashed, and verify did not exit 1 with a report of its own
+    verify_missed = [r for r in results if r["cls"] != "ok" and r["verify"] != "damage"]
+    print(f"reads not ok but verify did not report damage (exit 1, beyond the pristine report): {len(verify_missed)}"
+          + (" -- verify x reads of those: " + ", ".join(
+              f"{v}/{c}={n}" for (v, c), n in sorted(collections.Counter((r["verify"], r["cls"])
+                                                                        for r in verify_missed).items()))
+             if verify_missed else ""))
+    for r in verify_missed[:5]:
+        print(f"  trial {r['trial']} [{r['damage']}]: reads {r['cls']} ({C.short(r['detail'], 200)}), "
+              f"verify {r['verify']}: {r['verify_text']}")
     broken = [r for r in results if r["verify"] not in ("clean", "damage", "as-pristine")]
     for r in broken[:5]:
         print(f"  verify itself {r['verify']} on trial {r['trial']} [{r['damage']}]: {r['verify_text']}")
@@ -627,8 +671,9 @@ def report(results: list[dict], args, out: str, wall: float) -> None:
         summary_repair = "repaired_ok=%d repaired_bad=%d" % (after["ok"], sum(after[c] for c in BAD))
     print(f"\nstores and logs: {out}")
     print(f"index_damage: trials={len(results)} " + " ".join(f"{c}={counts[c]}" for c in CLASSES)
+          + f" crash_lmdb_abort={len(lmdb_abort)} crash_other={len(crash_other)}"
           + f" verify_clean_but_wrong={clean_wrong} verify_clean_but_crashed={clean_crash}"
-          + f" verify_quiet_but_bad={quiet_bad} {summary_repair} seconds={wall:.0f}")
+          + f" verify_quiet_but_bad={quiet_bad} verify_missed={len(verify_missed)} {summary_repair} seconds={wall:.0f}")
 
 
 if __name__ == "__main__":
