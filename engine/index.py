@@ -373,14 +373,19 @@ class IndexReader:
             "heartbeats": lambda k, v: self._unpack(HEARTBEAT, "heartbeats", k, v),
             "rollups": lambda k, v: (self._unpack(ROLLUP_KEY, "rollups", k, k), page_arrays(v)),
         }
-        key = b""
+        key, previous = b"", None
         try:
             for key, raw in self.txn.cursor(db=self._db[table]):
                 key = bytes(key)
                 try:
+                    if previous is not None and key <= previous:
+                        raise self._damage(table, key, "keys out of order")
+                    if self.txn.get(key, db=self._db[table]) != raw:   # a damaged branch page misroutes
+                        raise self._damage(table, key, "a lookup of the key does not find it")
                     parse[table](key, self._open_value(table, key, raw))
                 except CorruptionError as exc:
                     yield key, exc.reason
+                previous = key
         except lmdb.Error as exc:
             yield key, self._damage(table, key, f"LMDB: {exc}").reason
 
@@ -448,9 +453,15 @@ class IndexReader:
         return entry, record
 
     def get_series(self, run_id: bytes, name: str, context_json: str) -> "SeriesEntry | None":
+        """The series' entry, None when the run has no such series. A miss walks the
+        run's entries (checked): a damaged key must not read as a series never logged."""
         key = run_id + name_hash(name, context_json)
         raw = self._get("series", key)
-        return self._series_entry(key, raw)[0] if raw else None
+        if raw:
+            return self._series_entry(key, raw)[0]
+        for _ in self.run_series(run_id):
+            pass
+        return None
 
     def run_series(self, run_id: bytes) -> Iterator[tuple["SeriesEntry", str, str]]:
         """(entry, name, context_json) of every series of a run."""
@@ -467,10 +478,11 @@ class IndexReader:
             yield bytes(key[:16]), entry, record["name"], record["context"]
 
     def series_info(self, series_id: int) -> SeriesInfo:
+        """The stats of a series that has an entry (created with it: a miss is damage)."""
         key = BE_U64.pack(series_id)
         raw = self._get("series_info", key)
         if not raw:
-            return EMPTY_SERIES
+            raise self._damage("series_info", key, "missing for a series that exists")
         fields = self._unpack(self._series_info_layout, "series_info", key, raw)
         return SeriesInfo(*fields, *EMPTY_SERIES[len(fields):])
 
@@ -481,15 +493,21 @@ class IndexReader:
 
         Blocks are keyed by their first step; a block that starts before ``start`` can
         still reach into the range, but never by more than the series' widest block
-        (``max_span``), so the scan starts that far back and stays short. A whole-series
-        read checks that its blocks add up to the series' count.
+        (``max_span``), so the scan starts that far back and stays short. A read of the
+        whole step range checks that its blocks add up to the series' count, and every
+        scan that keys ascend and that the key before the first is outside the range (a
+        damaged page can misplace keys whose values are intact).
         """
         info = self.series_info(series_id)
         if info.count == 0:
             return []
         lo = info.step_min if start is None else max(info.step_min, start - info.max_span)
-        found = []
-        for key, value in self._scan("blocks", block_key(series_id, lo, 0)):
+        found, first, last_key = [], block_key(series_id, lo, 0), b""
+        self._check_before(first)
+        for key, value in self._scan("blocks", first):
+            if key <= last_key:
+                raise self._damage("blocks", key, "keys out of order")
+            last_key = bytes(key)
             sid, biased_first, seq = self._unpack(BLOCK_KEY, "blocks", key, key)
             if sid != series_id or (stop is not None and biased_first - STEP_BIAS >= stop):
                 break
@@ -498,11 +516,22 @@ class IndexReader:
                 raise self._damage("blocks", key, "block entry does not match its key")
             if start is None or ref.header.step_max >= start:
                 found.append(ref)
-        if start is None and stop is None and sum(r.header.count for r in found) != info.count:
+        whole = (start is None or start <= info.step_min) and (stop is None or stop > info.step_max)
+        if whole and sum(r.header.count for r in found) != info.count:
             raise self._damage("series_info", BE_U64.pack(series_id),
                                f"series counts {info.count} points, its blocks hold "
                                f"{sum(r.header.count for r in found)}")
         return found
+
+    def _check_before(self, start: bytes) -> None:
+        """The key before the first at or after ``start`` must sort below ``start``."""
+        try:
+            cursor = self.txn.cursor(db=self._db["blocks"])
+            before = cursor.prev() if cursor.set_range(start) else cursor.last()
+            if before and cursor.key() >= start:
+                raise self._damage("blocks", cursor.key(), "keys out of order")
+        except lmdb.Error as exc:
+            raise self._damage("blocks", start, f"LMDB: {exc}") from None
 
     def all_blocks(self) -> Iterator[BlockRef]:
         for key, value in self._scan("blocks"):
