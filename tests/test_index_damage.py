@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import traceback
@@ -594,6 +595,280 @@ def test_index_damage_is_raised_or_read_right(pristine, tmp_path, case):
         assert code in (0, 1), output
     if table is not None:
         assert f"index table {table}, key {key.hex()}" in output, output
+
+
+# -- one damaged key, read in this process ---------------------------------------------------
+#
+# Each case writes a small store, changes bytes of index/data.mdb in place (a key's bytes,
+# its value intact), and asks the reads below in this process: none of these damages takes
+# LMDB down. Every answer must be right (numpy against what was logged, and equal to the
+# answer of the same store before the damage) or a CorruptionError; never fewer points,
+# never an empty table. verify must exit 1.
+
+def small_store(root: str, metric: str, values, **options) -> str:
+    """One run with one series of steps 0..len(values)-1, flushed; returns the run id."""
+    import steplog
+
+    store = steplog.open(root, **options)
+    run = store.start_run(experiment="e", name="r")
+    run.log_batch(metric, np.arange(len(values)), values)
+    run.flush()
+    rid = run.id
+    store.close()
+    return rid
+
+
+def check_bucket_rows(table, x: str, xs, steps, values, n: int) -> None:
+    """minmax buckets over ``x`` ("step" or "time", its values ``xs``), exact over the points."""
+    expect(0 < table.num_rows <= n, f"{table.num_rows} buckets for buckets={n}")
+    counts = col(table, "count")
+    expect(int(counts.sum()) == len(steps), f"bucket counts sum to {int(counts.sum())}, expected {len(steps)}")
+    starts, ends = col(table, f"{x}_start"), col(table, f"{x}_end")
+    for k in range(table.num_rows):
+        m = (xs >= starts[k]) & (xs < ends[k])
+        where = f"bucket {x} [{starts[k]}, {ends[k]})"
+        expect(int(m.sum()) == int(counts[k]), f"{where}: count {counts[k]}, expected {int(m.sum())}")
+        v = values[m]
+        real = v[~np.isnan(v)]
+        expect(int(col(table, "nan_count")[k]) == int(np.isnan(v).sum()), f"{where}: nan_count")
+        if len(real):
+            expect(same_float(col(table, "min")[k], real.min()), f"{where}: min")
+            expect(same_float(col(table, "max")[k], real.max()), f"{where}: max")
+            expect(bool(np.isclose(col(table, "mean")[k], real.mean(), rtol=1e-9, atol=1e-12)), f"{where}: mean")
+        ids = np.flatnonzero(m)
+        first, last = ids[np.argmin(steps[ids])], ids[np.argmax(steps[ids])]
+        expect(int(col(table, "first_step")[k]) == steps[first] and same_float(col(table, "first")[k], values[first]),
+               f"{where}: first")
+        expect(int(col(table, "last_step")[k]) == steps[last] and same_float(col(table, "last")[k], values[last]),
+               f"{where}: last")
+
+
+def check_read(table, kw: dict, truth: dict) -> None:
+    """``Store.read(**kw)`` of a series with steps 0..N-1 (each once), against the points."""
+    steps, values, times = truth["steps"], truth["values"], truth["times"]
+    m = np.ones(len(steps), bool)
+    if kw.get("start") is not None:
+        m &= steps >= kw["start"]
+    if kw.get("stop") is not None:
+        m &= steps < kw["stop"]
+    steps, values, times = steps[m], values[m], times[m]
+    n = kw.get("buckets")
+    if n is None:
+        check_points(table, {"steps": steps, "values": values, "times": times})
+    elif kw.get("method") == "lttb":
+        got = col(table, "step")
+        expect(0 < table.num_rows <= n, f"lttb: {table.num_rows} points for buckets={n}")
+        expect(got[0] == steps[0] and got[-1] == steps[-1], f"lttb: first/last steps {got[0]}, {got[-1]}")
+        expect(bool(np.all(np.diff(got) > 0)), "lttb: steps not ascending")
+        at = np.searchsorted(steps, got)
+        expect(bool(np.all(steps[np.minimum(at, len(steps) - 1)] == got)), "lttb: a step never logged")
+        expect(same_bits(col(table, "value"), values[at]) and np.array_equal(col(table, "time"), times[at]),
+               "lttb: points differ from the logged ones")
+    else:
+        x = kw.get("x", "step")
+        check_bucket_rows(table, x, steps if x == "step" else times, steps, values, n)
+
+
+def check_metrics(table, metric: str, truth: dict) -> None:
+    got = [(row["metric"], row["context"], row["kind"], row["count"], row["step_min"], row["step_max"])
+           for row in table.to_pylist()]
+    steps = truth["steps"]
+    want = [(metric, None, "scalar", len(steps), int(steps.min()), int(steps.max()))]
+    expect(got == want, f"metrics {got}, expected {want}")
+
+
+def damaged_reads(root: str, rid: str, metric: str, values, reads: list[dict], damage, **options) -> dict:
+    """Ask ``reads`` and metrics() on the intact store (they must be right), call
+    ``damage(mdb_path)``, ask them again; returns query -> "right" or "raised"."""
+    import steplog
+
+    def ask(store, truth):
+        answers = {}
+        for kw in reads:
+            q = f"read{kw}"
+            try:
+                table = store.read(rid, metric, **kw)
+            except steplog.CorruptionError as exc:
+                answers[q] = ("raised", str(exc))
+                continue
+            try:
+                check_read(table, kw, truth)
+            except Wrong as exc:
+                answers[q] = ("wrong", str(exc))
+                continue
+            answers[q] = ("right", digest(table))
+        try:
+            table = store.metrics(rid)
+        except steplog.CorruptionError as exc:
+            answers["metrics"] = ("raised", str(exc))
+        else:
+            try:
+                check_metrics(table, metric, truth)
+                answers["metrics"] = ("right", digest(table))
+            except Wrong as exc:
+                answers["metrics"] = ("wrong", str(exc))
+        return answers
+
+    store = steplog.open(root, **options)
+    try:
+        whole = store.read(rid, metric)
+        truth = {"steps": np.arange(len(values)), "values": np.asarray(values, np.float64),
+                 "times": col(whole, "time")}
+        check_points(whole, truth)
+        before = ask(store, truth)
+    finally:
+        store.close()
+    assert all(r == "right" for r, _ in before.values()), before
+
+    damage(os.path.join(root, "index", "data.mdb"))
+
+    store = steplog.open(root, **options)
+    try:
+        after = ask(store, truth)
+    finally:
+        store.close()
+    bad = {q: a for q, a in after.items() if a[0] == "wrong" or (a[0] == "right" and a[1] != before[q][1])}
+    assert not bad, f"reads of the damaged store neither right nor a CorruptionError: {bad}"
+    return {q: r for q, (r, _) in after.items()}
+
+
+def lmdb_rows(index_dir: str, table: str) -> list[tuple[bytes, bytes]]:
+    import lmdb
+
+    env = lmdb.open(index_dir, readonly=True, lock=False, max_dbs=32)
+    try:
+        with env.begin() as txn:
+            return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=env.open_db(table.encode(), txn=txn, create=False))]
+    finally:
+        env.close()
+
+
+def assert_verify_reports(root: str) -> None:
+    code, output = run_verify(root)
+    assert code == 1 and "DAMAGED" in output, f"verify exit {code}:\n{output}"
+
+
+def test_block_key_first_step_flipped_mid_leaf_is_raised_or_read_right(tmp_path):
+    """The first-step field of one block key in the middle of a leaf turned over: the
+    leaf's keys are out of order and a search for the series' start skips the blocks
+    before it. No read, bounded or bucketed, may return the series short."""
+    root = str(tmp_path / "s")
+    values = np.ones(1024)
+    rid = small_store(root, "loss", values, block_points=64)   # 16 blocks of 64 points
+    index_dir = os.path.join(root, "index")
+    rows = lmdb_rows(index_dir, "blocks")
+    assert len(rows) == 16
+    key, value = rows[7]                  # the node LMDB's binary search looks at first
+
+    def damage(mdb):
+        with open(mdb, "rb") as f:
+            data = bytearray(f.read())
+        at = data.find(key + value)
+        assert at >= 0
+        data[at + 8] ^= 0xFF              # top byte of the biased first step: the key now sorts first
+        with open(mdb, "wb") as f:
+            f.write(bytes(data))
+
+    reads = [{}, dict(start=0, stop=1024), dict(start=0), dict(buckets=16, method="lttb"),
+             dict(buckets=20, x="time"), dict(buckets=7)]
+    got = damaged_reads(root, rid, "loss", values, reads, damage, block_points=64)
+    assert [k for k, _ in lmdb_rows(index_dir, "blocks")] != [k for k, _ in rows], "the damage missed the live page"
+    assert "raised" in got.values(), got
+    assert_verify_reports(root)
+
+
+def test_blocks_branch_separator_flipped_is_raised_or_read_right(tmp_path):
+    """The first-step field of a separator key on a branch page of the blocks table turned
+    over: every leaf is intact (a cursor walk sees every block, each checksum holds) but
+    searches descend into the wrong child and skip whole leaves."""
+    import lmdb
+
+    page = 4096
+    root = str(tmp_path / "s")
+    n = 64 * 400
+    values = np.ones(n)
+    rid = small_store(root, "loss", values, block_points=64)   # 400 blocks: several leaf pages
+    index_dir = os.path.join(root, "index")
+    keys = [k for k, _ in lmdb_rows(index_dir, "blocks")]
+
+    def damage(mdb):
+        with open(mdb, "rb") as f:
+            data = bytearray(f.read())
+        seps = []              # a block key that also appears on a branch page (flags & 1)
+        for k in keys:
+            i = data.find(k)
+            while i >= 0:
+                flags = struct.unpack_from("<H", data, (i // page) * page + 10)[0]
+                if flags & 1:
+                    seps.append(i)
+                i = data.find(k, i + 1)
+        assert seps, "no branch page"
+        at = seps[len(seps) // 2]
+        data[at + 8] ^= 0xFF   # its first-step field now sorts before every block of the series
+        with open(mdb, "wb") as f:
+            f.write(bytes(data))
+
+    reads = [{}, dict(start=0, stop=n), dict(buckets=20, x="time"), dict(buckets=10)]
+    got = damaged_reads(root, rid, "loss", values, reads, damage, block_points=64)
+    env = lmdb.open(index_dir, readonly=True, lock=False, max_dbs=32)
+    try:
+        with env.begin() as txn:
+            db = env.open_db(b"blocks", txn=txn, create=False)
+            assert [bytes(k) for k in txn.cursor(db=db).iternext(values=False)] == keys   # every leaf intact
+            assert any(txn.get(k, db=db) is None for k in keys), "the damage missed the live branch page"
+    finally:
+        env.close()
+    assert "raised" in got.values(), got
+    assert_verify_reports(root)
+
+
+def test_series_key_flipped_is_raised_not_read_as_never_logged(tmp_path):
+    """One byte inside the name hash of a series-table key: the exact-key lookup misses,
+    and that miss must not read as a series never logged (an empty table)."""
+    from steplog.engine.index import name_hash
+
+    root = str(tmp_path / "s")
+    values = np.ones(200)
+    rid = small_store(root, "special", values)
+
+    def damage(mdb):
+        with open(mdb, "rb") as f:
+            data = bytearray(f.read())
+        at = data.find(bytes.fromhex(rid) + name_hash("special", ""))   # the key: run id + name hash
+        assert at >= 0
+        data[at + 26] ^= 0x5C                                           # one bit pattern inside the name hash
+        with open(mdb, "wb") as f:
+            f.write(bytes(data))
+
+    got = damaged_reads(root, rid, "special", values, [{}, dict(buckets=5)], damage)
+    key = bytes.fromhex(rid) + name_hash("special", "")
+    assert key not in [k for k, _ in lmdb_rows(os.path.join(root, "index"), "series")], "the damage missed the key"
+    assert got["read{}"] == "raised", got
+    assert_verify_reports(root)
+
+
+def test_series_info_key_flipped_is_raised_not_read_as_empty(tmp_path):
+    """The series id in the key of the one series_info entry turned from 1 to 0: the
+    series' stats are missing, which must not read as an empty series (0 points)."""
+    root = str(tmp_path / "s")
+    values = np.arange(1000.0)
+    rid = small_store(root, "loss", values, block_points=64)
+    index_dir = os.path.join(root, "index")
+    (key, value), = lmdb_rows(index_dir, "series_info")
+
+    def damage(mdb):
+        with open(mdb, "rb") as f:
+            data = bytearray(f.read())
+        at = data.find(key + value)
+        assert at >= 0
+        data[at + 7] ^= 0x01                # series_id (big-endian u64): 1 -> 0
+        with open(mdb, "wb") as f:
+            f.write(bytes(data))
+
+    got = damaged_reads(root, rid, "loss", values, [{}, dict(buckets=5)], damage, block_points=64)
+    assert [k for k, _ in lmdb_rows(index_dir, "series_info")] == [bytes(8)], "the damage missed the key"
+    assert got["read{}"] == "raised", got
+    assert_verify_reports(root)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["query"]:
