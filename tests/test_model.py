@@ -241,11 +241,9 @@ def pick(data, seq):
     return seq[i % len(seq)] if seq else None
 
 
-# Known engine bugs (see the test functions at the end of this file): a bucket width or
-# bucket bound beyond int64 breaks bucketed reads (a sparse series has rollup groups of
-# up to 2**62 steps, so even a range of 2**62 steps can need a width of 2**63), so the
-# state machine narrows the range of a bucketed read to [-SAFE_SPAN, SAFE_SPAN); the
-# tests at the end cover the rest.
+# The state machine narrows the range of a bucketed read to [-SAFE_SPAN, SAFE_SPAN), where
+# its numpy model computes bucket edges in int64; the tests at the end of this file cover
+# ranges over the whole int64 axis.
 SAFE_SPAN = 1 << 59
 
 
@@ -1052,12 +1050,12 @@ StoreModel.TestCase.settings = settings(max_examples=40, stateful_step_count=40,
 TestStoreModel = StoreModel.TestCase
 
 
-# -- engine bugs the state machine found (it steers around them, see SAFE_SPAN) ------------
+# -- cases the state machine found wrong once; it keeps bucketed reads within SAFE_SPAN ---
 
 def test_bucketed_read_over_the_whole_step_axis(open_store):
     """Steps may be any int64 (README), so a bucketed read of a series whose steps span
-    more than 2**63 must still work, buffered and flushed. Found failing: buckets=1 (and
-    2, once flushed) raise OverflowError or a numba TypingError (bucket width beyond int64)."""
+    more than 2**63 must still work, buffered and flushed (the bucket width does not fit
+    in int64)."""
     store = open_store()
     run = store.start_run()
     run.log("x", 1.0, step=INT64_MIN)
@@ -1072,10 +1070,8 @@ def test_bucketed_read_over_the_whole_step_axis(open_store):
 
 
 def test_tensor_buckets_over_the_whole_step_axis(open_store):
-    """read_tensor(buckets=N) must put every row in a bucket [step_start, step_end).
-    Found failing: a row at INT64_MAX raises OverflowError for every N; rows at
-    INT64_MIN + 1 and INT64_MAX - 1 give a bucket whose step_end wrapped below its
-    step_start, so the second row lies in no bucket."""
+    """read_tensor(buckets=N) must put every row in a bucket [step_start, step_end), also
+    rows at INT64_MAX and at INT64_MIN + 1 and INT64_MAX - 1 (where step_end could wrap)."""
     store = open_store()
     run = store.start_run()
     for name, steps_ in (("edges", [INT64_MIN + 1, INT64_MAX - 1]), ("top", [0, INT64_MAX])):
@@ -1092,8 +1088,8 @@ def test_tensor_buckets_over_the_whole_step_axis(open_store):
 
 
 def test_tensor_bucket_without_finite_values_has_nan_l2(open_store):
-    """A row without finite values has NaN min, max, mean, std and l2; a bucket that merges
-    such rows has NaN min, max, mean and std too, but l2 0.0 (found failing)."""
+    """A row without finite values has NaN min, max, mean, std and l2; so has a bucket
+    that merges such rows."""
     store = open_store()
     run = store.start_run()
     run.log_tensor("w", np.array([np.nan, np.inf]), step=0)
@@ -1104,10 +1100,8 @@ def test_tensor_bucket_without_finite_values_has_nan_l2(open_store):
 
 
 def test_reading_a_series_as_the_other_kind_is_an_argument_error(open_store):
-    """read_tensor of a scalar series raises InvalidArgumentError once flushed, but
-    AttributeError while its points are buffered; read of a tensor series returns an
-    empty table while buffered and raises CorruptionError (no byte is damaged) once
-    flushed. Both should be InvalidArgumentError naming ``name`` (found failing)."""
+    """read_tensor of a scalar series and read of a tensor series raise
+    InvalidArgumentError naming ``name``, buffered and flushed."""
     store = open_store()
     run = store.start_run()
     run.log("loss", 1.0, step=0)
@@ -1122,8 +1116,7 @@ def test_reading_a_series_as_the_other_kind_is_an_argument_error(open_store):
 
 
 def test_lttb_returns_at_most_n_points(open_store):
-    """method="lttb" keeps N raw points; with N=1 a series of 2 points gives both
-    (found failing; a series of 3 points gives 1)."""
+    """method="lttb" keeps at most N raw points, also N=1 on series of 2 and 3 points."""
     store = open_store()
     run = store.start_run()
     run.log_batch("x", np.arange(2), np.array([1.0, 2.0]))
@@ -1134,9 +1127,8 @@ def test_lttb_returns_at_most_n_points(open_store):
 
 def test_tensor_bucket_std_and_l2_do_not_under_or_overflow(open_store):
     """A row's std and l2 are computed on scaled values when squares would under- or
-    overflow (engine/summary.py); a bucket merges them from plain squares, so a bucket of
-    that one row says std 0.0 and l2 0.0 for values near 1e-200, inf (and an overflow
-    RuntimeWarning) near 1e200 (found failing)."""
+    overflow (engine/summary.py); a bucket that merges such rows must scale too: no 0.0
+    near 1e-200, no inf or overflow warning near 1e200."""
     store = open_store()
     run = store.start_run()
     for name, scale in (("tiny", 1e-200), ("huge", 1e200)):
