@@ -315,8 +315,10 @@ class IndexReader:
         return CorruptionError(self.path, 0, f"index table {table}, key {bytes(key).hex()}: {reason}")
 
     def _open_value(self, table: str, key: bytes, raw) -> bytes:
-        if not self._checked:
-            return bytes(raw)
+        return self._verified(table, key, raw) if self._checked else bytes(raw)
+
+    def _verified(self, table: str, key: bytes, raw) -> bytes:
+        """The value without its checksum, once the checksum holds."""
         if len(raw) < CHECKSUM.size:
             raise self._damage(table, key, "value too short for its checksum")
         payload = bytes(raw[:-CHECKSUM.size])
@@ -403,14 +405,7 @@ class IndexReader:
             return None
         if len(raw) == U64.size:                  # version 1: no checksum
             return U64.unpack(raw)[0]
-        return self._unpack(U64, "meta", b"format", self._open_value_checked("meta", b"format", raw))[0]
-
-    def _open_value_checked(self, table: str, key: bytes, raw) -> bytes:
-        checked, self._checked = self._checked, True
-        try:
-            return self._open_value(table, key, raw)
-        finally:
-            self._checked = checked
+        return self._unpack(U64, "meta", b"format", self._verified("meta", b"format", raw))[0]
 
     def counter(self, name: bytes) -> int:
         raw = self._get("meta", name)

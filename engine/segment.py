@@ -232,14 +232,9 @@ class SegmentReader:
     def _open_fd(self, path: str, offset: int) -> int:
         """Open ``path``; when the process or system is out of file descriptors, close
         every cached one and try once more."""
-        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-        try:
-            return os.open(path, flags)
-        except FileNotFoundError:
-            raise CorruptionError(path, offset, "segment file is missing") from None
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
+        fd = _open_for_reading(path, offset)
+        if not isinstance(fd, OSError):
+            return fd
         with self._lock:
             held = len(self._open)
             if held:   # keep fewer from now on: the rest of the process needs them
@@ -247,25 +242,21 @@ class SegmentReader:
             spare = self._evict_locked(0)
         for victim in spare:
             os.close(victim)
-        try:
-            return os.open(path, flags)
-        except FileNotFoundError:
-            raise CorruptionError(path, offset, "segment file is missing") from None
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            from .errors import StepLogError
+        fd = _open_for_reading(path, offset)
+        if not isinstance(fd, OSError):
+            return fd
+        from .errors import StepLogError
 
-            if exc.errno == errno.EMFILE:
-                import resource
+        if fd.errno == errno.EMFILE:
+            import resource
 
-                soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                limit = f"this process's limit of {soft} open files (RLIMIT_NOFILE, ulimit -n)"
-            else:
-                limit = "the system-wide limit of open files (fs.file-max)"
-            raise StepLogError(f"cannot open {path} to read it: {limit} is reached, even after the "
-                               f"{held} segment files kept open for reading were closed; raise the limit "
-                               f"or open fewer files") from exc
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            limit = f"this process's limit of {soft} open files (RLIMIT_NOFILE, ulimit -n)"
+        else:
+            limit = "the system-wide limit of open files (fs.file-max)"
+        raise StepLogError(f"cannot open {path} to read it: {limit} is reached, even after the "
+                           f"{held} segment files kept open for reading were closed; raise the limit "
+                           f"or open fewer files") from fd
 
     def _capacity(self) -> int:
         """How many files to keep: max_open, at most a quarter of the open-file limit
@@ -305,6 +296,18 @@ class SegmentReader:
             spare = self._evict_locked(0)
         for victim in spare:
             os.close(victim)
+
+
+def _open_for_reading(path: str, offset: int) -> "int | OSError":
+    """A descriptor of ``path``, or the error when the process or system has none left."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CorruptionError(path, offset, "segment file is missing") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        return exc
 
 
 def truncate_tail(path: str, committed_end: int) -> int:
