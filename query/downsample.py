@@ -1,13 +1,22 @@
 """Downsampled reads: min/max buckets from rollups, and LTTB.
 
 Bucket plan (``plan``): for a step range [lo, hi) and at most N buckets, the wanted width
-is w = ceil((hi - lo) / N). When the level-0 rollup groups are wider than 2w, the range is
-small: its points are decoded and bucketed exactly, with buckets of width w from lo.
-Otherwise the coarsest rollup level whose groups fit in w is used; the bucket width is
-rounded up to a multiple of that level's group width, and bucket edges sit on multiples
-of the width, so every inner edge falls on a group edge. Only the two ends of the range
-can cut a group; those pieces are taken from finer levels and, below level 0, from the
-raw points (``decompose``). Every count, min, max, sum, first and last is therefore exact.
+is w = ceil((hi - lo) / N). A rollup plan uses the groups of one level: its bucket width
+is a multiple of the group width, just wide enough for N buckets from the group edge at
+or below lo, so every inner bucket edge falls on a group edge. Only the two ends of the
+range can cut a group; those pieces are taken from finer levels and, below level 0, from
+the raw points (``decompose``). Every count, min, max, sum, first and last is therefore
+exact. Rounding the width up to whole groups loses buckets: with groups just under w
+wide, two groups a bucket give N/2 buckets. So the coarsest level whose groups fit in w
+is used only when it gives at least 3N/4 buckets; otherwise the next level down, whose
+groups are 16 times narrower, is tried (it reads 16 times more groups, still a few per
+bucket). Level 0 is taken with at least N/2 buckets, also when its groups are up to 2w
+wide. Failing all that, the range's points are decoded and bucketed with width w from lo.
+
+Whenever [lo, hi) holds at least N steps a plan has between ceil(N/2) and N buckets: a
+raw width w = ceil(s/N) over s >= N - 1 steps gives ceil(s/w) >= N/2 of them. A read
+returns the buckets holding points, so N points spread over the range (none more than
+w apart) come back as that many rows.
 
 Steps are any int64, so a range may reach 2**63 (it holds INT64_MAX), which no int64
 bucket end can say: the last bucket then ends at INT64_MAX and holds INT64_MAX too. A
@@ -36,23 +45,36 @@ class Plan(NamedTuple):
 def plan(lo: int, hi: int, buckets: int, base_shift: int | None) -> Plan:
     """Python ints throughout: ranges may span all of int64 (hi up to 2**63).
 
-    Raw buckets are spread over [lo, min(hi, INT64_MAX)), so that none starts at
-    INT64_MAX (it could not end after its start); a point at INT64_MAX goes to the last
-    bucket (``bucket_keys``). Rollup buckets start on group edges, which are even."""
+    A plan has between ceil(N / 2) and N buckets whenever [lo, hi) holds at least N
+    steps (module docstring). Raw buckets are spread over [lo, min(hi, INT64_MAX)), so
+    that none starts at INT64_MAX (it could not end after its start); a point at
+    INT64_MAX goes to the last bucket (``bucket_keys``). Rollup buckets start on group
+    edges, which are even."""
+    if base_shift is not None:
+        for level in _levels(lo, hi, buckets, base_shift):
+            found = _rollup_plan(lo, hi, buckets, level, base_shift)
+            if 4 * found.count >= 3 * buckets or (level == 0 and 2 * found.count >= buckets):
+                return found
+    top = min(hi, INT64_MAX)
+    width = max(1, -(-(top - lo) // buckets))
+    return Plan(None, width, lo, max(1, -(-(top - lo) // width)))
+
+
+def _levels(lo: int, hi: int, buckets: int, base_shift: int) -> list[int]:
+    """Rollup levels worth trying, coarsest first: every level whose groups fit in the
+    wanted width, or level 0 alone when its groups are at most twice that wide."""
     from ..engine.rollup import LEVELS, level_shift
 
     wanted = -(-(hi - lo) // buckets)
-    level = None
-    if base_shift is not None:
-        for k in range(LEVELS):
-            if (1 << level_shift(base_shift, k)) <= wanted:
-                level = k
-        if level is None and (1 << base_shift) <= 2 * wanted:
-            level = 0   # at least half the buckets asked for, from rollups instead of every point
-    if level is None:
-        top = min(hi, INT64_MAX)
-        width = max(1, -(-(top - lo) // buckets))
-        return Plan(None, width, lo, max(1, -(-(top - lo) // width)))
+    fitting = [k for k in range(LEVELS) if (1 << level_shift(base_shift, k)) <= wanted]
+    if not fitting and (1 << base_shift) <= 2 * wanted:
+        return [0]   # at least half the buckets asked for, from rollups instead of every point
+    return fitting[::-1]
+
+
+def _rollup_plan(lo: int, hi: int, buckets: int, level: int, base_shift: int) -> Plan:
+    from ..engine.rollup import level_shift
+
     group = 1 << level_shift(base_shift, level)
     origin = (lo // group) * group          # on the group grid, so every inner edge is too
     width = -(-(hi - origin) // (buckets * group)) * group

@@ -200,8 +200,9 @@ def check_step_buckets(table: pa.Table, steps, values, start, stop, n, *, sorted
         assert (widths[whole] == width).all(), f"bucket widths differ: {np.unique(widths)}"
         assert (widths <= width).all(), f"a cut bucket wider than the others: {np.unique(widths)}"
         edges = np.concatenate((starts[1:], ends[:-1]))
-        if len(edges):
-            assert ((edges - edges[0]) % width == 0).all(), "bucket edges off the grid of the bucket width"
+        if len(edges):   # Python ints: edges may lie 2**64 apart
+            assert all((int(e) - int(edges[0])) % int(width) == 0 for e in edges), \
+                "bucket edges off the grid of the bucket width"
     # exact stats over the raw points of each bucket; the counts add up to the range
     lo = np.searchsorted(s_steps, starts, "left")
     hi = np.searchsorted(s_steps, ends, "left")
@@ -954,6 +955,140 @@ def test_step_int64_max_in_a_bucketed_read(open_store, n):
     assert int(col(table, "count").sum()) == 5
     assert col(table, "last_step").max() == top
     assert col(table, "max").max() == 4.0
+
+
+# -- how many buckets a plan gives ----------------------------------------------------------
+
+def spread_steps(lo: int, hi: int, n: int) -> np.ndarray:
+    """2n distinct steps over [lo, hi), lo and hi - 1 among them, none more than
+    ceil((hi - lo) / 2n) + 1 apart (every step when the range is shorter); Python ints,
+    so that a range as wide as int64 does not overflow."""
+    span = hi - lo
+    if span <= 2 * n:
+        return np.arange(lo, hi, dtype=np.int64)
+    picks = [lo + (span - 1) * i // (2 * n - 1) for i in range(2 * n)]
+    return np.array(picks, np.int64)
+
+
+def above_level_0(lo: int, hi: int, n: int, base_shift: int) -> bool:
+    """Whether groups of rollup level 1 (16 level-0 groups) fit in the wanted bucket width."""
+    from steplog.engine.rollup import level_shift
+
+    return (1 << level_shift(base_shift, 1)) <= -(-(hi - lo) // n)
+
+
+def check_row_count(table: pa.Table, n: int, lo: int, hi: int, base_shift: int) -> None:
+    """Between ceil(n/2) and n rows; at least 3n/4 when a rollup level above 0 fits the
+    wanted width (so widths rounded up to whole groups lose few buckets)."""
+    assert -(-n // 2) <= table.num_rows <= n, f"{table.num_rows} rows for buckets={n}"
+    if above_level_0(lo, hi, n, base_shift):
+        assert 4 * table.num_rows >= 3 * n, f"{table.num_rows} rows for buckets={n} over {hi - lo} steps"
+
+
+# Ranges (lo, hi) of at least 1000 steps, hi up to 2**63 (a stop past INT64_MAX cannot be
+# passed, but a range read with stop=None ends there when the last step is INT64_MAX).
+SPREAD_RANGES = [
+    (0, 1_000_000),
+    (-123_457, 876_543),
+    (-2**63, -2**63 + 10**6),                 # at the bottom of int64
+    (-2**63, 0),
+    (-2**63, 3000),                           # from "the beginning" to a small step
+    (-2**63, 2**63 - 1),                      # all of int64 but INT64_MAX
+    (-2**62 - 12345, 2**62 + 999),
+    (2**63 - 10**7, 2**63 - 1),
+    (-(10**15) + 7, 3 * 10**15),
+]
+SPREAD_NS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 33, 100, 127, 129, 250, 499]
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory):
+    """One store; for every SPREAD_RANGES range and n of SPREAD_NS a flushed series of
+    spread_steps(lo, hi, n), so its rollup groups follow that spacing."""
+    store = steplog.open(tmp_path_factory.mktemp("spread") / "s.steplog", block_points=256,
+                         flush_interval=None)
+    run = store.start_run()
+    series = {}
+    rng = np.random.default_rng(5)
+    for lo, hi in SPREAD_RANGES:
+        for n in SPREAD_NS:
+            steps = spread_steps(lo, hi, n)
+            values = rng.normal(size=len(steps))
+            values[::7] = np.nan
+            name = f"m/{lo}/{hi}/{n}"
+            run.log_batch(name, steps, values)
+            series[(lo, hi, n)] = (name, steps, values)
+    store.flush()
+    yield store, run.id, series
+    store.close()
+
+
+@pytest.mark.parametrize("lo, hi", SPREAD_RANGES)
+def test_minmax_rows_between_half_and_all_buckets(spread, lo, hi):
+    """A range holding points no further apart than the wanted bucket width gives
+    between ceil(N/2) and N rows, with rollups of any spacing, at any place in int64."""
+    from steplog.engine.rollup import base_shift
+
+    store, run_id, series = spread
+    for n in SPREAD_NS:
+        name, steps, values = series[(lo, hi, n)]
+        for start, stop in [(lo, hi), (None, None)]:
+            with hang_guard():
+                table = store.read(run_id, name, start=start, stop=stop, buckets=n)
+            check_row_count(table, n, lo, hi, base_shift(steps))   # lo and hi - 1 are steps
+            check_step_buckets(table, steps, values, start, stop, n)
+
+
+@pytest.mark.parametrize("n", [*range(1, 40), 63, 64, 65, 100, 128, 250, 333, 512, 999, 1000, 4096])
+def test_minmax_rows_of_a_dense_series_for_many_n(big, n):
+    """buckets=7 over the 1 M dense steps once gave 4 rows: widths of two rollup groups."""
+    from steplog.engine.rollup import BASE_POINTS_BITS
+
+    table = big.store.read(big.run_id, "loss", start=0, stop=BIG_N, buckets=n)
+    check_row_count(table, n, 0, BIG_N, BASE_POINTS_BITS)   # dense steps: 512-step groups
+    check_step_buckets(table, big.steps, big.values, 0, BIG_N, n, sorted_points=big.sorted)
+
+
+@st.composite
+def plan_case(draw):
+    """A step range [lo, hi) anywhere in int64 (hi up to 2**63), of any length from one
+    step to 2**64, a bucket count, and a rollup base shift (None: no rollups)."""
+    from steplog.engine.rollup import MAX_BASE_SHIFT
+
+    bits = draw(st.integers(0, 64))
+    span = draw(st.integers(max(1, 1 << bits >> 1), 1 << bits))
+    lo = draw(st.one_of(st.integers(-2**63, 2**63 - 1),
+                        st.sampled_from([-2**63, -2**63 + 1, -1, 0, 1, 2**62, 2**63 - 1])))
+    lo = min(lo, 2**63 - span)
+    n = draw(st.one_of(st.integers(1, 40), st.integers(1, 100_000)))
+    base = draw(st.none() | st.integers(0, MAX_BASE_SHIFT))
+    return lo, lo + span, n, base
+
+
+@settings(max_examples=3000, deadline=None)
+@given(plan_case())
+def test_plan_gives_between_half_and_all_buckets(case):
+    """downsample.plan over ranges anywhere in int64: at most N buckets that cover
+    [lo, hi) and start inside it, rollup buckets on the group grid, and at least
+    ceil(N/2) buckets when the range has N steps, 3N/4 when a level above 0 fits."""
+    from steplog.engine.rollup import LEVELS, level_shift
+    from steplog.query.downsample import INT64_MAX, plan
+
+    lo, hi, n, base = case
+    p = plan(lo, hi, n, base)
+    assert 1 <= p.count <= n, p
+    if hi - lo >= n:
+        assert 2 * p.count >= n, p
+    if base is not None and above_level_0(lo, hi, n, base):
+        assert 4 * p.count >= 3 * n, p
+    top = hi if p.level is not None else min(hi, INT64_MAX)
+    assert p.origin <= lo < p.origin + p.width, p
+    assert p.origin + (p.count - 1) * p.width < max(top, lo + 1) <= p.origin + p.count * p.width, p
+    if p.level is not None:
+        assert base is not None and 0 <= p.level < LEVELS
+        group = 1 << level_shift(base, p.level)
+        assert p.origin % group == 0 and p.width % group == 0, p
+        assert group <= 2 * -(-(hi - lo) // n), "groups wider than two wanted buckets"
 
 
 # -- random series against numpy -----------------------------------------------------------
