@@ -1,4 +1,17 @@
-"""Tables about runs and series, built from index records."""
+"""Tables about runs and series, built from index records.
+
+Params and tags become columns named by their key path joined with "." under "params."
+or "tags." (``flatten``), typed so that a sweep filters as it reads: a column whose
+values are all numbers is int64 (float64 once a float or an int past int64 is among
+them), all bools bool, all str plain strings; lists, dicts (an empty one) and whatever
+else is no number, bool or str are JSON text; a run without the key is null. A key whose
+runs disagree keeps the comparable kind in its column, numbers first, else bools, and
+puts every other value, as text (a str as is, anything else as JSON), in a second
+column named with "_text" after the root: "params.batch_size" holds 32 and 64 and
+"params_text.batch_size" holds "auto", each null where the other holds the value. No
+param or tag name can be such a name (every one starts with "params." or "tags.").
+MLflow keeps params as strings, so 10 < 9 there; W&B and Aim keep them typed, as here.
+"""
 
 from __future__ import annotations
 
@@ -44,23 +57,64 @@ def flatten(mapping: dict, prefix: str) -> dict:
     return flat
 
 
-def _column(values: list) -> pa.Array:
-    """Typed when every present value has one type, else JSON text."""
-    kinds = {type(v) for v in values if v is not None}
-    if kinds == {bool} or kinds <= {int, float} or kinds == {str}:
+def text_column_name(name: str) -> str:
+    """"params.a.b" -> "params_text.a.b": where the values of a mixed key that its typed
+    column cannot hold go (module docstring)."""
+    root, rest = name.split(".", 1)
+    return f"{root}_text.{rest}"
+
+
+def param_columns(name: str, values: list) -> list[tuple[str, pa.Array]]:
+    """The column of one flattened key, and its text column when the values mix kinds."""
+    kinds = {_kind(v) for v in values} - {None}
+    main = "number" if "number" in kinds else "bool" if "bool" in kinds else None
+    if main is None:
+        return [(name, _text(values))]
+    typed = _numbers(values) if main == "number" else pa.array(
+        [v if _kind(v) == "bool" else None for v in values], pa.bool_())
+    if kinds == {main}:
+        return [(name, typed)]
+    return [(name, typed), (text_column_name(name), _text([None if _kind(v) == main else v for v in values]))]
+
+
+def _kind(value) -> str | None:
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is bool:
+        return "bool"
+    if kind is float:
+        return "number"
+    if kind is int:
         try:
-            return pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            pass
-    return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+            float(value)
+        except OverflowError:   # past float64: only text holds it
+            return "json"
+        return "number"
+    return "str" if kind is str else "json"
+
+
+def _numbers(values: list) -> pa.Array:
+    """int64 when every number is an int within int64, else float64 (NaN and inf kept)."""
+    numbers = [v if _kind(v) == "number" else None for v in values]
+    if all(type(v) is int and -(1 << 63) <= v < (1 << 63) for v in numbers if v is not None):
+        return pa.array(numbers, pa.int64())
+    return pa.array([None if v is None else float(v) for v in numbers], pa.float64())
+
+
+def _text(values: list) -> pa.Array:
+    return pa.array([None if v is None else v if type(v) is str else json.dumps(v, ensure_ascii=False)
+                     for v in values], pa.string())
 
 
 def runs_table(records: list[dict], heartbeats: dict) -> pa.Table:
-    """heartbeats: run_id bytes -> Heartbeat. A running run whose writer stopped beating
-    (or, on this host, whose process is gone) is shown as "crashed"."""
+    """heartbeats: run_id bytes -> the Heartbeats of its writers. A running run is shown
+    as "crashed" once every writer stopped beating (or, on this host, is gone): ranks of
+    one job each beat, and the run lives while any of them does."""
     records = sorted(records, key=lambda r: (r["start_time"], r["id"]))
     for record in records:
-        if record["status"] == "running" and writer_is_dead(heartbeats.get(bytes.fromhex(record["id"]))):
+        if record["status"] == "running" and all(
+                writer_is_dead(beat) for beat in heartbeats.get(bytes.fromhex(record["id"])) or [None]):
             record["status"] = "crashed"
     for record in records:  # stored in ns; microseconds convert to Python datetimes
         for field in ("start_time", "end_time"):
@@ -71,7 +125,7 @@ def runs_table(records: list[dict], heartbeats: dict) -> pa.Table:
         for key, value in {**flatten(record["params"], "params."), **flatten(record["tags"], "tags.")}.items():
             extra.setdefault(key, [None] * len(records))[i] = value
     for key in sorted(extra):
-        columns[key] = _column(extra[key])
+        columns.update(param_columns(key, extra[key]))
     if not records:
         return pa.table({name: pa.array([], type) for name, type in RUN_COLUMNS})
     return pa.table(columns)
