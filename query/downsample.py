@@ -174,8 +174,13 @@ def typed_axis(table: pa.Table, x: str) -> pa.Table:
 
 
 def lttb_indices(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the points Largest-Triangle-Three-Buckets keeps: at most n, the first and
-    the last among them when n >= 2, the last alone when n == 1 (kernels.lttb)."""
+    """Indices of the points Largest-Triangle-Three-Buckets keeps (kernels.lttb): at most
+    n, the first and the last among them when n >= 2, the last alone when n == 1, and a
+    NaN or inf for each bucket that has one. x: sorted int64 (steps or ns)."""
     from .kernels import lttb
 
-    return lttb(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64), np.int64(n))
+    x = np.ascontiguousarray(x, np.int64)
+    # Triangles do not move with the axis: offsets from the first x, exact in uint64 over
+    # all of int64, keep float64 precise where steps or epoch nanoseconds are large.
+    offsets = (x.view(np.uint64) - (x[:1].view(np.uint64) if len(x) else np.uint64(0))).astype(np.float64)
+    return lttb(offsets, np.ascontiguousarray(y, np.float64), np.int64(n))

@@ -8,11 +8,15 @@ import numpy as np
 
 @nb.njit(cache=True, nogil=True)
 def lttb(x, y, n):
-    """Largest-Triangle-Three-Buckets over the points with finite y; returns at most ``n``
-    indices into x and y, ascending: every point when there are at most n, else the
-    first and the last point (whatever their y) and up to n - 2 finite ones between.
-    With n == 1 it is the last point alone: what a view of the latest value shows.
-    x must be sorted."""
+    """Largest-Triangle-Three-Buckets: at most ``n`` indices into x and y, ascending;
+    every point when there are at most n, else the first and the last point (whatever
+    their y) and B buckets of the points between, each giving the point of largest
+    triangle among its finite values and, when it holds a NaN or an infinity, the first
+    of those too: a view shows where a loss went NaN or inf, and the total stays within
+    n (B is the largest count for which B plus the buckets holding both kinds fit in
+    n - 2; with room for one inner point only, a NaN or inf takes it). With n == 1 it is
+    the last point alone: what a view of the latest value shows; with n == 2, the first
+    and the last. x must be sorted."""
     size = x.shape[0]
     if n <= 0 or size == 0:
         return np.empty(0, np.int64)
@@ -22,55 +26,108 @@ def lttb(x, y, n):
         return np.arange(size)
     if n == 2:
         return np.array([0, size - 1])
-    finite = np.empty(size, np.int64)
-    m = 0
-    for i in range(1, size - 1):
-        if np.isfinite(y[i]):
-            finite[m] = i
-            m += 1
+    inner = size - 2
+    bad = np.zeros(inner + 1, np.int64)     # bad[i]: NaN or inf among the first i inner points
+    for i in range(inner):
+        bad[i + 1] = bad[i] + (0 if np.isfinite(y[i + 1]) else 1)
+    budget = n - 2
+    count = _lttb_buckets(bad, inner, budget)
     out = np.empty(n, np.int64)
     out[0] = 0
+    if count == 0:   # one slot, and a NaN or inf to show
+        for i in range(1, size - 1):
+            if not np.isfinite(y[i]):
+                out[1] = i
+                break
+        out[2] = size - 1
+        return out[:3]
     k = 1
-    inner = n - 2
-    if m <= inner:
-        for j in range(m):
-            out[k] = finite[j]
+    a = _first_finite(y, 0, size)   # the last chosen finite point: one corner of the triangles
+    for b in range(count):
+        lo = 1 + b * inner // count
+        hi = 1 + (b + 1) * inner // count
+        nhi = 1 + (b + 2) * inner // count if b + 1 < count else size
+        cx, cy = _finite_mean(x, y, hi, nhi, a)
+        px = x[a] if a >= 0 else cx
+        py = y[a] if a >= 0 else cy
+        best = -1.0
+        pick = -1
+        odd = -1
+        for i in range(lo, hi):
+            if not np.isfinite(y[i]):
+                if odd < 0:
+                    odd = i
+                continue
+            area = abs((px - cx) * (y[i] - py) - (px - x[i]) * (cy - py))
+            if area > best:
+                best = area
+                pick = i
+        if odd >= 0 and (pick < 0 or odd < pick):
+            out[k] = odd
             k += 1
-    else:
-        every = m / inner
-        a = 0  # index into x/y of the last chosen point
-        for b in range(inner):
-            lo = int(b * every)
-            hi = int((b + 1) * every)
-            # average of the next bucket (or the last point for the final bucket)
-            nlo = hi
-            nhi = int((b + 2) * every) if b + 1 < inner else m
-            if nlo < nhi:
-                ax = 0.0
-                ay = 0.0
-                for j in range(nlo, nhi):
-                    ax += x[finite[j]]
-                    ay += y[finite[j]]
-                ax /= nhi - nlo
-                ay /= nhi - nlo
-            else:
-                ax = x[size - 1]
-                ay = y[size - 1] if np.isfinite(y[size - 1]) else y[finite[m - 1]]
-            best = -1.0
-            pick = finite[lo]
-            pa_x = x[a]
-            pa_y = y[a] if np.isfinite(y[a]) else 0.0
-            for j in range(lo, hi):
-                i = finite[j]
-                area = abs((pa_x - ax) * (y[i] - pa_y) - (pa_x - x[i]) * (ay - pa_y))
-                if area > best:
-                    best = area
-                    pick = i
+        if pick >= 0:
             out[k] = pick
             k += 1
             a = pick
+        if odd >= 0 and pick >= 0 and odd > pick:
+            out[k] = odd
+            k += 1
     out[k] = size - 1
     return out[:k + 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def _lttb_buckets(bad, inner, budget):
+    """The largest bucket count c <= budget over ``inner`` points for which c plus the
+    buckets holding both finite values and a NaN or inf is at most budget; 0 when not
+    even one bucket fits.
+    Bisection: every count it returns was checked to fit, though where the number of
+    buckets holding a NaN or inf does not grow with the count it may miss a larger one."""
+    if bad[inner] == 0:
+        return budget
+    lo, hi = 0, budget    # lo fits (0 always does), hi + 1 does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        used = mid
+        for b in range(mid):
+            first, end = b * inner // mid, (b + 1) * inner // mid
+            if 0 < bad[end] - bad[first] < end - first:   # a bucket of both kinds gives two points
+                used += 1
+        if used <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@nb.njit(cache=True, nogil=True)
+def _first_finite(y, lo, hi):
+    for i in range(lo, hi):
+        if np.isfinite(y[i]):
+            return i
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _finite_mean(x, y, lo, hi, fallback):
+    """Mean (x, y) of the finite points in [lo, hi); else the last finite point from lo on,
+    else point ``fallback`` (-1: (0, 0))."""
+    sx = 0.0
+    sy = 0.0
+    m = 0
+    for i in range(lo, hi):
+        if np.isfinite(y[i]):
+            sx += x[i]
+            sy += y[i]
+            m += 1
+    if m:
+        return sx / m, sy / m
+    for i in range(x.shape[0] - 1, lo - 1, -1):
+        if np.isfinite(y[i]):
+            return x[i], y[i]
+    if fallback >= 0:
+        return x[fallback], y[fallback]
+    return 0.0, 0.0
 
 
 @nb.njit(cache=True, nogil=True)

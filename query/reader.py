@@ -14,7 +14,7 @@ from ..engine.block import KIND_SUMMARY
 from ..engine.index import EMPTY_SERIES, IndexReader, SeriesEntry
 from ..engine.segment import SegmentReader
 from . import downsample
-from .read import Points, concat, decoder, decode_blocks, select_range, sort_by_step
+from .read import Points, RelativePoints, concat, decoder, decode_blocks, select_range, sort_by_step
 from .tensors import SummaryRows, buckets_table, rows_from_blocks, rows_table
 
 X_AXES = ("step", "time", "relative")
@@ -163,14 +163,16 @@ class SeriesReader:
         return downsample.typed_axis(out.table(*downsample.edges(plan, lo, hi), x), x)
 
     def lttb(self, start: int | None, stop: int | None, n: int, x: str = "step", run_start_ns: int = 0) -> Points:
+        """At most n raw points chosen by LTTB over the x axis, in its order (by time, ties
+        by step, for "time" and "relative"), NaN and inf shown (kernels.lttb); x="relative"
+        gives RelativePoints, whose table has the time since ``run_start_ns``."""
         points = self.points(start, stop)
-        if x == "step":
-            axis = points.steps
-        else:
+        if x != "step":
             order = np.argsort(points.times, kind="stable")
             points = Points(points.steps[order], points.times[order], points.values[order])
-            axis = points.times - (run_start_ns if x == "relative" else 0)
-        keep = downsample.lttb_indices(axis, points.values, n)
+        keep = downsample.lttb_indices(points.steps if x == "step" else points.times, points.values, n)
+        if x == "relative":   # the origin moves the axis, not the triangles: chosen on times
+            return RelativePoints(points.steps[keep], points.times[keep], points.values[keep], run_start_ns)
         return Points(points.steps[keep], points.times[keep], points.values[keep])
 
 
