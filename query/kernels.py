@@ -48,20 +48,7 @@ def lttb(x, y, n):
         hi = 1 + (b + 1) * inner // count
         nhi = 1 + (b + 2) * inner // count if b + 1 < count else size
         cx, cy = _finite_mean(x, y, hi, nhi, a)
-        px = x[a] if a >= 0 else cx
-        py = y[a] if a >= 0 else cy
-        best = -1.0
-        pick = -1
-        odd = -1
-        for i in range(lo, hi):
-            if not np.isfinite(y[i]):
-                if odd < 0:
-                    odd = i
-                continue
-            area = abs((px - cx) * (y[i] - py) - (px - x[i]) * (cy - py))
-            if area > best:
-                best = area
-                pick = i
+        pick, odd = _bucket_pick(x, y, lo, hi, x[a] if a >= 0 else cx, y[a] if a >= 0 else cy, cx, cy)
         if odd >= 0 and (pick < 0 or odd < pick):
             out[k] = odd
             k += 1
@@ -74,6 +61,25 @@ def lttb(x, y, n):
             k += 1
     out[k] = size - 1
     return out[:k + 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def _bucket_pick(x, y, lo, hi, px, py, cx, cy):
+    """(the finite point of [lo, hi) with the largest triangle on (px, py) and (cx, cy),
+    the first NaN or inf there); -1 for none."""
+    best = -1.0
+    pick = -1
+    odd = -1
+    for i in range(lo, hi):
+        if not np.isfinite(y[i]):
+            if odd < 0:
+                odd = i
+            continue
+        area = abs((px - cx) * (y[i] - py) - (px - x[i]) * (cy - py))
+        if area > best:
+            best = area
+            pick = i
+    return pick, odd
 
 
 @nb.njit(cache=True, nogil=True)
