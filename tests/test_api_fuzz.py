@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -29,13 +30,14 @@ NAMES = st.one_of(
     st.text(max_size=12),
     st.sampled_from([None, 3, 2.5, b"m", ["m"], ("m",), np.str_("m")]),
 )
-GOOD_NAMES = st.sampled_from(["m", "loss", "a/b", "..", "a\x00b", "指标", "x" * 3000])
+GOOD_NAMES = st.sampled_from(["m", "loss", "a/b", "..", "a\tb", "指标", "x" * 250])   # within the name limits
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**80), max_value=2**80),
     st.sampled_from([np.float32(1.5), np.float16(-2.0), np.int64(-7), np.uint8(200), np.bool_(True), True,
                      np.float64("nan"), np.array(2.5), np.array([1.0, 2.0]), Fraction(1, 3), complex(1, 2),
-                     "1.0", "nan", b"1", None, [1.0], {}, float("-0.0")]),
+                     "1.0", "nan", b"1", None, [1.0], {}, float("-0.0"), Decimal("0.1"), Decimal("sNaN"),
+                     np.array([[3.5]]), np.longdouble("1e4000"), np.datetime64(1, "ns")]),
 )
 STEPS = st.one_of(
     st.none(),
@@ -48,7 +50,8 @@ CONTEXTS = st.one_of(
     st.none(),
     st.sampled_from([{}, {"rank": 0}, {"rank": 1}, {"rank": 0.0}, {"rank": True}, {"k": "v"}, {"k": None},
                      {"k": float("nan")}, {"a": 1, "b": "x"}, {"b": "x", "a": 1}, {1: 2}, {"k": [1]}, {"k": {}},
-                     {"\ud800": 1}, {"k": "\ud800"}, "rank", ["rank"], 0]),
+                     {"\ud800": 1}, {"k": "\ud800"}, "rank", ["rank"], 0, {"rank": np.int64(0)}, {"rank": np.bool_(True)},
+                     {"k": np.str_("v")}, {"k": np.array([1, 2])}, {"k": "v" * 300}, {" ": 1}]),
 )
 ARRAYS = st.one_of(
     st.lists(st.integers(min_value=-1000, max_value=1000), max_size=150),
@@ -63,7 +66,9 @@ RUN_IDS = st.one_of(st.sampled_from(["0" * 32, "z" * 32, "abc", "", "0" * 31, "0
 STATUSES = st.sampled_from(["finished", "failed", "killed", "running", "crashed", "", None, 1])
 MAPPINGS = st.one_of(st.none(), st.sampled_from([{}, {"lr": 0.1}, {"nested": {"depth": 2}}, {"": 1}, {1: 2},
                                                  {"x": object()}, {"x": float("nan")}, {"x": "\ud800"},
-                                                 {"x": [1, {"y": None}]}, "lr=0.1", [("lr", 1)]]))
+                                                 {"x": [1, {"y": None}]}, "lr=0.1", [("lr", 1)],
+                                                 {"x": np.int64(3), "s": {2, 1}}, {"a.b": 1, "a": {"b": 2}},
+                                                 {"x": "y" * 9000}, {"x\n": 1}]))
 
 GOOD_BATCH = st.integers(0, 300).flatmap(lambda n: st.tuples(
     st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n),
@@ -105,13 +110,14 @@ OPS = st.sampled_from(KINDS).flatmap(lambda kind: ARGS[kind].map(lambda args: (k
 # -- the model -------------------------------------------------------------------------------
 
 def context_key(context) -> str:
-    """The documented identity of a context: canonical JSON, '' for none or empty."""
-    return json.dumps(context, sort_keys=True, separators=(",", ":")) if context else ""
+    """The documented identity of a context: canonical JSON of the plain values (numpy
+    scalars as the Python value), '' for none or empty."""
+    return json.dumps(context, sort_keys=True, separators=(",", ":"), default=lambda v: v.item()) if context else ""
 
 
 def as_float(value) -> float:
     if isinstance(value, np.ndarray):
-        value = value[()]
+        value = value.reshape(())[()]   # a logged array holds one element
     return float(value)
 
 
