@@ -447,14 +447,18 @@ def test_empty_ranges_and_missing_series_return_no_rows(open_store):
         for start, stop in [(150, 150), (160, 150), (0, 100), (200, 10**6), (-10**9, -10**8), (None, 100),
                             (200, None)]:
             for n in (1, 4):
-                table = store.read(run.id, name, start=start, stop=stop, buckets=n)
+                table = store.read(run.id, name, start=start, stop=stop, buckets=n, missing_ok=True)
                 assert table.num_rows == 0, (name, start, stop, n)
                 assert table.column_names == bucket_columns("step")
-                table = store.read(run.id, name, start=start, stop=stop, buckets=n, method="lttb")
+                table = store.read(run.id, name, start=start, stop=stop, buckets=n, method="lttb",
+                                   missing_ok=True)
                 assert table.num_rows == 0 and table.column_names == POINT_COLUMNS
+                table = store.read(run.id, name, start=start, stop=stop, buckets=n, method="lttb",
+                                   x="relative", missing_ok=True)
+                assert table.num_rows == 0 and table.column_names == ["step", "time", "relative", "value"]
     # a run with no series at all
     other = store.start_run()
-    assert store.read(other.id, "m", buckets=3).num_rows == 0
+    assert store.read(other.id, "m", buckets=3, missing_ok=True).num_rows == 0
 
 
 @pytest.mark.parametrize("flushed", [False, True])
