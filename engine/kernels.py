@@ -3,7 +3,10 @@
 Importing this module imports numba, so the rest of the engine imports it lazily
 (inside functions) to keep ``import steplog`` fast. Every kernel is compiled on first
 use and cached on disk (``cache=True``); ``nogil=True`` lets the flusher and parallel
-readers run them beside other Python threads.
+readers run them beside other Python threads. Constants passed from one kernel to
+another are typed (``np.int64(0)``, ``np.uint8(MODE_DOD)``): numba compiles a callee
+once more for every literal argument value it sees, and compile time is what a first
+flush waits for. The kernels Python calls announce slow compiles (engine/jit.py).
 
 Column layout (see docs/FORMAT.md, "Column encoding"):
 
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+
+from .jit import announce_all
 
 MODE_DOD = 1  # integers: delta of deltas, zigzag
 MODE_XOR = 2  # float64 bits: XOR with previous value
@@ -100,7 +105,7 @@ def _read_planes(buf, pos, words):
 def encode_int_dod(x, scratch, out, pos):
     """Encode int64 ``x`` as delta-of-delta at out[pos:]; returns the end position."""
     n = x.shape[0]
-    _put_head(out, pos, MODE_DOD, x[0] if n > 0 else np.int64(0), x[1] - x[0] if n > 1 else np.int64(0))
+    _put_head(out, pos, np.uint8(MODE_DOD), x[0] if n > 0 else np.int64(0), x[1] - x[0] if n > 1 else np.int64(0))
     words = scratch[:n]
     if n > 0:
         words[0] = 0
@@ -134,7 +139,7 @@ def encode_float_xor(v, scratch, out, pos):
     """Encode float64 ``v`` as XOR with the previous value; returns the end position."""
     n = v.shape[0]
     bits = v.view(np.uint64)
-    _put_head(out, pos, MODE_XOR, np.int64(bits[0]) if n > 0 else np.int64(0), np.int64(0))
+    _put_head(out, pos, np.uint8(MODE_XOR), np.int64(bits[0]) if n > 0 else np.int64(0), np.int64(0))
     words = scratch[:n]
     if n > 0:
         words[0] = 0
@@ -160,14 +165,14 @@ def decode_float_xor(buf, pos, scratch, v):
 @nb.njit(cache=True, nogil=True)
 def encode_points(steps, times, values, scratch, out):
     """Encode the three point columns one after another; returns the number of bytes."""
-    pos = encode_int_dod(steps, scratch, out, 0)
+    pos = encode_int_dod(steps, scratch, out, np.int64(0))
     pos = encode_int_dod(times, scratch, out, pos)
     return encode_float_xor(values, scratch, out, pos)
 
 
 @nb.njit(cache=True, nogil=True)
 def decode_points(buf, scratch, steps, times, values):
-    pos = decode_int_dod(buf, 0, scratch, steps)
+    pos = decode_int_dod(buf, np.int64(0), scratch, steps)
     pos = decode_int_dod(buf, pos, scratch, times)
     return decode_float_xor(buf, pos, scratch, values)
 
@@ -232,7 +237,7 @@ def is_sorted(steps):
 def encode_int_delta(x, scratch, out, pos):
     """Encode int64 ``x`` as zigzag deltas (for counts that drift); returns the end."""
     n = x.shape[0]
-    _put_head(out, pos, MODE_DELTA, x[0] if n > 0 else np.int64(0), np.int64(0))
+    _put_head(out, pos, np.uint8(MODE_DELTA), x[0] if n > 0 else np.int64(0), np.int64(0))
     words = scratch[:n]
     if n > 0:
         words[0] = 0
@@ -260,7 +265,7 @@ def encode_summaries(steps, times, stats_t, edges, counts_t, scratch, out):
     column (XOR; ``stats_t`` is statistics x rows), the shared edges if any (XOR; empty
     when edges are derived from min and max), then each histogram bin's counts over the
     rows (delta; ``counts_t`` is bins x rows). Returns the number of bytes."""
-    pos = encode_int_dod(steps, scratch, out, 0)
+    pos = encode_int_dod(steps, scratch, out, np.int64(0))
     pos = encode_int_dod(times, scratch, out, pos)
     for k in range(stats_t.shape[0]):
         pos = encode_float_xor(stats_t[k], scratch, out, pos)
@@ -272,7 +277,7 @@ def encode_summaries(steps, times, stats_t, edges, counts_t, scratch, out):
 
 @nb.njit(cache=True, nogil=True)
 def decode_summaries(buf, scratch, steps, times, stats_t, edges, counts_t):
-    pos = decode_int_dod(buf, 0, scratch, steps)
+    pos = decode_int_dod(buf, np.int64(0), scratch, steps)
     pos = decode_int_dod(buf, pos, scratch, times)
     for k in range(stats_t.shape[0]):
         pos = decode_float_xor(buf, pos, scratch, stats_t[k])
@@ -280,3 +285,7 @@ def decode_summaries(buf, scratch, steps, times, stats_t, edges, counts_t):
     for b in range(counts_t.shape[0]):
         pos = decode_int_delta(buf, pos, scratch, counts_t[b])
     return pos
+
+
+announce_all(globals(), ("encode_points", "decode_points", "point_stats", "is_sorted", "encode_summaries",
+                         "decode_summaries"), "block codec")

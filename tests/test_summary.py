@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import steplog
 from steplog.engine import summary
+from steplog.engine.tensorstats import prepare
 
 Q = 2048                      # the documented quantile bound: |error| <= max((max - min) / Q, FLOOR)
 FLOOR = 1.2e-305              # (which only matters for subnormal-scale ranges)
@@ -276,7 +277,7 @@ def test_non_contiguous_views(rng, dtype):
 def test_views_are_not_copied(rng):
     base = rng.standard_normal((40, 50))
     for view in (base.T, base[::-1, ::2], base[3:30, 5:45], base.reshape(-1)[::7], base[::2, ::-3].T):
-        flat, rows, dims = summary._layout(view)
+        flat, rows, dims = prepare.layout(view)
         assert np.shares_memory(flat, base)
 
 

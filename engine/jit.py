@@ -1,0 +1,72 @@
+"""A note on stderr while a numba kernel compiles for longer than a moment.
+
+numba compiles a kernel on its first call with new argument types and caches the
+machine code on disk; a later process loads it in milliseconds. A compile from an
+empty cache takes seconds, and without a word a training loop looks hung. So every
+kernel that Python calls (not the helpers that only kernels call) goes through
+``announce``: when numba has to look for code for new argument types, a timer starts;
+if that is still going after ``STEPLOG_COMPILE_NOTE_SECONDS`` (1 s by default), one
+line goes to stderr, once per group and argument description in a process:
+
+    steplog: compiling tensor-summary kernels for float32 (first use, cached afterwards)...
+
+A cache load ends before the timer fires and says nothing. This module does not import
+numba: it only wraps the dispatcher's ``_compile_for_args``, the method numba calls
+(from C) when no compiled code matches a call's argument types.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+NOTE_SECONDS_ENV = "STEPLOG_COMPILE_NOTE_SECONDS"
+_said: set[tuple[str, str]] = set()
+_lock = threading.Lock()
+
+
+def _threshold() -> float:
+    try:
+        return float(os.environ.get(NOTE_SECONDS_ENV, "1"))
+    except ValueError:
+        return 1.0
+
+
+def _say(key: tuple[str, str]) -> None:
+    with _lock:
+        if key in _said:
+            return
+        _said.add(key)
+    group, what = key
+    suffix = f" for {what}" if what else ""
+    print(f"steplog: compiling {group} kernels{suffix} (first use, cached afterwards)...", file=sys.stderr, flush=True)
+
+
+def announce(dispatcher, group: str, describe=None):
+    """Make ``dispatcher`` (a numba kernel) say on stderr when a compile of it is slow.
+    ``describe(*args) -> str`` names what is compiled for (a dtype, say); returns the
+    dispatcher, so that it can end a module: ``f = announce(f, "block codec")``."""
+    compile_for_args = dispatcher._compile_for_args
+
+    def timed(*args, **kws):
+        what = describe(*args) if describe is not None else ""
+        key = (group, what)
+        if key in _said:
+            return compile_for_args(*args, **kws)
+        timer = threading.Timer(_threshold(), _say, (key,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return compile_for_args(*args, **kws)
+        finally:
+            timer.cancel()
+
+    dispatcher._compile_for_args = timed
+    return dispatcher
+
+
+def announce_all(namespace: dict, names, group: str, describe=None) -> None:
+    """``announce`` every kernel named in ``names`` of a module's namespace."""
+    for name in names:
+        announce(namespace[name], group, describe)
