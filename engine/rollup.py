@@ -28,6 +28,7 @@ import numpy as np
 import zstandard
 
 from .errors import CorruptionError
+from .jit import announce_all
 
 LEVELS = 5
 LEVEL_BITS = 4            # each level's groups are 16 times wider than the level below
@@ -247,3 +248,7 @@ def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
     keep = ints[:, 0, :].ravel() > 0
     fields = [(ints if t == np.int64 else floats)[:, i, :].ravel()[keep] for i, t in enumerate(_FIELD_TYPES)]
     return Groups(gid[keep], *fields)
+
+
+# Slow compiles say so on stderr (the kernels Python calls; see jit.py).
+announce_all(globals(), ("_empty", "fold_points", "fold_groups", "_group_points", "_coarsen"), "rollup")
