@@ -225,6 +225,13 @@ def context_arg(context, limits: bool = True) -> str:
     return text
 
 
+def context_hashes_by_value(context) -> bool:
+    """Whether a context dict may key a cache: its values hash and compare by value
+    (plain types, numpy scalars). A 0-d array does not hash; a tensor hashes by
+    identity, so a cache keyed by it would grow with every call."""
+    return all(type(value) in CONTEXT_VALUE_TYPES or isinstance(value, np.generic) for value in context.values())
+
+
 def _context_value(value, argument: str, limits: bool):
     if type(value) not in CONTEXT_VALUE_TYPES:
         value = _scalar(value, argument)
