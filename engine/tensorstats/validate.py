@@ -22,7 +22,7 @@ def tensor_array(tensor, argument: str = "tensor") -> np.ndarray:
     lists and numbers. A torch tensor on another device is copied to the host first,
     non-native byte order is converted (a copy). dtypes: bool, int, uint, float16/32/64."""
     if type(tensor) is not np.ndarray:
-        tensor = _as_array(tensor, argument)
+        tensor = as_array(tensor, argument)
     dt = tensor.dtype
     ok = _DTYPE_OK.get(dt)
     if ok is None:
@@ -34,7 +34,9 @@ def tensor_array(tensor, argument: str = "tensor") -> np.ndarray:
     return tensor
 
 
-def _as_array(tensor, argument: str) -> np.ndarray:
+def as_array(tensor, argument: str) -> np.ndarray:
+    """``tensor`` as a numpy array of any dtype (the conversion of ``tensor_array``
+    without its dtype check), for callers that read array-likes for other uses."""
     if isinstance(tensor, np.ndarray):
         return tensor
     if hasattr(tensor, "detach") and hasattr(tensor, "device"):   # torch: no autograd, host memory
