@@ -195,7 +195,10 @@ def _integer(value, argument: str) -> int:
         if isinstance(value, float) and value.is_integer():
             hint = " (an integral float too: pass int(step))"
         raise InvalidTypeError(argument, f"must be an int, got {type(value).__name__}{hint}")
-    return operator.index(value)
+    try:
+        return operator.index(value)
+    except (TypeError, ValueError) as exc:   # an object array holding an array, say
+        raise InvalidTypeError(argument, f"must be an int: {exc}") from None
 
 
 # -- contexts ------------------------------------------------------------------------
