@@ -22,9 +22,13 @@ BLOCK_VERSION = 1
 KIND_SCALAR = 1           # step, time, value points
 KIND_SUMMARY = 2          # step, time, tensor summary (statistics and histogram)
 KIND_RECORD = 3           # index records (experiments, runs, series), from which repair rebuilds the index
+KIND_PACK = 4             # scalar points of several small series (members), one after another
 CODEC_PLANE_FRAMES = 2    # kernels.encode_points / encode_summaries, then a zstd frame per byte plane
 CODEC_JSON_LINES = 3      # one zstd frame of JSON objects, one a line
-KIND_CODECS = {KIND_SCALAR: CODEC_PLANE_FRAMES, KIND_SUMMARY: CODEC_PLANE_FRAMES, KIND_RECORD: CODEC_JSON_LINES}
+KIND_CODECS = {KIND_SCALAR: CODEC_PLANE_FRAMES, KIND_SUMMARY: CODEC_PLANE_FRAMES, KIND_RECORD: CODEC_JSON_LINES,
+               KIND_PACK: CODEC_PLANE_FRAMES}
+MEMBER_MAGIC = b"SLPM"    # BlockRef.header_bytes of a pack member (index.member_header_bytes)
+MEMBER_MARK = struct.Struct("<4sQII")   # MEMBER_MAGIC, series_id, member index, count
 PART_RAW = 1 << 31        # part table: this part is stored as it is, not as a zstd frame
 MIN_PART = 4096           # bytes of byte planes a zstd frame holds at least
 AUX_SHARED_EDGES = 1 << 24   # summary blocks: the block stores one edges array for all rows
@@ -90,6 +94,21 @@ class Summaries(NamedTuple):
     edges: np.ndarray | None
 
 
+class Pack(NamedTuple):
+    """A decoded pack block: member j is series ``series_ids[j]`` and holds points
+    ``starts[j]:starts[j + 1]`` of the point columns, in its write order."""
+
+    series_ids: np.ndarray
+    starts: np.ndarray
+    steps: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+
+    def member(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = self.starts[j], self.starts[j + 1]
+        return self.steps[lo:hi], self.times[lo:hi], self.values[lo:hi]
+
+
 class BlockEncoder:
     """Turns columns into block bytes. One per encoding thread (not thread-safe)."""
 
@@ -118,6 +137,24 @@ class BlockEncoder:
         stats = k.point_stats(steps, times, values)
         n = len(steps)
         return self._frame(KIND_SCALAR, series_id, n, out[:raw_len], [n, n, n], stats, 0)
+
+    def encode_pack(self, series_ids: np.ndarray, counts: np.ndarray, steps: np.ndarray, times: np.ndarray,
+                    values: np.ndarray) -> bytes:
+        """One block of the points of several series: member j is ``series_ids[j]`` with
+        the next ``counts[j]`` points of the columns. A small series thus costs a few
+        bytes of a shared block, not a block (header, part table) of its own."""
+        m, n = len(series_ids), len(steps)
+        if not m or not n or int(counts.sum()) != n or counts.min() < 1:
+            raise ValueError("a pack holds at least one member, each of at least one point")
+        k = self._kernels
+        scratch, out = self._buffers(max(m, n), 5)
+        pos = k.encode_int_delta(series_ids, scratch, out, 0)
+        pos = k.encode_int_delta(counts, scratch, out, pos)
+        pos = k.encode_int_dod(steps, scratch, out, pos)
+        pos = k.encode_int_dod(times, scratch, out, pos)
+        raw_len = k.encode_float_xor(values, scratch, out, pos)
+        stats = k.point_stats(steps, times, values)
+        return self._frame(KIND_PACK, 0, n, out[:raw_len], [m, m, n, n, n], stats, m)
 
     def encode_summaries(self, series_id: int, rows: Summaries) -> bytes:
         """One block of summary rows that all have the same bins (and shared edges, if any)."""
@@ -218,13 +255,16 @@ class BlockDecoder:
         self._kernels = kernels
         self._zstd = zstandard.ZstdDecompressor()
         self._decoders = {KIND_SCALAR: self._decode_points, KIND_SUMMARY: self.decode_summaries,
-                          KIND_RECORD: self.decode_records}
+                          KIND_RECORD: self.decode_records, KIND_PACK: self.decode_pack}
+        self._last_pack: tuple[bytes, Pack] | None = None   # reads of a pack's members in a row decode it once
 
     def decode(self, block, path: str, offset: int, expected_header: bytes | None = None,
                kind: int | None = None):
         """Check any block and decode it by its kind (``kind`` given: refuse others):
         scalar -> (steps, times, values); summaries -> Summaries; records -> list of dicts.
         The one place that maps a block kind to its decoder."""
+        if expected_header is not None and expected_header[:4] == MEMBER_MAGIC and kind in (None, KIND_SCALAR):
+            return self.decode_member(block, path, offset, expected_header)
         header = unpack_header(block, path, offset)
         if kind is not None and header.kind != kind:
             raise CorruptionError(path, offset, f"block of kind {header.kind} where kind {kind} belongs")
@@ -296,10 +336,52 @@ class BlockDecoder:
                 raise CorruptionError(path, offset, "payload decodes to more than its length")
         return raw
 
+    def decode_pack(self, block, path: str, offset: int, expected_header: bytes | None = None) -> Pack:
+        """Check a pack block and decode its members (the last one decoded is kept, so
+        that reading its members one after another decodes it once)."""
+        if self._last_pack is not None and self._last_pack[0] == block:
+            return self._last_pack[1]
+        header, raw = self._checked_raw(block, path, offset, expected_header, KIND_PACK)
+        m, n = header.aux, header.count
+        k = self._kernels
+        scratch = np.empty(max(m, n), np.uint64)
+        ids, counts = np.empty(m, np.int64), np.empty(m, np.int64)
+        pack = Pack(ids, np.zeros(m + 1, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n))
+        pos = k.decode_int_delta(raw, 0, scratch, ids)
+        pos = k.decode_int_delta(raw, pos, scratch, counts)
+        if counts.min(initial=1) < 1 or int(counts.sum()) != n:
+            raise CorruptionError(path, offset, "pack member counts do not add up to its count")
+        pos = k.decode_int_dod(raw, pos, scratch, pack.steps)
+        pos = k.decode_int_dod(raw, pos, scratch, pack.times)
+        end = k.decode_float_xor(raw, pos, scratch, pack.values)
+        if end != header.raw_len:
+            raise CorruptionError(path, offset, "payload columns do not add up to its length")
+        np.cumsum(counts, out=pack.starts[1:])
+        self._last_pack = (bytes(block), pack)
+        return pack
+
+    def decode_member(self, block, path: str, offset: int, mark: bytes) -> tuple[np.ndarray, ...]:
+        """The points of one member of a pack, ``mark`` its index reference
+        (MEMBER_MARK: the series and member it names must be those of the pack)."""
+        if len(mark) != MEMBER_MARK.size:
+            raise CorruptionError(path, offset, "pack member reference of the wrong size")
+        _, series_id, j, count = MEMBER_MARK.unpack(mark)
+        pack = self.decode_pack(block, path, offset)
+        if j >= len(pack.series_ids) or pack.series_ids[j] != series_id \
+                or pack.starts[j + 1] - pack.starts[j] != count:
+            raise CorruptionError(path, offset, f"pack member {j} is not the one its index entry names")
+        return pack.member(j)
+
     def decode_into(self, block, path: str, offset: int, steps, times, values,
-                    expected_header: bytes | None = None) -> BlockHeader:
+                    expected_header: bytes | None = None) -> BlockHeader | None:
         """Check a scalar block (bytes of exactly one block) and decode its points into
-        the given arrays, which must have room for ``header.count`` points."""
+        the given arrays, which must have room for ``header.count`` points. A pack
+        member (``expected_header`` a MEMBER_MARK) is decoded from its pack."""
+        if expected_header is not None and expected_header[:4] == MEMBER_MAGIC:
+            member = self.decode_member(block, path, offset, expected_header)
+            n = len(member[0])
+            steps[:n], times[:n], values[:n] = member
+            return None
         header, raw = self._checked_raw(block, path, offset, expected_header, KIND_SCALAR)
         n = header.count
         end = self._kernels.decode_points(raw, np.empty(n, np.uint64), steps[:n], times[:n], values[:n])

@@ -8,7 +8,7 @@ index, so the command runs this in a child process (steplog.verify).
 
 from __future__ import annotations
 
-from .block import HEADER_SIZE, BlockDecoder
+from .block import HEADER_SIZE, MEMBER_MAGIC, MEMBER_MARK, BlockDecoder, Pack
 from .errors import CorruptionError
 from .index import BE_U64, TABLES, Index
 from .layout import StoreLayout
@@ -42,6 +42,10 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
             found = scanned.get((ref.segment_id, ref.offset))
             if found is None:
                 damage.append(Damage(path, ref.offset, f"indexed block {ref.seq} is not a whole block of the segment"))
+            elif ref.header_bytes[:4] == MEMBER_MAGIC:
+                reason = _member_mismatch(ref, found)
+                if reason:
+                    damage.append(Damage(path, ref.offset, reason))
             elif found and found != ref.header_bytes:
                 damage.append(Damage(path, ref.offset, "block header differs from its index entry"))
             counts[ref.header.series_id] = counts.get(ref.header.series_id, 0) + ref.header.count
@@ -57,14 +61,31 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
     return checked, damage
 
 
-def _decode(decoder: BlockDecoder, item: ScannedBlock, path: str, damage: list[Damage]) -> bytes:
-    """Decode a block by its kind; its header bytes when whole, else b"" (and damage)."""
+def _decode(decoder: BlockDecoder, item: ScannedBlock, path: str, damage: list[Damage]):
+    """Decode a block by its kind; its header bytes when whole (a pack: its length and
+    members), else b"" (and damage)."""
     try:
-        decoder.decode(item.data, path, item.offset)
+        decoded = decoder.decode(item.data, path, item.offset)
     except CorruptionError as exc:
         damage.append(Damage(exc.path, exc.offset, exc.reason))
         return b""
-    return item.data[:HEADER_SIZE]
+    return (len(item.data), decoded) if isinstance(decoded, Pack) else item.data[:HEADER_SIZE]
+
+
+def _member_mismatch(ref, found) -> str:
+    """Why an index entry of a pack member does not match the pack found ("" if it does)."""
+    if not found:
+        return ""   # the block is damaged: listed already
+    if not isinstance(found, tuple):
+        return f"indexed pack member {ref.seq} names a block that is no pack"
+    length, pack = found
+    _, series_id, j, count = MEMBER_MARK.unpack(ref.header_bytes)
+    if ref.header.length != length or j >= len(pack.series_ids) or pack.series_ids[j] != series_id:
+        return f"indexed pack member {ref.seq} is not member {j} of the pack"
+    steps = pack.member(j)[0]
+    if len(steps) != count or (ref.header.step_min, ref.header.step_max) != (steps.min(), steps.max()):
+        return f"indexed pack member {ref.seq} differs from its points in the pack"
+    return ""
 
 
 def _readable(entries, index: Index, damage: list[Damage]):

@@ -7,11 +7,19 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     runs         run_id (16 bytes)   -> JSON run record
     series       run_id | hash16(name, context) -> series_id u64 LE | kind u8 | rollup_shift u8 | JSON {name, context}
     series_info  series_id u64 BE    -> SERIES_INFO struct (stats kept by every flush)
+                                        [| PACKED struct: the series' only chunk, a pack member]
     blocks       series_id u64 BE | first_step biased u64 BE | block_seq u64 BE
                                      -> segment_id u64 LE | offset u64 LE | block header (112 bytes)
+                                        or segment_id | offset | MEMBER struct (a pack member)
     segments     segment_id u64 BE   -> committed_end u64 LE | pid u32 LE | created_ns i64 LE
-    heartbeats   run_id (16 bytes)   -> pid u32 LE | host u64 LE | time_ns i64 LE
+    heartbeats   run_id | host u64 BE | pid u32 BE -> pid u32 LE | host u64 LE | time_ns i64 LE
+                                        (one a writer; version 2: keyed by run_id alone)
     rollups      series_id u64 BE | level u8 | page_no biased u64 BE -> rollup page (engine/rollup.py)
+
+A small series costs no block of its own: its points are a member of a pack block
+(engine.block KIND_PACK) shared with other series, and while that is its only chunk the
+reference lives in its series_info value, not in ``blocks``. A series keeps rollups
+once it holds ROLLUP_MIN_POINTS points (engine.writer folds its earlier points in then).
 
 Every value ends in a CRC-32 of its key and its bytes (format version 2), checked on
 every read: a mismatch is a CorruptionError naming the table and the key. Version-1
@@ -38,12 +46,15 @@ from typing import Callable, Iterator, NamedTuple
 
 import lmdb
 
-from .block import HEADER_SIZE, BlockHeader, unpack_header
-from .errors import ClosedError, CorruptionError, FormatVersionError, StepLogError, StorageFullError, StorageIOError
+from .block import (BLOCK_MAGIC, BLOCK_VERSION, CODEC_PLANE_FRAMES, HEADER_SIZE, KIND_SCALAR, MEMBER_MAGIC,
+                    MEMBER_MARK, BlockHeader, unpack_header)
+from .errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError, StepLogError,
+                     StorageFullError, StorageIOError)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FIRST_CHECKED_VERSION = 2      # values carry checksums from this version on
-READABLE_VERSIONS = (1, 2)     # version 1 is upgraded when it is opened (engine.upgrade)
+READABLE_VERSIONS = (1, 2, 3)  # older versions are upgraded when opened to write (engine.upgrade)
+ROLLUP_MIN_POINTS = 4096       # a series keeps rollups from this many points on; smaller ones decode
 # The map is reserved address space, not disk: sized so that it never needs to grow (LMDB
 # forbids growing it while this process has a read transaction open).
 MAP_SIZE = 1 << 38
@@ -60,8 +71,13 @@ SERIES_HEAD = struct.Struct("<QBB")             # series_id, kind, rollup_shift
 BLOCK_LOCATION = struct.Struct("<QQ")           # segment_id, offset
 SERIES_INFO = struct.Struct("<QQqqqQ")          # count, max step span of a block, step_min, step_max, last_step, last_seq
 SERIES_INFO_V1 = struct.Struct("<QQqqq")        # version 1: without last_seq
+PACKED = struct.Struct("<QQII")                 # series_info tail: segment_id, offset, pack length, member
+NO_PACKED = bytes(PACKED.size)                  # a tail of zeros (pack length 0): no packed chunk
+NAME_LEN = struct.Struct("<H")                  # series value: length of the name's UTF-8
+MEMBER = struct.Struct("<IIIqq")                # blocks value tail: pack length, member, count, step_min, step_max
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
 HEARTBEAT = struct.Struct("<IQq")               # pid, host hash, time_ns
+WRITER_KEY = struct.Struct(">QI")               # heartbeats key after the run_id: host hash, pid
 STEP_BIAS = 1 << 63
 HOST_ID = int.from_bytes(hashlib.blake2b(socket.gethostname().encode(), digest_size=8).digest(), "little")
 
@@ -92,7 +108,7 @@ class BlockRef(NamedTuple):
 class SeriesEntry(NamedTuple):
     series_id: int
     kind: int
-    rollup_shift: int    # level-0 group width of the rollups, log2 of steps
+    rollup_shift: int | None   # level-0 group width of the rollups, log2 of steps (None: none kept)
 
 
 class SeriesInfo(NamedTuple):
@@ -102,13 +118,30 @@ class SeriesInfo(NamedTuple):
     step_max: int
     last_step: int       # step of the last point written, in write order (-1: none)
     last_seq: int        # block_seq of the block that holds it (0: none)
+    packed: tuple | None = None   # (segment_id, offset, pack length, member) of its only chunk, a pack member
+
+    @property
+    def keeps_rollups(self) -> bool:
+        return self.count >= ROLLUP_MIN_POINTS
 
 
 EMPTY_SERIES = SeriesInfo(0, 0, 0, 0, -1, 0)
 
 
+def member_ref(series_id: int, seq: int, segment_id: int, offset: int, pack_len: int, member: int, count: int,
+               step_min: int, step_max: int) -> BlockRef:
+    """The BlockRef of a pack member: its header says what a member's index entry
+    knows (count, step range, the pack's length); value and time stats are not kept
+    (NaN and 0), so readers decode members; ``header_bytes`` names the member."""
+    nan = float("nan")
+    header = BlockHeader(BLOCK_MAGIC, BLOCK_VERSION, KIND_SCALAR, CODEC_PLANE_FRAMES, series_id, count,
+                         pack_len - HEADER_SIZE, 0, 0, step_min, step_max, 0, 0, nan, nan, nan, nan, nan, 0, 0)
+    return BlockRef(seq, segment_id, offset, header, MEMBER_MARK.pack(MEMBER_MAGIC, series_id, member, count))
+
+
 class Heartbeat(NamedTuple):
-    """Proof of life of the process writing a run, renewed by its flusher."""
+    """Proof of life of one process writing a run, renewed by its flusher; each writer
+    (host, pid) of a run has its own."""
 
     pid: int
     host: int
@@ -126,6 +159,8 @@ class NewBlock(NamedTuple):
     header_bytes: bytes
     last_step: int       # step of its last point in write order
     seq: int             # its block_seq (engine.writer reserves them before the append)
+    member: int = -1     # >= 0: member of the pack block at ``offset`` (then header_bytes is unused)
+    pack_len: int = 0    # bytes of that pack block
 
 
 _open_indexes: "weakref.WeakSet[Index]" = weakref.WeakSet()
@@ -369,10 +404,10 @@ class IndexReader:
             "experiments": lambda k, v: self._json("experiments", k, v),
             "runs": self._run_record,
             "series": self._series_entry,
-            "series_info": lambda k, v: self._unpack(self._series_info_layout, "series_info", k, v),
+            "series_info": lambda k, v: self._parse_series_info(k, v),
             "blocks": lambda k, v: self._block_ref(k, self._unpack(BLOCK_KEY, "blocks", k, k)[2], v),
             "segments": lambda k, v: self._unpack(SEGMENT_INFO, "segments", k, v),
-            "heartbeats": lambda k, v: self._unpack(HEARTBEAT, "heartbeats", k, v),
+            "heartbeats": lambda k, v: self._heartbeat(k, v),
             "rollups": lambda k, v: (self._unpack(ROLLUP_KEY, "rollups", k, k), page_arrays(v)),
         }
         key, previous = b"", None
@@ -441,11 +476,26 @@ class IndexReader:
 
     def _series_entry(self, key: bytes, raw: bytes) -> tuple["SeriesEntry", dict]:
         entry = SeriesEntry._make(self._unpack(SERIES_HEAD, "series", key, raw, exact=False))
-        record = self._json("series", key, raw[SERIES_HEAD.size:])
+        body = raw[SERIES_HEAD.size:]
+        if body[:1] == b"{":   # version 2: JSON {"name", "context"}
+            record = self._json("series", key, body)
+        else:
+            record = self._series_names(key, body)
         if entry.kind not in SERIES_KINDS or not isinstance(record.get("name"), str) \
                 or not isinstance(record.get("context"), str):
             raise self._damage("series", key, "bad series entry")
         return entry, record
+
+    def _series_names(self, key: bytes, body: bytes) -> dict:
+        """Version 3: u16 length of the name's UTF-8, the name, then the context's UTF-8."""
+        if len(body) < NAME_LEN.size or len(body) < NAME_LEN.size + NAME_LEN.unpack_from(body)[0]:
+            raise self._damage("series", key, "series names cut short")
+        end = NAME_LEN.size + NAME_LEN.unpack_from(body)[0]
+        try:
+            return {"name": body[NAME_LEN.size:end].decode("utf-8", "surrogatepass"),
+                    "context": body[end:].decode("utf-8", "surrogatepass")}
+        except UnicodeDecodeError as exc:
+            raise self._damage("series", key, f"series names are not UTF-8: {exc}") from None
 
     def get_series(self, run_id: bytes, name: str, context_json: str) -> "SeriesEntry | None":
         """The series' entry, None when the run has no such series. A miss walks the
@@ -478,8 +528,28 @@ class IndexReader:
         raw = self._get("series_info", key)
         if not raw:
             raise self._damage("series_info", key, "missing for a series that exists")
-        fields = self._unpack(self._series_info_layout, "series_info", key, raw)
+        return self._parse_series_info(key, raw)
+
+    def _parse_series_info(self, key: bytes, raw: bytes) -> SeriesInfo:
+        layout = self._series_info_layout
+        if self._checked and len(raw) == layout.size + PACKED.size:
+            fields, packed = layout.unpack_from(raw), PACKED.unpack_from(raw, layout.size)
+            if packed[2] == 0:
+                return SeriesInfo(*fields, None)
+            info = SeriesInfo(*fields, packed)
+            if info.count < 1 or packed[2] <= HEADER_SIZE:
+                raise self._damage("series_info", key, "a packed chunk of no points")
+            return info
+        fields = self._unpack(layout, "series_info", key, raw)
         return SeriesInfo(*fields, *EMPTY_SERIES[len(fields):])
+
+    def packed_ref(self, series_id: int, info: SeriesInfo) -> BlockRef | None:
+        """The BlockRef of a series' only chunk when that is a pack member kept in its series_info."""
+        if info.packed is None:
+            return None
+        segment_id, offset, pack_len, member = info.packed
+        return member_ref(series_id, info.last_seq, segment_id, offset, pack_len, member, info.count,
+                          info.step_min, info.step_max)
 
     # -- blocks ------------------------------------------------------------------------
 
@@ -496,6 +566,10 @@ class IndexReader:
         info = self.series_info(series_id)
         if info.count == 0:
             return []
+        packed = self.packed_ref(series_id, info)
+        if packed is not None:   # its only chunk: no block entries to scan
+            inside = (start is None or info.step_max >= start) and (stop is None or info.step_min < stop)
+            return [packed] if inside else []
         lo = info.step_min if start is None else max(info.step_min, start - info.max_span)
         found, first, last_key = [], block_key(series_id, lo, 0), b""
         self._check_before(first)
@@ -529,10 +603,23 @@ class IndexReader:
             raise self._damage("blocks", start, f"LMDB: {exc}") from None
 
     def all_blocks(self) -> Iterator[BlockRef]:
+        """Every chunk of every series: block entries, then the pack members kept in series_info."""
         for key, value in self._scan("blocks"):
             yield self._block_ref(key, self._unpack(BLOCK_KEY, "blocks", key, key)[2], value)
+        for key, raw in self._scan("series_info"):
+            series_id = self._unpack(BE_U64, "series_info", key, key)[0]
+            packed = self.packed_ref(series_id, self._parse_series_info(key, raw))
+            if packed is not None:
+                yield packed
 
     def _block_ref(self, key: bytes, seq: int, value: bytes) -> BlockRef:
+        if self._checked and len(value) == BLOCK_LOCATION.size + MEMBER.size:
+            segment_id, offset = BLOCK_LOCATION.unpack_from(value)
+            pack_len, member, count, step_min, step_max = MEMBER.unpack_from(value, BLOCK_LOCATION.size)
+            if count < 1 or pack_len <= HEADER_SIZE or step_min > step_max:
+                raise self._damage("blocks", key, "bad pack member entry")
+            return member_ref(BLOCK_KEY.unpack(key)[0], seq, segment_id, offset, pack_len, member, count,
+                              step_min, step_max)
         if len(value) != BLOCK_LOCATION.size + HEADER_SIZE:
             raise self._damage("blocks", key, f"value of {len(value)} bytes")
         segment_id, offset = BLOCK_LOCATION.unpack_from(value)
@@ -569,9 +656,21 @@ class IndexReader:
         for key, raw in self._scan("segments"):
             yield self._unpack(BE_U64, "segments", key, key)[0], self._unpack(SEGMENT_INFO, "segments", key, raw)[0]
 
-    def heartbeats(self) -> dict[bytes, "Heartbeat"]:
-        return {bytes(k): Heartbeat._make(self._unpack(HEARTBEAT, "heartbeats", k, v))
-                for k, v in self._scan("heartbeats")}
+    def heartbeats(self) -> dict[bytes, list["Heartbeat"]]:
+        """run_id -> the heartbeat of every writer of the run (a version-2 entry, keyed
+        by the run alone, is that of its last writer)."""
+        found: dict[bytes, list[Heartbeat]] = {}
+        for key, value in self._scan("heartbeats"):
+            found.setdefault(bytes(key[:16]), []).append(self._heartbeat(key, value))
+        return found
+
+    def _heartbeat(self, key: bytes, value: bytes) -> "Heartbeat":
+        if len(key) not in (16, 16 + WRITER_KEY.size):
+            raise self._damage("heartbeats", key, f"key of {len(key)} bytes")
+        beat = Heartbeat._make(self._unpack(HEARTBEAT, "heartbeats", key, value))
+        if len(key) > 16 and WRITER_KEY.unpack_from(key, 16) != (beat.host, beat.pid):
+            raise self._damage("heartbeats", key, "heartbeat of another writer than its key names")
+        return beat
 
 
 class IndexWriter(IndexReader):
@@ -612,9 +711,14 @@ class IndexWriter(IndexReader):
         if raw:
             return self._series_entry(key, raw)[0]
         entry = SeriesEntry(self.next_ids(b"next_series") if series_id is None else series_id, kind, rollup_shift)
-        body = json.dumps({"name": name, "context": context_json}).encode()
-        self._put("series", key, SERIES_HEAD.pack(*entry) + body)
-        self._put("series_info", BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES))
+        name_bytes = name.encode("utf-8", "surrogatepass")
+        if len(name_bytes) > 0xFFFF:
+            raise InvalidArgumentError("name", "a series name holds at most 65535 bytes of UTF-8")
+        self._put("series", key, SERIES_HEAD.pack(*entry) + NAME_LEN.pack(len(name_bytes)) + name_bytes
+                  + context_json.encode("utf-8", "surrogatepass"))
+        # Written at the size its first flush gives it (a pack member's reference, zero
+        # here): a value that grows in place splits its page, and new ids come in order.
+        self._put("series_info", BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES[:6]) + NO_PACKED)
         return entry
 
     def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> None:
@@ -623,9 +727,24 @@ class IndexWriter(IndexReader):
         stats: dict[int, SeriesInfo] = {}
         for block in blocks:
             h = block.header
-            key = block_key(block.series_id, h.step_min, block.seq)
-            self._put("blocks", key, BLOCK_LOCATION.pack(segment_id, block.offset) + block.header_bytes)
             info = stats.get(block.series_id) or self.series_info(block.series_id)
+            if info.count == 0 and block.member >= 0:   # its only chunk: referenced from series_info alone
+                stats[block.series_id] = SeriesInfo(h.count, h.step_max - h.step_min, h.step_min, h.step_max,
+                                                    block.last_step, block.seq,
+                                                    (segment_id, block.offset, block.pack_len, block.member))
+                continue
+            if info.packed is not None:   # no longer its only chunk: the member gets a block entry
+                seg, offset, pack_len, member = info.packed
+                self._put("blocks", block_key(block.series_id, info.step_min, info.last_seq),
+                          BLOCK_LOCATION.pack(seg, offset)
+                          + MEMBER.pack(pack_len, member, info.count, info.step_min, info.step_max))
+                info = info._replace(packed=None)
+            key = block_key(block.series_id, h.step_min, block.seq)
+            if block.member >= 0:
+                value = MEMBER.pack(block.pack_len, block.member, h.count, h.step_min, h.step_max)
+            else:
+                value = block.header_bytes
+            self._put("blocks", key, BLOCK_LOCATION.pack(segment_id, block.offset) + value)
             if info.count == 0:
                 info = SeriesInfo(0, 0, h.step_min, h.step_max, -1, 0)
             latest = block.seq > info.last_seq
@@ -634,7 +753,8 @@ class IndexWriter(IndexReader):
                                                 block.last_step if latest else info.last_step,
                                                 block.seq if latest else info.last_seq)
         for series_id, info in stats.items():
-            self._put("series_info", BE_U64.pack(series_id), SERIES_INFO.pack(*info))
+            tail = b"" if info.packed is None else PACKED.pack(*info.packed)
+            self._put("series_info", BE_U64.pack(series_id), SERIES_INFO.pack(*info[:6]) + tail)
         self.put_segment(segment_id, committed_end)
 
     def merge_rollups(self, series_id: int, level: int, groups) -> None:
@@ -653,8 +773,30 @@ class IndexWriter(IndexReader):
         created = self._unpack(SEGMENT_INFO, "segments", key, raw)[2] if raw else _now_ns()
         self._put("segments", key, SEGMENT_INFO.pack(committed_end, os.getpid(), created))
 
+    def delete_rollups(self, series_id: int) -> None:
+        """Drop every rollup page of a series (the upgrade, for series too small to keep them)."""
+        start = ROLLUP_KEY.pack(series_id, 0, 0)
+        keys = []
+        for key, _ in self._scan("rollups", start):
+            if self._unpack(ROLLUP_KEY, "rollups", key, key)[0] != series_id:
+                break
+            keys.append(bytes(key))
+        for key in keys:
+            self.txn.delete(key, db=self._db["rollups"])
+
     def put_heartbeat(self, run_id: bytes, beat: "Heartbeat") -> None:
-        self._put("heartbeats", run_id, HEARTBEAT.pack(*beat))
+        """Renew the heartbeat of the writer ``beat`` names (host, pid) for ``run_id``."""
+        self._put("heartbeats", run_id + WRITER_KEY.pack(beat.host, beat.pid), HEARTBEAT.pack(*beat))
+
+    def delete_run_heartbeat(self, run_id: bytes) -> None:
+        """The version-2 heartbeat of a run, keyed by the run alone (the upgrade rekeys it)."""
+        self.txn.delete(run_id, db=self._db["heartbeats"])
+
+    def delete_heartbeat(self, run_id: bytes, pid: int | None = None, host: int = HOST_ID) -> None:
+        """Drop one writer's heartbeat of a run (default: this process's), when it ends
+        the run or closes; the run's other writers keep theirs."""
+        key = run_id + WRITER_KEY.pack(host, os.getpid() if pid is None else pid)
+        self.txn.delete(key, db=self._db["heartbeats"])
 
 
 RUN_FIELDS = frozenset(["id", "experiment", "name", "parent", "status", "start_time", "end_time", "params", "tags"])

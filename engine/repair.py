@@ -15,9 +15,9 @@ import os
 import secrets
 from typing import NamedTuple
 
-from .block import KIND_RECORD, KIND_SCALAR, BlockDecoder, unpack_header
+from .block import HEADER_SIZE, KIND_PACK, KIND_RECORD, KIND_SCALAR, BlockDecoder, unpack_header
 from .errors import StepLogError
-from .index import FORMAT_VERSION, Index, IndexWriter, NewBlock
+from .index import FORMAT_VERSION, ROLLUP_MIN_POINTS, Index, IndexWriter, NewBlock, member_ref
 from .layout import StoreLayout
 from .recovery import Damage, scan_segment, segment_id_of
 from .segment import fsync_dir
@@ -33,6 +33,17 @@ class RepairReport(NamedTuple):
     old_index: str | None  # where the replaced index was moved
 
 
+class Chunk(NamedTuple):
+    """A whole data block found in a segment, or one member of a pack block."""
+
+    segment_id: int
+    offset: int
+    data: bytes
+    block: NewBlock       # its index entry, block_seq not yet known (0)
+    mark: bytes           # what BlockDecoder.decode expects of it: header bytes, or a member reference
+    scalar: bool          # points (a block or a pack member), not tensor summaries
+
+
 class Rebuild:
     """What the scan found, folded in segment order."""
 
@@ -40,7 +51,7 @@ class Rebuild:
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, tuple[int, dict]] = {}        # run id -> (seq, record)
         self.series: dict[int, dict] = {}                  # series_id -> series record
-        self.blocks: list[tuple[int, int, bytes, int]] = []  # segment, offset, block, last step
+        self.blocks: list[Chunk] = []
         self.seqs: dict[tuple[int, int], int] = {}         # (segment, offset) -> block_seq
         self.ends: dict[int, int] = {}                     # segment -> end of its last whole block
         self.damage: list[Damage] = []
@@ -61,18 +72,24 @@ class Rebuild:
             for segment_id, offset, seq in record["blocks"]:
                 self.seqs[(segment_id, offset)] = seq
 
-    def ordered_blocks(self) -> list[tuple[int, int, int, bytes, int]]:
-        """(seq, segment, offset, block, last step) in block_seq order; a block that no
-        record numbers (its writer died between append and commit) comes after all."""
+    def ordered_blocks(self) -> list[tuple[int, Chunk]]:
+        """(seq, chunk) in block_seq order; a chunk that no record numbers (its writer
+        died between append and commit) comes after all. Members of a pack are keyed
+        (segment, offset, member)."""
         top = max(self.seqs.values(), default=0)
         found = []
-        for segment_id, offset, data, last_step in self.blocks:
-            seq = self.seqs.get((segment_id, offset))
+        for chunk in self.blocks:
+            seq = self.seqs.get(_seq_key(chunk))
             if seq is None:
                 top += 1
                 seq = top
-            found.append((seq, segment_id, offset, data, last_step))
+            found.append((seq, chunk))
         return sorted(found, key=lambda b: b[0])
+
+
+def _seq_key(chunk: Chunk) -> tuple:
+    member = chunk.block.member
+    return (chunk.segment_id, chunk.offset) if member < 0 else (chunk.segment_id, chunk.offset, member)
 
 
 def repair(layout: StoreLayout) -> RepairReport:
@@ -144,18 +161,34 @@ def _scan(layout: StoreLayout) -> Rebuild:
                     if record.get("type") == "blocks":
                         numbering = (record["first_seq"], record["count"])
             else:
-                steps = decoded[0] if header.kind == KIND_SCALAR else decoded.steps
-                found.blocks.append((segment_id, item.offset, item.data, int(steps[-1])))
-                if numbering[1] > 0:   # the blocks after a "blocks" record take its seqs in turn
-                    found.seqs[(segment_id, item.offset)] = numbering[0]
-                    numbering = (numbering[0] + 1, numbering[1] - 1)
+                for chunk in _chunks(segment_id, item.offset, item.data, header, decoded):
+                    found.blocks.append(chunk)
+                    if numbering[1] > 0:   # the chunks after a "blocks" record take its seqs in turn
+                        found.seqs[_seq_key(chunk)] = numbering[0]
+                        numbering = (numbering[0] + 1, numbering[1] - 1)
             found.ends[segment_id] = item.offset + len(item.data)
     return found
 
 
+def _chunks(segment_id: int, offset: int, data: bytes, header, decoded) -> list[Chunk]:
+    """The chunks of one data block: itself, or each member of a pack."""
+    if header.kind != KIND_PACK:
+        steps = decoded[0] if header.kind == KIND_SCALAR else decoded.steps
+        block = NewBlock(header.series_id, offset, header, data[:HEADER_SIZE], int(steps[-1]), 0)
+        return [Chunk(segment_id, offset, data, block, data[:HEADER_SIZE], header.kind == KIND_SCALAR)]
+    chunks = []
+    for j, series_id in enumerate(decoded.series_ids.tolist()):
+        steps = decoded.member(j)[0]
+        ref = member_ref(series_id, 0, segment_id, offset, len(data), j, len(steps), int(steps.min()), int(steps.max()))
+        block = NewBlock(series_id, offset, ref.header, b"", int(steps[-1]), 0, j, len(data))
+        chunks.append(Chunk(segment_id, offset, data, block, ref.header_bytes, True))
+    return chunks
+
+
 def _fill(txn: IndexWriter, found: Rebuild) -> int:
-    """Write everything found into an empty index; returns the orphan block count."""
-    from .rollup import LEVEL_BITS, LEVELS, coarsen, group_points
+    """Write everything found into an empty index; returns the orphan block count.
+    Rollups are folded, in block_seq order, for the series that hold ROLLUP_MIN_POINTS."""
+    from .rollup import all_levels
 
     txn.set_format_version(FORMAT_VERSION)
     for record in found.experiments.values():
@@ -166,23 +199,23 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
         txn.create_series(bytes.fromhex(s["run"]), s["name"], s["context"], s["kind"], s["rollup_shift"], series_id)
     for segment_id, end in found.ends.items():
         txn.put_segment(segment_id, end)
-    orphans, decoder, top_seq = 0, BlockDecoder(), 0
-    for seq, segment_id, offset, data, last_step in found.ordered_blocks():
+    orphans, top_seq, counts, kept = 0, 0, {}, []
+    for seq, chunk in found.ordered_blocks():
         top_seq = seq
-        header = unpack_header(data)
-        series = found.series.get(header.series_id)
-        if series is None or series["kind"] != header.kind:
+        series = found.series.get(chunk.block.series_id)
+        if series is None or series["kind"] != chunk.block.header.kind:
             orphans += 1
             continue
-        txn.add_blocks(segment_id, [NewBlock(header.series_id, offset, header, data[:len(data) - header.payload_len],
-                                             last_step, seq)], found.ends[segment_id])
-        if header.kind == KIND_SCALAR:
-            steps, _, values = decoder.decode(data, "", offset, kind=KIND_SCALAR)
-            levels = [group_points(steps, values, series["rollup_shift"])]
-            for _ in range(1, LEVELS):
-                levels.append(coarsen(levels[-1], LEVEL_BITS))
-            for level, groups in enumerate(levels):
-                txn.merge_rollups(header.series_id, level, groups)
+        txn.add_blocks(chunk.segment_id, [chunk.block._replace(seq=seq)], found.ends[chunk.segment_id])
+        counts[chunk.block.series_id] = counts.get(chunk.block.series_id, 0) + chunk.block.header.count
+        kept.append(chunk)
+    decoder = BlockDecoder()
+    for chunk in kept:
+        series_id = chunk.block.series_id
+        if chunk.scalar and counts[series_id] >= ROLLUP_MIN_POINTS:
+            steps, _, values = decoder.decode(chunk.data, "", chunk.offset, chunk.mark, KIND_SCALAR)
+            for level, groups in enumerate(all_levels(steps, values, found.series[series_id]["rollup_shift"])):
+                txn.merge_rollups(series_id, level, groups)
     _set_counter(txn, b"next_series", max(found.series, default=0) + 1)
     _set_counter(txn, b"next_segment", max(found.ends, default=0) + 1)
     _set_counter(txn, b"next_record", found.max_seq + 1)

@@ -57,9 +57,12 @@ class Groups(NamedTuple):
     last_step: np.ndarray
 
 
-def base_shift(steps: np.ndarray) -> int:
-    """Level-0 shift for a new series, from the spacing of its first steps."""
-    distinct = np.unique(steps)
+def base_shift(steps) -> int:
+    """Level-0 shift for a new series, from the spacing of its first steps (an array or
+    a list)."""
+    if len(steps) < 2:   # no spacing to go by (and no numpy call for each of many new series)
+        return BASE_POINTS_BITS
+    distinct = np.unique(np.asarray(steps, np.int64))
     stride = int(np.median(np.diff(distinct))) if len(distinct) > 1 else 1
     stride_bits = max(0, (max(stride, 1) - 1).bit_length())
     return min(BASE_POINTS_BITS + stride_bits, MAX_BASE_SHIFT)
@@ -187,6 +190,14 @@ def _coarsen(gid, cnt, nan, mn, mx, sm, first, fstep, last, lstep, bits):
 def coarsen(groups: Groups, bits: int = LEVEL_BITS) -> Groups:
     """The groups of the next level up, from the groups of this one."""
     return Groups(*_coarsen(*groups, np.int64(bits)))
+
+
+def all_levels(steps: np.ndarray, values: np.ndarray, shift: int) -> list[Groups]:
+    """The groups of every level of points (in write order), level 0 first."""
+    levels = [group_points(steps, values, shift)]
+    for _ in range(1, LEVELS):
+        levels.append(coarsen(levels[-1], LEVEL_BITS))
+    return levels
 
 
 def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:

@@ -5,8 +5,10 @@ Creation builds the new store under a temporary name beside it and renames it in
 place, fsyncing the directories, so a power loss leaves either no store or a whole
 one. Version 1 indexes carry no checksums and their segments no records: the upgrade
 rewrites every value with its checksum (series_info gains last_seq) and writes the
-records of every experiment, run, series and block_seq to a new segment, in one index
-transaction.
+records of every experiment, run, series and block_seq to a new segment. Version 2
+keeps rollups for every series and one heartbeat a run: the upgrade to 3 drops the
+rollups of series below ROLLUP_MIN_POINTS and keys each heartbeat by its writer. All
+steps run in one index transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 
 from .block import encode_records
 from .errors import CorruptionError
-from .index import BE_U64, FORMAT_VERSION, U64, Index, IndexWriter
+from .index import BE_U64, FORMAT_VERSION, ROLLUP_MIN_POINTS, U64, Index, IndexWriter
 from .layout import StoreLayout
 from .segment import SegmentWriter, fsync_dir
 
@@ -82,37 +84,55 @@ def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
     did it first)."""
 
     def rewrite(txn: IndexWriter) -> None:
-        if txn.format_version() >= FORMAT_VERSION:
-            return
-        values = list(txn.tables())
-        experiments = list(txn.experiments())
-        runs = list(txn.runs())
-        series = list(txn.all_series())
-        blocks = list(txn.all_blocks())
-        last_seq: dict[int, int] = {}
-        for ref in blocks:   # version 1 handed block_seqs out in commit order
-            last_seq[ref.header.series_id] = max(last_seq.get(ref.header.series_id, 0), ref.seq)
-        txn.set_format_version(FORMAT_VERSION)
-        for table, key, value in values:
-            if table == "series_info":
-                value = value + U64.pack(last_seq.get(BE_U64.unpack(key)[0], 0))
-            if (table, key) != ("meta", b"format"):
-                txn.put_raw(table, key, value)
-        records = [{"type": "experiment", "record": r} for r in experiments]
-        first = txn.next_ids(b"next_record", len(runs))
-        records += [{"type": "run", "record": r, "seq": first + i} for i, r in enumerate(runs)]
-        records += [{"type": "series", "run": run_id.hex(), "name": name, "context": context, "kind": entry.kind,
-                     "rollup_shift": entry.rollup_shift, "series_id": entry.series_id}
-                    for run_id, entry, name, context in series]
-        records += [{"type": "seqs", "blocks": [[ref.segment_id, ref.offset, ref.seq] for ref in blocks]}]
-        if records:
-            segment_id = txn.next_ids(b"next_segment")
-            segment = SegmentWriter.create(layout.segment_path(segment_id), segment_id, fsync)
-            try:
-                segment.append(encode_records(records, time.time_ns()))
-                txn.put_segment(segment_id, segment.size)
-            finally:
-                segment.close()
+        if txn.format_version() == 1:
+            _from_v1(layout, txn, fsync)
+        if txn.format_version() == 2:
+            _from_v2(txn)
 
     index.write(rewrite)
     index.version = FORMAT_VERSION
+
+
+def _from_v2(txn: IndexWriter) -> None:
+    """Version 2 to 3: no rollups below ROLLUP_MIN_POINTS, one heartbeat a writer."""
+    for _, entry, _, _ in list(txn.all_series()):
+        if entry.kind == 1 and txn.series_info(entry.series_id).count < ROLLUP_MIN_POINTS:
+            txn.delete_rollups(entry.series_id)
+    for run_id, beats in txn.heartbeats().items():
+        for beat in beats:
+            txn.put_heartbeat(run_id, beat)
+        txn.delete_run_heartbeat(run_id)
+    txn.set_format_version(3)
+
+
+def _from_v1(layout: StoreLayout, txn: IndexWriter, fsync: bool) -> None:
+    """Version 1 to 2: checksums, series_info.last_seq, the records in a segment."""
+    values = list(txn.tables())
+    experiments = list(txn.experiments())
+    runs = list(txn.runs())
+    series = list(txn.all_series())
+    blocks = list(txn.all_blocks())
+    last_seq: dict[int, int] = {}
+    for ref in blocks:   # version 1 handed block_seqs out in commit order
+        last_seq[ref.header.series_id] = max(last_seq.get(ref.header.series_id, 0), ref.seq)
+    txn.set_format_version(2)
+    for table, key, value in values:
+        if table == "series_info":
+            value = value + U64.pack(last_seq.get(BE_U64.unpack(key)[0], 0))
+        if (table, key) != ("meta", b"format"):
+            txn.put_raw(table, key, value)
+    records = [{"type": "experiment", "record": r} for r in experiments]
+    first = txn.next_ids(b"next_record", len(runs))
+    records += [{"type": "run", "record": r, "seq": first + i} for i, r in enumerate(runs)]
+    records += [{"type": "series", "run": run_id.hex(), "name": name, "context": context, "kind": entry.kind,
+                 "rollup_shift": entry.rollup_shift, "series_id": entry.series_id}
+                for run_id, entry, name, context in series]
+    records += [{"type": "seqs", "blocks": [[ref.segment_id, ref.offset, ref.seq] for ref in blocks]}]
+    if records:
+        segment_id = txn.next_ids(b"next_segment")
+        segment = SegmentWriter.create(layout.segment_path(segment_id), segment_id, fsync)
+        try:
+            segment.append(encode_records(records, time.time_ns()))
+            txn.put_segment(segment_id, segment.size)
+        finally:
+            segment.close()

@@ -34,12 +34,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .block import KIND_SCALAR, KIND_SUMMARY, BlockEncoder, Summaries, encode_records, unpack_header
-from .points import columns, summary_runs
+from . import flushplan
+from .block import HEADER_SIZE, KIND_SCALAR, KIND_SUMMARY, BlockEncoder, encode_records, unpack_header
+from .points import columns
 from .errors import ClosedError, InvalidArgumentError, StepLogError
-from .index import Heartbeat, Index, IndexWriter, NewBlock
+from .index import ROLLUP_MIN_POINTS, Heartbeat, Index, IndexWriter, NewBlock, member_ref
 from .layout import StoreLayout
-from .segment import FILE_HEADER_SIZE, SegmentWriter
+from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter
 
 POINT_BYTES = 24           # a sealed point in numpy columns
 SUMMARY_ROW_BYTES = 1536   # a sealed tensor summary with a 64-bin histogram, about
@@ -129,6 +130,9 @@ class Writer:
         self._series: dict[SeriesKey, SeriesRef] = {}
         self._buffers: list[SeriesBuffer] = []
         self._thread_buffers: dict[tuple[int, SeriesKey], SeriesBuffer] = {}
+        self._run_buffers: dict[bytes, list[SeriesBuffer]] = {}   # flush(run_id) seals these alone
+        self._key_buffers: dict[SeriesKey, list[SeriesBuffer]] = {}
+        self._run_tickets: dict[bytes, int] = {}   # run_id -> ticket of its latest sealed item
         self._cv = threading.Condition(threading.Lock())
         self.publish_lock = threading.Lock()   # held while a commit becomes visible
         self.segment_lock = threading.Lock()   # one append-and-commit at a time on this writer's segment
@@ -146,6 +150,8 @@ class Writer:
         self._next_seal = time.monotonic() + (flush_interval or float("inf"))
         self._local = threading.local()        # one BlockEncoder per encoding thread
         self._pool: ThreadPoolExecutor | None = None
+        self._reader: SegmentReader | None = None   # the flusher's, for rollups of stored points
+        self._decoder = None
         self._thread = threading.Thread(target=self._run, name="steplog-flusher", daemon=True)
         self._thread.start()
 
@@ -167,6 +173,8 @@ class Writer:
                 return buf
             buf = self._thread_buffers[mine] = SeriesBuffer(key, series, last_step)
             self._buffers.append(buf)
+            self._run_buffers.setdefault(key.run_id, []).append(buf)
+            self._key_buffers.setdefault(key, []).append(buf)
             share = self.budget_bytes // 2 // len(self._buffers)
             self.seal_at = max(MIN_SEAL_POINTS, min(self.block_points, share // LIST_POINT_BYTES))
             self.summary_seal_at = max(MIN_SEAL_ROWS, min(SUMMARY_BLOCK_ROWS, share // SUMMARY_ROW_BYTES))
@@ -220,6 +228,7 @@ class Writer:
         with self._cv:
             self._check_usable()
             self._last_ticket += 1
+            self._run_tickets[series.key.run_id] = self._last_ticket
             self._pending.append(Sealed(series, steps, times, values, self._last_ticket))
             self._pending_bytes += len(values) * series.point_bytes
             if self._pending_bytes >= self.budget_bytes or len(self._pending) == 1:
@@ -232,17 +241,21 @@ class Writer:
                 self._wait()
             self._raise_error()
 
-    def seal_all(self) -> None:
+    def seal_all(self, run_id: bytes | None = None) -> None:
+        """Queue the unsealed points of every buffer, or of ``run_id``'s buffers alone."""
         with self.seal_lock:
-            for buf in self._buffers:
-                self._seal(buf, owner=False)
+            for buf in self._buffers if run_id is None else self._run_buffers.get(run_id, ()):
+                if len(buf.cols[2]) > buf.taken or buf.series.refused is not None:
+                    self._seal(buf, owner=False)
 
-    def flush(self) -> None:
-        """Return once every point logged before the call is indexed (or raise why not)."""
-        self.seal_all()
+    def flush(self, run_id: bytes | None = None) -> None:
+        """Return once every point logged before the call is indexed (or raise why not);
+        with ``run_id``, every point of that run (its own buffers are sealed, and the wait
+        ends once its last item is written: items are written in the order sealed)."""
+        self.seal_all(run_id)
         with self._cv:
             self._error = None  # a flush retries what failed before
-            target = self._last_ticket
+            target = self._last_ticket if run_id is None else self._run_tickets.get(run_id, 0)
             self._cv.notify_all()
             while self._done_ticket < target and self._error is None:
                 self._wait()
@@ -257,6 +270,7 @@ class Writer:
         try:
             if self._thread.is_alive():
                 self.flush()
+            self._drop_heartbeats()
         finally:
             with self._cv:
                 self._closing = True
@@ -266,6 +280,18 @@ class Writer:
                 self._pool.shutdown()
             if self._segment is not None:
                 self._segment.close()
+            if self._reader is not None:
+                self._reader.close()
+
+    def _drop_heartbeats(self) -> None:
+        """This writer's heartbeats of the runs it still holds: a closed writer is no
+        proof that they live (their other writers keep their own)."""
+        runs, self.live_runs = list(self.live_runs), set()
+        if runs:
+            try:
+                self.index.write(lambda txn: [txn.delete_heartbeat(run_id) for run_id in runs])
+            except (StepLogError, OSError):
+                pass   # a heartbeat left behind goes stale (60 s): the run then reads as crashed
 
     def _check_usable(self) -> None:
         if self._closing:
@@ -296,14 +322,25 @@ class Writer:
 
     def unflushed(self, key: SeriesKey) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Points of ``key`` not yet indexed, in write order. Caller holds ``publish_lock``."""
+        return self.unflushed_many([key])[key]
+
+    def unflushed_many(self, keys) -> dict[SeriesKey, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """``unflushed`` of each key, in one pass over the pending items. Caller holds
+        ``publish_lock``."""
+        found: dict[SeriesKey, list] = {key: [] for key in keys}
         with self.seal_lock:
-            chunks = [s[1:4] for s in self._pending if s.series.key == key]
-            for buf in self._buffers:
-                if buf.key == key:
+            if self._pending:
+                for item in self._pending:
+                    chunks = found.get(item.series.key)
+                    if chunks is not None:
+                        chunks.append(item[1:4])
+            for key, chunks in found.items():
+                for buf in self._key_buffers.get(key, ()):
                     steps, times, values = buf.cols
                     n = len(values)
-                    chunks.append((steps[buf.taken:n], times[buf.taken:n], values[buf.taken:n]))
-        return [columns(*chunk) for chunk in chunks]
+                    if n > buf.taken:
+                        chunks.append((steps[buf.taken:n], times[buf.taken:n], values[buf.taken:n]))
+        return {key: [columns(*chunk) for chunk in chunks] for key, chunks in found.items()}
 
     # -- flusher thread ----------------------------------------------------------------
 
@@ -322,26 +359,23 @@ class Writer:
 
     def _write_batch(self, batch: list[Sealed]) -> None:
         try:
-            cols = [columns(item.steps, item.times, item.values) for item in batch]
-            self._resolve_series(batch, cols)
+            groups = flushplan.by_series(batch)
+            self._resolve_series(groups)
             taken = batch
-            writable = [i for i, item in enumerate(batch) if item.series.refused is None]
-            batch, cols = [batch[i] for i in writable], [cols[i] for i in writable]
-            if not batch:
+            groups = [group for group in groups if group.series.refused is None]
+            if not groups:
                 self._retire(taken)
                 return
-            chunks = self._chunks(batch, cols)
-            encoding = self._start_encoding(chunks)
-            rollups = self._rollups(batch, cols)   # on this thread, while the pool encodes
-            encoded = self._encoded(chunks, encoding)
+            work = flushplan.plan(groups, self.block_points, SUMMARY_BLOCK_ROWS)
+            encoding = self._start_encoding(work)
+            rollups = self._batch_rollups(groups)   # on this thread, while the pool encodes
+            encoded = self._encoded(work, encoding)
             with self.segment_lock:
-                segment, start, blocks = self._append_blocks(batch, chunks, encoded)
+                segment, start, blocks = self._append_blocks(groups, work, encoded)
 
                 def commit(txn: IndexWriter) -> None:
+                    self._fold_rollups(txn, groups, rollups)   # reads the counts before this flush
                     txn.add_blocks(segment.segment_id, blocks, segment.size)
-                    for series_id, levels in rollups:
-                        for level, groups in enumerate(levels):
-                            txn.merge_rollups(series_id, level, groups)
 
                 with self.publish_lock:
                     try:
@@ -349,7 +383,7 @@ class Writer:
                     except BaseException:
                         segment.cut_back(start)   # a retry appends them again
                         raise
-                    segment.recorded.update(item.series.key for item in batch)
+                    segment.recorded.update(group.series.key for group in groups)
                     self._retire(taken)
         except BaseException as exc:  # raised again in the thread that waits in flush()
             with self._cv:
@@ -405,19 +439,6 @@ class Writer:
                 break
         return batch
 
-    def _chunks(self, batch: list[Sealed], cols: list) -> list[tuple]:
-        """One entry a block to write: (series_id, steps, times, values) or (series_id, Summaries)."""
-        chunks = []
-        for item, (steps, times, values) in zip(batch, cols):
-            series_id = item.series.series_id
-            if item.series.kind == KIND_SUMMARY:
-                chunks.extend((series_id, rows) for rows in summary_runs(steps, times, values, SUMMARY_BLOCK_ROWS))
-                continue
-            for lo in range(0, len(steps), self.block_points):
-                hi = lo + self.block_points
-                chunks.append((series_id, steps[lo:hi], times[lo:hi], values[lo:hi]))
-        return chunks
-
     def _start_encoding(self, chunks: list[tuple]):
         """Futures encoding the chunks on the pool (kernels and zstd release the GIL), or
         None to encode them on this thread (few chunks, or the interpreter is exiting)."""
@@ -433,25 +454,32 @@ class Writer:
             return [self._encode(chunk) for chunk in chunks]
         return [future.result() for future in futures]
 
-    def _append_blocks(self, batch: list[Sealed], chunks: list[tuple],
+    def _append_blocks(self, groups: list[flushplan.SeriesPoints], work: list[flushplan.Work],
                        encoded: list[bytes]) -> tuple[SegmentWriter, int, list[NewBlock]]:
         """Append the blocks after one record block that holds the record of each series
         this segment lacks (so that repair finds every series defined before its blocks)
-        and the block_seq of the first block. Caller holds segment_lock. Returns the
-        segment, where the append starts, and the blocks to index."""
+        and the block_seq of the first block (a pack takes one for each member). Caller
+        holds segment_lock. Returns the segment, where the append starts, and the blocks
+        to index."""
         segment = self._segment_for_append()
-        first_seq = self._reserve_seqs(len(chunks))
-        new = {item.series.key: item.series for item in batch if item.series.key not in segment.recorded}
-        records = [series_record(series) for series in new.values()]
-        records.append({"type": "blocks", "first_seq": first_seq, "count": len(chunks)})
+        seqs = sum(len(w.members) or 1 for w in work)
+        first_seq = self._reserve_seqs(seqs)
+        records = [series_record(group.series) for group in groups if group.series.key not in segment.recorded]
+        records.append({"type": "blocks", "first_seq": first_seq, "count": seqs})
         head = encode_records(records, time.time_ns())
         start = segment.size
-        blocks, offset = [], start + len(head)
-        for i, ((series_id, first, *_), data) in enumerate(zip(chunks, encoded)):
-            header = unpack_header(data)
-            last_written = int((first.steps if isinstance(first, Summaries) else first)[-1])
-            blocks.append(NewBlock(series_id, offset, header, data[:len(data) - header.payload_len], last_written,
-                                   first_seq + i))
+        blocks, offset, seq = [], start + len(head), first_seq
+        for w, data in zip(work, encoded):
+            if w.kind == "pack":
+                for j, m in enumerate(w.members):
+                    ref = member_ref(m.series_id, seq, segment.segment_id, offset, len(data), j, m.count,
+                                     m.step_min, m.step_max)
+                    blocks.append(NewBlock(m.series_id, offset, ref.header, b"", m.last_step, seq, j, len(data)))
+                    seq += 1
+            else:
+                header = unpack_header(data)
+                blocks.append(NewBlock(header.series_id, offset, header, data[:HEADER_SIZE], w.last_step, seq))
+                seq += 1
             offset += len(data)
         segment.append(head + b"".join(encoded))
         return segment, start, blocks
@@ -500,49 +528,88 @@ class Writer:
                 raise
 
     @staticmethod
-    def _rollups(batch: list[Sealed], cols: list) -> list[tuple[int, list]]:
-        """(series_id, groups of every level) for each series of the batch."""
-        from .rollup import LEVEL_BITS, LEVELS, coarsen, group_points
+    def _batch_rollups(groups: list[flushplan.SeriesPoints]) -> dict[int, list]:
+        """Rollup groups of every level for the series whose points in this flush alone
+        reach ROLLUP_MIN_POINTS (they keep rollups whatever the store holds); the others
+        are decided in the commit, from the count stored before it."""
+        from .rollup import all_levels
 
-        by_series: dict[int, list[int]] = {}
-        for i, item in enumerate(batch):
-            if item.series.kind == KIND_SCALAR:
-                by_series.setdefault(item.series.series_id, []).append(i)
-        result = []
-        for series_id, items in by_series.items():
-            steps = np.concatenate([cols[i][0] for i in items]) if len(items) > 1 else cols[items[0]][0]
-            values = np.concatenate([cols[i][2] for i in items]) if len(items) > 1 else cols[items[0]][2]
-            levels = [group_points(steps, values, batch[items[0]].series.rollup_shift)]
-            for _ in range(1, LEVELS):
-                levels.append(coarsen(levels[-1], LEVEL_BITS))
-            result.append((series_id, levels))
-        return result
+        found = {}
+        for group in groups:
+            if group.series.kind == KIND_SCALAR and len(group.values) >= ROLLUP_MIN_POINTS:
+                steps, _, values = group.arrays()
+                found[group.series.series_id] = all_levels(steps, values, group.series.rollup_shift)
+        return found
 
-    def _encode(self, chunk: tuple) -> bytes:
+    def _fold_rollups(self, txn: IndexWriter, groups: list[flushplan.SeriesPoints], ready: dict) -> None:
+        """Fold this flush's points into the rollups of every series that keeps them
+        after it. A series that reaches ROLLUP_MIN_POINTS now gets its stored points
+        folded first (they are the earlier writes). In the commit, before add_blocks."""
+        from .rollup import all_levels
+
+        for group in groups:
+            if group.series.kind != KIND_SCALAR:
+                continue
+            series_id, shift = group.series.series_id, group.series.rollup_shift
+            before = txn.series_info(series_id).count
+            if before + len(group.values) < ROLLUP_MIN_POINTS:
+                continue
+            folds = []
+            if 0 < before < ROLLUP_MIN_POINTS:
+                steps, values = self._stored_points(txn, series_id)
+                folds.append(all_levels(steps, values, shift))
+            levels = ready.get(series_id)
+            if levels is None:
+                steps, _, values = group.arrays()
+                levels = all_levels(steps, values, shift)
+            folds.append(levels)
+            for levels in folds:
+                for level, found in enumerate(levels):
+                    txn.merge_rollups(series_id, level, found)
+
+    def _stored_points(self, txn: IndexWriter, series_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Steps and values of a (small) stored series, in write order."""
+        from .block import BlockDecoder
+
+        if self._reader is None:
+            self._reader, self._decoder = SegmentReader(self.layout.segment_path, max_open=4), BlockDecoder()
+        parts = []
+        for ref in sorted(txn.blocks_overlapping(series_id, None, None), key=lambda r: r.seq):
+            data = self._reader.read(ref.segment_id, ref.offset, ref.header.length)
+            parts.append(self._decoder.decode(data, self.layout.segment_path(ref.segment_id), ref.offset,
+                                              ref.header_bytes, KIND_SCALAR))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
+
+    def _encode(self, work: flushplan.Work) -> bytes:
         encoder = getattr(self._local, "encoder", None)
         if encoder is None:
             encoder = self._local.encoder = BlockEncoder(self.block_points)
-        return encoder.encode(*chunk) if len(chunk) == 4 else encoder.encode_summaries(*chunk)
+        if work.kind == "points":
+            return encoder.encode(*work.args)
+        if work.kind == "pack":
+            return encoder.encode_pack(*work.args)
+        return encoder.encode_summaries(*work.args)
 
     def _encode_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="steplog-encode")
         return self._pool
 
-    def _resolve_series(self, batch: list[Sealed], cols: list) -> None:
+    def _resolve_series(self, groups: list[flushplan.SeriesPoints]) -> None:
         from .rollup import base_shift
 
         new = {}
-        for item, (steps, _, _) in zip(batch, cols):
-            if item.series.series_id is None and item.series.key not in new:
-                shift = base_shift(steps) if item.series.kind == KIND_SCALAR else 0
-                new[item.series.key] = (item.series, shift)
+        for group in groups:
+            series = group.series
+            if series.series_id is None and series.key not in new:
+                new[series.key] = (series, base_shift(group.steps) if series.kind == KIND_SCALAR else 0)
         if not new:
             return
 
         def create(txn: IndexWriter) -> dict:
-            return {key: txn.create_series(key.run_id, key.name, key.context, series.kind, shift)
-                    for key, (series, shift) in new.items()}
+            first = txn.next_ids(b"next_series", len(new))   # one counter update for all
+            return {key: txn.create_series(key.run_id, key.name, key.context, series.kind, shift, first + i)
+                    for i, (key, (series, shift)) in enumerate(new.items())}
 
         for key, entry in self.index.write(create).items():
             series = new[key][0]

@@ -43,7 +43,7 @@ def dataset() -> list[dict]:
     runs = []
     specs = [  # name, experiment, status, scalar series (name, context, steps, chunks), tensors
         ("r0", "exp-a", "finished",
-         [("loss", None, np.arange(1500), 4), ("acc", {"split": "val"}, np.arange(0, 2000, 10), 2)],
+         [("loss", None, np.arange(6000), 4), ("acc", {"split": "val"}, np.arange(0, 2000, 10), 2)],
          [("grad", 16, None, range(0, 40, 5)), ("w", 8, np.linspace(-3.0, 3.0, 9), range(6))]),
         ("r1", "exp-a", "failed",
          [("loss", None, np.arange(300), 3),
@@ -102,6 +102,10 @@ def build(root: str) -> dict:
                     run.log_tensor(t["name"], array, step=step, bins=t["bins"], edges=t["edges"])
                 run.flush()
             run.end(r["status"])
+        # a heartbeat its writer left behind (it died before dropping it), for the cases to damage
+        from steplog.engine.index import Heartbeat
+
+        store._index.write(lambda txn: txn.put_heartbeat(bytes.fromhex(ids["r2"]), Heartbeat.now()))
     return ids
 
 
@@ -387,7 +391,7 @@ def catalog(root: str, ids: dict) -> dict:
         "meta_next_series": ("meta", b"next_series"),
         "meta_format": ("meta", b"format"),
         "experiments": ("experiments", name_hash("exp-b")),
-        "heartbeats": ("heartbeats", bytes.fromhex(ids["r2"])),
+        "heartbeats": ("heartbeats", min(k for k in entries["heartbeats"] if k[:16] == bytes.fromhex(ids["r2"]))),
     }
 
 
