@@ -10,7 +10,9 @@ The arguments travel in tuples: ``src`` = (flat, bits, lut, fmt, tmp) is the dat
 how to read it (see prepare.py), ``geo`` = (row_starts, r0, r1, n1, s1, n2, s2) the
 elements flat[row_starts[r] + i1*s1 + i2*s2], r0 <= r < r1, ``hist`` = (edges, bins,
 mode, escale, eps, counts) the output histogram, ``scratch`` = (work, cmap, buf, idx,
-cidx, acc) the buffers one kernel call reuses for every segment.
+cidx, acc) the buffers one kernel call reuses for every segment. The helpers of
+``segment`` are inlined into it (numba IR): as kernels of their own, each would add a
+compile and a link of its own to the first summary of every dtype.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def segment(src, geo, fixed, fixed_mode, bins, stats, edges, counts, scratch):
     finish(src, geo, size, nan2 if adaptive else nan, nf, stats, buf, work, acc)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def derive_edges(fin, mn, mx, edges, acc):
     """edges as np.histogram spreads them over [mn, mx], and the fine window over it."""
     if fin == 0:
@@ -124,7 +126,7 @@ def derive_edges(fin, mn, mx, edges, acc):
             acc[A_INV] = Q / rng
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def one_value(mn, fin, nan, size, edges, bins, mode, escale, stats, counts):
     """The summary of a segment whose finite values all equal mn."""
     i = coarse(mn, edges, bins, mode, escale)
@@ -142,7 +144,7 @@ def one_value(mn, fin, nan, size, edges, bins, mode, escale, stats, counts):
     stats[S_Q:] = mn
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
     """Pass 2 (or the one pass): the segment's finite values, chunk by chunk, into the
     moments and both histograms; returns the NaNs seen (counted here in the one pass)."""
@@ -189,7 +191,7 @@ def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
     return nan
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def finish(src, geo, size, nan, nf, stats, buf, work, acc):
     """stats from the running totals and the fine histogram of a segment."""
     flat, bits, lut, fmt, _ = src
