@@ -5,6 +5,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..engine.jit import announce_all
+
 
 @nb.njit(cache=True, nogil=True)
 def lttb(x, y, n):
@@ -182,3 +184,7 @@ def linspace_rows(lo, hi, num):
                 out[r, i] = i * step + start
         out[r, num - 1] = hi[r]
     return out
+
+
+# Slow compiles say so on stderr (the kernels Python calls; see engine/jit.py).
+announce_all(globals(), ("lttb", "floor_keys", "linspace_rows"), "read-side")
