@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import OrderedDict
 import zlib
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ CODEC_PLANE_FRAMES = 2    # kernels.encode_points / encode_summaries, then a zst
 CODEC_JSON_LINES = 3      # one zstd frame of JSON objects, one a line
 KIND_CODECS = {KIND_SCALAR: CODEC_PLANE_FRAMES, KIND_SUMMARY: CODEC_PLANE_FRAMES, KIND_RECORD: CODEC_JSON_LINES,
                KIND_PACK: CODEC_PLANE_FRAMES}
+PACK_CACHE = 16           # decoded packs a BlockDecoder keeps
 MEMBER_MAGIC = b"SLPM"    # BlockRef.header_bytes of a pack member (index.member_header_bytes)
 MEMBER_MARK = struct.Struct("<4sQII")   # MEMBER_MAGIC, series_id, member index, count
 PART_RAW = 1 << 31        # part table: this part is stored as it is, not as a zstd frame
@@ -212,12 +214,17 @@ def _framed(kind: int, series_id: int, count: int, payload: bytes, raw_len: int,
     return bytes(head) + payload
 
 
-def encode_records(records: list[dict], time_ns: int) -> bytes:
-    """A record block: ``records`` as JSON lines in one zstd frame."""
-    raw = b"".join(json.dumps(r, allow_nan=True, separators=(",", ":")).encode() + b"\n" for r in records)
+_RECORD_JSON = json.JSONEncoder(allow_nan=True, separators=(",", ":")).encode
+
+
+def encode_records(records, time_ns: int) -> bytes:
+    """A record block: ``records`` (dicts, any iterable: a generator keeps no list of
+    100,000 dicts alive) as JSON lines in one zstd frame."""
+    lines = [_RECORD_JSON(r) for r in records]
+    raw = ("\n".join(lines) + "\n").encode() if lines else b""
     payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
     nan = float("nan")
-    return _framed(KIND_RECORD, 0, len(records), payload, len(raw),
+    return _framed(KIND_RECORD, 0, len(lines), payload, len(raw),
                    (0, 0, time_ns, time_ns, nan, nan, 0.0, 0, nan, nan), 0)
 
 
@@ -256,7 +263,8 @@ class BlockDecoder:
         self._zstd = zstandard.ZstdDecompressor()
         self._decoders = {KIND_SCALAR: self._decode_points, KIND_SUMMARY: self.decode_summaries,
                           KIND_RECORD: self.decode_records, KIND_PACK: self.decode_pack}
-        self._last_pack: tuple[bytes, Pack] | None = None   # reads of a pack's members in a row decode it once
+        # packs decoded lately, by (checksum, length): reads of many small series decode each pack once
+        self._packs: "OrderedDict[tuple[int, int], tuple[bytes, Pack]]" = OrderedDict()
 
     def decode(self, block, path: str, offset: int, expected_header: bytes | None = None,
                kind: int | None = None):
@@ -337,10 +345,14 @@ class BlockDecoder:
         return raw
 
     def decode_pack(self, block, path: str, offset: int, expected_header: bytes | None = None) -> Pack:
-        """Check a pack block and decode its members (the last one decoded is kept, so
-        that reading its members one after another decodes it once)."""
-        if self._last_pack is not None and self._last_pack[0] == block:
-            return self._last_pack[1]
+        """Check a pack block and decode its members. The last PACK_CACHE packs decoded
+        are kept (the same bytes give the same pack), so reading many small series
+        decodes each pack once."""
+        key = (HEADER.unpack_from(block)[-1], len(block)) if len(block) >= HEADER_SIZE else None
+        cached = self._packs.get(key)
+        if cached is not None and cached[0] == block:
+            self._packs.move_to_end(key)
+            return cached[1]
         header, raw = self._checked_raw(block, path, offset, expected_header, KIND_PACK)
         m, n = header.aux, header.count
         k = self._kernels
@@ -357,7 +369,9 @@ class BlockDecoder:
         if end != header.raw_len:
             raise CorruptionError(path, offset, "payload columns do not add up to its length")
         np.cumsum(counts, out=pack.starts[1:])
-        self._last_pack = (bytes(block), pack)
+        self._packs[key] = (bytes(block), pack)
+        if len(self._packs) > PACK_CACHE:
+            self._packs.popitem(last=False)
         return pack
 
     def decode_member(self, block, path: str, offset: int, mark: bytes) -> tuple[np.ndarray, ...]:

@@ -71,7 +71,8 @@ SERIES_HEAD = struct.Struct("<QBB")             # series_id, kind, rollup_shift
 BLOCK_LOCATION = struct.Struct("<QQ")           # segment_id, offset
 SERIES_INFO = struct.Struct("<QQqqqQ")          # count, max step span of a block, step_min, step_max, last_step, last_seq
 SERIES_INFO_V1 = struct.Struct("<QQqqq")        # version 1: without last_seq
-PACKED = struct.Struct("<QQII")                 # series_info tail: segment_id, offset, pack length, member
+PACKED = struct.Struct("<IIII")                 # series_info tail: segment_id, offset, pack length, member
+PACKED_LIMIT = 1 << 32                          # a member at a segment or offset past u32 gets a block entry
 NO_PACKED = bytes(PACKED.size)                  # a tail of zeros (pack length 0): no packed chunk
 NAME_LEN = struct.Struct("<H")                  # series value: length of the name's UTF-8
 MEMBER = struct.Struct("<IIIqq")                # blocks value tail: pack length, member, count, step_min, step_max
@@ -150,6 +151,14 @@ class Heartbeat(NamedTuple):
     @classmethod
     def now(cls) -> "Heartbeat":
         return cls(os.getpid(), HOST_ID, _now_ns())
+
+
+class MemberStats(NamedTuple):
+    """NewBlock.header of a pack member: what its index entry keeps."""
+
+    count: int
+    step_min: int
+    step_max: int
 
 
 class NewBlock(NamedTuple):
@@ -721,14 +730,20 @@ class IndexWriter(IndexReader):
         self._put("series_info", BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES[:6]) + NO_PACKED)
         return entry
 
-    def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> None:
+    def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> dict[int, int]:
         """Index the blocks of one flush and record how far the segment is committed.
-        A series' last step is that of its block with the highest block_seq."""
+        A series' last step is that of its block with the highest block_seq. Returns
+        the count of points each series held before."""
         stats: dict[int, SeriesInfo] = {}
+        before: dict[int, int] = {}
         for block in blocks:
             h = block.header
-            info = stats.get(block.series_id) or self.series_info(block.series_id)
-            if info.count == 0 and block.member >= 0:   # its only chunk: referenced from series_info alone
+            info = stats.get(block.series_id)
+            if info is None:
+                info = self.series_info(block.series_id)
+                before[block.series_id] = info.count
+            inline = block.member >= 0 and segment_id < PACKED_LIMIT and block.offset < PACKED_LIMIT
+            if info.count == 0 and inline:   # its only chunk: referenced from series_info alone
                 stats[block.series_id] = SeriesInfo(h.count, h.step_max - h.step_min, h.step_min, h.step_max,
                                                     block.last_step, block.seq,
                                                     (segment_id, block.offset, block.pack_len, block.member))
@@ -756,6 +771,7 @@ class IndexWriter(IndexReader):
             tail = b"" if info.packed is None else PACKED.pack(*info.packed)
             self._put("series_info", BE_U64.pack(series_id), SERIES_INFO.pack(*info[:6]) + tail)
         self.put_segment(segment_id, committed_end)
+        return before
 
     def merge_rollups(self, series_id: int, level: int, groups) -> None:
         """Fold ``groups`` (engine.rollup.Groups of one level) into the stored pages."""

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections import deque
+from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -38,7 +39,7 @@ from . import flushplan
 from .block import HEADER_SIZE, KIND_SCALAR, KIND_SUMMARY, BlockEncoder, encode_records, unpack_header
 from .points import columns
 from .errors import ClosedError, InvalidArgumentError, StepLogError
-from .index import ROLLUP_MIN_POINTS, Heartbeat, Index, IndexWriter, NewBlock, member_ref
+from .index import ROLLUP_MIN_POINTS, Heartbeat, Index, IndexWriter, MemberStats, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter
 
@@ -374,8 +375,8 @@ class Writer:
                 segment, start, blocks = self._append_blocks(groups, work, encoded)
 
                 def commit(txn: IndexWriter) -> None:
-                    self._fold_rollups(txn, groups, rollups)   # reads the counts before this flush
-                    txn.add_blocks(segment.segment_id, blocks, segment.size)
+                    before = txn.add_blocks(segment.segment_id, blocks, segment.size)
+                    self._fold_rollups(txn, groups, rollups, before, {block.seq for block in blocks})
 
                 with self.publish_lock:
                     try:
@@ -464,17 +465,16 @@ class Writer:
         segment = self._segment_for_append()
         seqs = sum(len(w.members) or 1 for w in work)
         first_seq = self._reserve_seqs(seqs)
-        records = [series_record(group.series) for group in groups if group.series.key not in segment.recorded]
-        records.append({"type": "blocks", "first_seq": first_seq, "count": seqs})
-        head = encode_records(records, time.time_ns())
+        records = (series_record(group.series) for group in groups if group.series.key not in segment.recorded)
+        head = encode_records(chain(records, [{"type": "blocks", "first_seq": first_seq, "count": seqs}]),
+                              time.time_ns())
         start = segment.size
         blocks, offset, seq = [], start + len(head), first_seq
         for w, data in zip(work, encoded):
             if w.kind == "pack":
                 for j, m in enumerate(w.members):
-                    ref = member_ref(m.series_id, seq, segment.segment_id, offset, len(data), j, m.count,
-                                     m.step_min, m.step_max)
-                    blocks.append(NewBlock(m.series_id, offset, ref.header, b"", m.last_step, seq, j, len(data)))
+                    stats = MemberStats(m.count, m.step_min, m.step_max)
+                    blocks.append(NewBlock(m.series_id, offset, stats, b"", m.last_step, seq, j, len(data)))
                     seq += 1
             else:
                 header = unpack_header(data)
@@ -541,22 +541,24 @@ class Writer:
                 found[group.series.series_id] = all_levels(steps, values, group.series.rollup_shift)
         return found
 
-    def _fold_rollups(self, txn: IndexWriter, groups: list[flushplan.SeriesPoints], ready: dict) -> None:
+    def _fold_rollups(self, txn: IndexWriter, groups: list[flushplan.SeriesPoints], ready: dict,
+                      counts: dict[int, int], new_seqs: set[int]) -> None:
         """Fold this flush's points into the rollups of every series that keeps them
-        after it. A series that reaches ROLLUP_MIN_POINTS now gets its stored points
-        folded first (they are the earlier writes). In the commit, before add_blocks."""
+        after it (``counts``: points each held before it). A series that reaches
+        ROLLUP_MIN_POINTS now gets its stored points folded first (the earlier writes;
+        the blocks of this flush, ``new_seqs``, are indexed already and left out)."""
         from .rollup import all_levels
 
         for group in groups:
             if group.series.kind != KIND_SCALAR:
                 continue
             series_id, shift = group.series.series_id, group.series.rollup_shift
-            before = txn.series_info(series_id).count
+            before = counts[series_id]
             if before + len(group.values) < ROLLUP_MIN_POINTS:
                 continue
             folds = []
             if 0 < before < ROLLUP_MIN_POINTS:
-                steps, values = self._stored_points(txn, series_id)
+                steps, values = self._stored_points(txn, series_id, new_seqs)
                 folds.append(all_levels(steps, values, shift))
             levels = ready.get(series_id)
             if levels is None:
@@ -567,14 +569,17 @@ class Writer:
                 for level, found in enumerate(levels):
                     txn.merge_rollups(series_id, level, found)
 
-    def _stored_points(self, txn: IndexWriter, series_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Steps and values of a (small) stored series, in write order."""
+    def _stored_points(self, txn: IndexWriter, series_id: int, leave_out: set[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Steps and values of a (small) stored series, in write order, but for the
+        blocks whose block_seq is in ``leave_out``."""
         from .block import BlockDecoder
 
         if self._reader is None:
             self._reader, self._decoder = SegmentReader(self.layout.segment_path, max_open=4), BlockDecoder()
         parts = []
         for ref in sorted(txn.blocks_overlapping(series_id, None, None), key=lambda r: r.seq):
+            if ref.seq in leave_out:
+                continue
             data = self._reader.read(ref.segment_id, ref.offset, ref.header.length)
             parts.append(self._decoder.decode(data, self.layout.segment_path(ref.segment_id), ref.offset,
                                               ref.header_bytes, KIND_SCALAR))
