@@ -32,6 +32,8 @@ RUN_COLUMNS = [("id", pa.string()), ("experiment", pa.string()), ("name", pa.str
 
 
 def writer_is_dead(beat) -> bool:
+    """Whether the writer of one heartbeat stopped: its beat is stale or, on this host,
+    its process is gone (None: no beat at all)."""
     if beat is None:
         return True
     if time.time_ns() - beat.time_ns > STALE_HEARTBEAT_NS:
