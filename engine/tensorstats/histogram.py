@@ -28,7 +28,7 @@ import numpy as np
 
 from .fields import A_ANCHOR, A_BASE, A_INV, A_MAX, A_MIN, A_W, MODE_UNIFORM, QA
 from .binning import coarse
-from .table import build_cmap, flag, flush
+from .table import FLAG, build_cmap, flag, flush
 
 _MIN_W = 2.0 ** -1022
 _MAX_W = 2.0 ** 1023
@@ -63,6 +63,8 @@ def adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts):
         inv = 1.0 / w
     elif np.floor((lo - anchor) * inv) >= base and np.floor((hi - anchor) * inv) < base + QA:
         return
+    nq = np.int64(QA)                           # (typed, not literal: the callees compile once)
+    unflag = np.int64(-FLAG)
     k = 0
     while _span(lo, hi, anchor, inv) >= QA and w < _MAX_W:
         w *= 2.0
@@ -72,8 +74,8 @@ def adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts):
     fine = work[0:QA]
     if not first:
         if table:
-            flag(work, cmap, QA, False)
-            flush(work, cmap, QA, counts)
+            flag(work, cmap, nq, unflag)
+            flush(work, cmap, nq, counts)
         tmp = work[QA:2 * QA]
         tmp[:] = 0
         shift = 2.0 ** -min(k, 60)
@@ -90,8 +92,8 @@ def adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts):
     if table:
         for b in range(QA):
             work[2 * QA + b] = fine[b]
-        build_cmap(cmap, QA, anchor, inv, new_base, w, -np.inf, np.inf, edges, bins, mode, escale)
-        flag(work, cmap, QA, True)
+        build_cmap(cmap, nq, anchor, inv, new_base, w, -np.inf, np.inf, edges, bins, mode, escale)
+        flag(work, cmap, nq, -unflag)
 
 
 @nb.njit(cache=True, nogil=True)

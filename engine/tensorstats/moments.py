@@ -52,7 +52,7 @@ def moments_scaled(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, e, buf, acc):
     """acc = count, mean, M2, sum of squares of the finite values times 2**e: the moments
     of values whose squares would over- or underflow."""
     acc[:] = 0.0
-    k = 0
+    k = np.int64(0)                             # (not a literal 0: chunk_moments compiles once)
     for r in range(r0, r1):
         for i1 in range(n1):
             p = row_starts[r] + i1 * s1

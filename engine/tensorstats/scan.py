@@ -98,8 +98,9 @@ def scan(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2):
                     fin += n2
         if fin == 0:
             return fin, nan, np.nan, np.nan
-        mn = decode(flat, lut, tmp, kmin ^ (fmt[1] if kmin < fmt[5] else fmt[5]))
-        mx = decode(flat, lut, tmp, kmax ^ (fmt[1] if kmax < fmt[5] else fmt[5]))
+        # (cast back to the bits' width, as the integer path passes it: decode compiles once)
+        mn = decode(flat, lut, tmp, bits.dtype.type(kmin ^ (fmt[1] if kmin < fmt[5] else fmt[5])))
+        mx = decode(flat, lut, tmp, bits.dtype.type(kmax ^ (fmt[1] if kmax < fmt[5] else fmt[5])))
         return fin, nan, mn, mx
     vmin = fmt[3]
     vmax = fmt[4]

@@ -31,7 +31,7 @@ from .histogram import adapt_window, chunk_bins, linspace
 from .moments import chunk_minmax, chunk_moments, moments_scaled
 from .quantiles import quantiles
 from .scan import scan, scan_floats
-from .table import build_cmap, flag, flush
+from .table import FLAG, build_cmap, flag, flush
 
 
 @nb.njit(cache=True, nogil=True)
@@ -95,7 +95,7 @@ def segment(src, geo, fixed, fixed_mode, bins, stats, edges, counts, scratch):
         work[2 * QA:2 * QA + nf] = 0
         build_cmap(cmap, nf, acc[A_ANCHOR], acc[A_INV], 0.0, acc[A_W], acc[A_MIN], acc[A_MAX],
                    edges, bins, mode, escale)
-        flag(work, cmap, nf, True)
+        flag(work, cmap, nf, np.int64(FLAG))
     hist = (edges, bins, mode, escale, eps, counts)
     nan2 = 0
     if size > 0 and (adaptive or fin > 0):
@@ -157,7 +157,7 @@ def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
     i1 = 0
     i2 = 0
     while r < r1:
-        k = 0
+        k = np.int64(0)                         # (not a literal 0: fill compiles once)
         while r < r1 and k < CHUNK:             # fill the chunk buffer (exactly: results do not
                                                 # depend on how the elements split into rows)...
             m = min(n2 - i2, CHUNK - k)
@@ -186,7 +186,7 @@ def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
             chunk_bins(buf, k, edges, bins, mode, escale, eps, counts, work, nf, acc[A_ANCHOR], acc[A_INV],
                        acc[A_BASE], cmap, table, idx, cidx)
     if table and (not adaptive or acc[A_W] != 0.0):   # (no window without a finite value)
-        flag(work, cmap, nf, False)
+        flag(work, cmap, nf, np.int64(-FLAG))
         flush(work, cmap, nf, counts)
     return nan
 

@@ -70,11 +70,11 @@ def build_cmap(cmap, nf, anchor, inv, base, w, lo_bound, hi_bound, edges, bins, 
 
 
 @nb.njit(cache=True, nogil=True)
-def flag(work, cmap, nf, on):
-    """Mark (on) or unmark the straddling fine bins: their counts go below zero by FLAG,
-    so the counting loop learns "straddling" from the count it just incremented."""
+def flag(work, cmap, nf, add):
+    """Mark (add = FLAG) or unmark (-FLAG) the straddling fine bins: their counts go
+    below zero by FLAG, so the counting loop learns "straddling" from the count it just
+    incremented. (An int64 argument, not a bool: a literal True and False would compile apart.)"""
     fine = work[0:nf]
-    add = FLAG if on else -FLAG
     for j in range(nf):
         if cmap[j] == -1:
             fine[j] += add
