@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from collections import OrderedDict
 import zlib
 from typing import NamedTuple
@@ -16,7 +17,9 @@ from typing import NamedTuple
 import numpy as np
 import zstandard
 
+from . import smallcodec
 from .errors import CorruptionError
+from .smallcodec import COLUMN_HEADER
 
 BLOCK_MAGIC = b"SLBK"
 BLOCK_VERSION = 1
@@ -43,6 +46,25 @@ HEADER = struct.Struct("<4sHBBQIIII4q5dII")
 HEADER_SIZE = HEADER.size          # 112
 CHECKED_SIZE = HEADER_SIZE - 4     # the checksum covers header bytes [0, 108) and the payload
 ZSTD_LEVEL = 1
+SMALL_POINTS = 512        # blocks of at most this many points (rows) may use the numpy codec
+SMALL_COLUMNS = 20_000    # columns the numpy codec does in a process before the kernels take over
+_small_columns = [0]      # columns done so far with the numpy codec
+
+
+def codec_for(points: int, columns: int):
+    """The codec module (engine.kernels or engine.smallcodec, the same bytes) for a
+    block of ``points`` points (rows) in ``columns`` columns.
+
+    Importing numba and loading the cached kernels costs a fresh process 0.5 s and more;
+    the numpy codec costs some 20 us a column more than the kernels. So small blocks use
+    numpy until numba is imported anyway (a big block, a tensor summary), or until a
+    process has spent about as long on numpy columns as the import would have taken."""
+    if "numba" not in sys.modules and points <= SMALL_POINTS and _small_columns[0] < SMALL_COLUMNS:
+        _small_columns[0] += columns   # threads may race here: the count is a budget, not a total
+        return smallcodec
+    from . import kernels
+
+    return kernels
 
 
 class BlockHeader(NamedTuple):
@@ -114,10 +136,8 @@ class Pack(NamedTuple):
 class BlockEncoder:
     """Turns columns into block bytes. One per encoding thread (not thread-safe)."""
 
-    def __init__(self, max_points: int):
-        from . import kernels  # numba is imported on first encode, not at import time
-
-        self._kernels = kernels
+    def __init__(self, max_points: int, codec=None):
+        self._codec = codec   # a codec module for every block; None: codec_for each block's size
         self._scratch = np.empty(max_points, np.uint64)
         self._out = np.empty(0, np.uint8)
         self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -125,15 +145,18 @@ class BlockEncoder:
     def _buffers(self, rows: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
         if rows > len(self._scratch):
             self._scratch = np.empty(rows, np.uint64)
-        size = columns * (self._kernels.COLUMN_HEADER + 8 * rows)
+        size = columns * (COLUMN_HEADER + 8 * rows)
         if size > len(self._out):
             self._out = np.empty(size, np.uint8)
         return self._scratch, self._out
 
+    def _kernels(self, points: int, columns: int):
+        return self._codec or codec_for(points, columns)
+
     def encode(self, series_id: int, steps: np.ndarray, times: np.ndarray, values: np.ndarray) -> bytes:
         if not len(steps):
             raise ValueError("a block holds at least one point")
-        k = self._kernels
+        k = self._kernels(len(steps), 3)
         scratch, out = self._buffers(len(steps), 3)
         raw_len = k.encode_points(steps, times, values, scratch, out)
         stats = k.point_stats(steps, times, values)
@@ -148,7 +171,7 @@ class BlockEncoder:
         m, n = len(series_ids), len(steps)
         if not m or not n or int(counts.sum()) != n or counts.min() < 1:
             raise ValueError("a pack holds at least one member, each of at least one point")
-        k = self._kernels
+        k = self._kernels(max(m, n), 5)
         scratch, out = self._buffers(max(m, n), 5)
         pos = k.encode_int_delta(series_ids, scratch, out, 0)
         pos = k.encode_int_delta(counts, scratch, out, pos)
@@ -162,12 +185,13 @@ class BlockEncoder:
         """One block of summary rows that all have the same bins (and shared edges, if any)."""
         from .summary import SUMMARY_FIELDS
 
-        k = self._kernels
         n, bins = rows.counts.shape
         if not n:
             raise ValueError("a block holds at least one row")
         edges = rows.edges if rows.edges is not None else np.empty(0)
-        scratch, out = self._buffers(max(n, len(edges)), 3 + len(SUMMARY_FIELDS) + bins)
+        columns = 3 + len(SUMMARY_FIELDS) + bins
+        k = self._kernels(max(n, len(edges)), columns)
+        scratch, out = self._buffers(max(n, len(edges)), columns)
         raw_len = k.encode_summaries(rows.steps, rows.times, np.ascontiguousarray(rows.stats.T), edges,
                                      np.ascontiguousarray(rows.counts.T), scratch, out)
         field = {name: rows.stats[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
@@ -231,8 +255,6 @@ def encode_records(records, time_ns: int) -> bytes:
 def _parts(raw: np.ndarray, columns: list[int]) -> list[tuple[int, int]]:
     """(start, end) of the parts of an encoded payload whose columns hold ``columns``
     entries each: cut after a byte plane once the part holds MIN_PART bytes."""
-    from .kernels import COLUMN_HEADER
-
     parts, start, pos = [], 0, 0
     for entries in columns:
         planes = bin(int(raw[pos + 1])).count("1")
@@ -256,10 +278,8 @@ def _nan_reduce(fn, values: np.ndarray) -> float:
 class BlockDecoder:
     """Turns block bytes back into columns, checking everything on the way."""
 
-    def __init__(self):
-        from . import kernels
-
-        self._kernels = kernels
+    def __init__(self, codec=None):
+        self._codec = codec   # a codec module for every block; None: codec_for each block's size
         self._zstd = zstandard.ZstdDecompressor()
         self._decoders = {KIND_SCALAR: self._decode_points, KIND_SUMMARY: self.decode_summaries,
                           KIND_RECORD: self.decode_records, KIND_PACK: self.decode_pack}
@@ -355,7 +375,7 @@ class BlockDecoder:
             return cached[1]
         header, raw = self._checked_raw(block, path, offset, expected_header, KIND_PACK)
         m, n = header.aux, header.count
-        k = self._kernels
+        k = self._kernels(max(m, n), 5)
         scratch = np.empty(max(m, n), np.uint64)
         ids, counts = np.empty(m, np.int64), np.empty(m, np.int64)
         pack = Pack(ids, np.zeros(m + 1, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n))
@@ -398,7 +418,7 @@ class BlockDecoder:
             return None
         header, raw = self._checked_raw(block, path, offset, expected_header, KIND_SCALAR)
         n = header.count
-        end = self._kernels.decode_points(raw, np.empty(n, np.uint64), steps[:n], times[:n], values[:n])
+        end = self._kernels(n, 3).decode_points(raw, np.empty(n, np.uint64), steps[:n], times[:n], values[:n])
         if end != header.raw_len:
             raise CorruptionError(path, offset, "payload columns do not add up to its length")
         return header
@@ -412,8 +432,12 @@ class BlockDecoder:
         edges = np.empty(bins + 1 if header.aux & AUX_SHARED_EDGES else 0)
         rows = Summaries(np.empty(n, np.int64), np.empty(n, np.int64), np.empty((len(SUMMARY_FIELDS), n)),
                          np.empty((bins, n), np.int64), edges)
-        end = self._kernels.decode_summaries(raw, np.empty(max(n, len(edges)), np.uint64), rows.steps, rows.times,
+        kernels = self._kernels(max(n, len(edges)), 3 + len(SUMMARY_FIELDS) + bins)
+        end = kernels.decode_summaries(raw, np.empty(max(n, len(edges)), np.uint64), rows.steps, rows.times,
                                              rows.stats, edges, rows.counts)
         if end != header.raw_len:
             raise CorruptionError(path, offset, "payload columns do not add up to its length")
         return rows._replace(stats=rows.stats.T, counts=rows.counts.T, edges=edges if len(edges) else None)
+
+    def _kernels(self, points: int, columns: int):
+        return self._codec or codec_for(points, columns)

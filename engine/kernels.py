@@ -16,6 +16,8 @@ A column of n 64-bit words is first transformed (delta-of-delta for integers, XO
 the previous value for floats), zigzag-mapped for integers, then split into byte planes:
 plane p holds byte p of every word. Planes whose bytes are all zero are left out and
 their bit in plane_mask is clear. zstd then compresses the concatenated planes.
+engine/smallcodec.py is the numpy twin of these kernels (the same bytes): small blocks
+use it, so that a short script never imports numba.
 """
 
 from __future__ import annotations
@@ -24,11 +26,7 @@ import numba as nb
 import numpy as np
 
 from .jit import announce_all
-
-MODE_DOD = 1  # integers: delta of deltas, zigzag
-MODE_XOR = 2  # float64 bits: XOR with previous value
-MODE_DELTA = 3  # integers: delta, zigzag (histogram counts)
-COLUMN_HEADER = 18
+from .smallcodec import COLUMN_HEADER, MODE_DELTA, MODE_DOD, MODE_XOR  # noqa: F401 (the layout's constants)
 
 
 @nb.njit(cache=True, nogil=True)

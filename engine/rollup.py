@@ -15,7 +15,8 @@ page (``index.Index`` table ``rollups``), as 9 little-endian arrays one after an
 count i64, nan_count i64, min f64, max f64, sum f64, first f64, first_step i64, last f64,
 last_step i64. An empty group has count 0, min +inf, max -inf. Layout in docs/FORMAT.md.
 
-Importing this module imports numba: import it lazily.
+The kernels that fold points and groups are numba's, in engine/rollupkernels.py,
+imported on the first fold: base_shift, page reads and Groups need no numba.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 import zstandard
 
 from .errors import CorruptionError
-from .jit import announce_all
 
 LEVELS = 5
 LEVEL_BITS = 4            # each level's groups are 16 times wider than the level below
@@ -72,123 +71,24 @@ def level_shift(base: int, level: int) -> int:
     return base + LEVEL_BITS * level
 
 
-@nb.njit(cache=True, nogil=True)
-def _empty(n):
+def empty_groups(n: int) -> tuple[np.ndarray, ...]:
+    """The 9 aggregate arrays of ``n`` empty groups (as rollupkernels._empty makes them)."""
     return (np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, np.inf), np.full(n, -np.inf),
             np.zeros(n, np.float64), np.full(n, np.nan), np.zeros(n, np.int64), np.full(n, np.nan),
             np.zeros(n, np.int64))
 
 
-@nb.njit(cache=True, nogil=True)
-def fold_points(steps, values, keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep):
-    """Fold point j into slot keys[j] (slots out of range are skipped), in write order.
-    One loop body, no helper call: numba does not inline a call that takes 12 arrays."""
-    n_slots = cnt.shape[0]
-    for j in range(steps.shape[0]):
-        i = keys[j]
-        if i < 0 or i >= n_slots:
-            continue
-        step = steps[j]
-        v = values[j]
-        c = cnt[i]
-        if c == 0 or step < fstep[i]:
-            first[i] = v
-            fstep[i] = step
-        if c == 0 or step >= lstep[i]:
-            last[i] = v
-            lstep[i] = step
-        cnt[i] = c + 1
-        if np.isnan(v):
-            nan[i] += 1
-        else:
-            sm[i] += v
-            if v < mn[i]:
-                mn[i] = v
-            if v > mx[i]:
-                mx[i] = v
-
-
-@nb.njit(cache=True, nogil=True)
-def fold_groups(keys, g_cnt, g_nan, g_mn, g_mx, g_sm, g_first, g_fstep, g_last, g_lstep,
-                cnt, nan, mn, mx, sm, first, fstep, last, lstep):
-    """Merge aggregate j into slot keys[j]; the aggregates being merged in are the later writes."""
-    n_slots = cnt.shape[0]
-    for j in range(keys.shape[0]):
-        i = keys[j]
-        if i < 0 or i >= n_slots or g_cnt[j] == 0:
-            continue
-        if cnt[i] == 0 or g_fstep[j] < fstep[i]:
-            first[i] = g_first[j]
-            fstep[i] = g_fstep[j]
-        if cnt[i] == 0 or g_lstep[j] >= lstep[i]:
-            last[i] = g_last[j]
-            lstep[i] = g_lstep[j]
-        cnt[i] += g_cnt[j]
-        nan[i] += g_nan[j]
-        sm[i] += g_sm[j]
-        if g_mn[j] < mn[i]:
-            mn[i] = g_mn[j]
-        if g_mx[j] > mx[i]:
-            mx[i] = g_mx[j]
-
-
-@nb.njit(cache=True, nogil=True)
-def _dense_keys(gids):
-    """Map group ids to 0..u-1 in ascending order; returns (keys, unique ids)."""
-    n = gids.shape[0]
-    ascending = True
-    for i in range(1, n):
-        if gids[i] < gids[i - 1]:
-            ascending = False
-            break
-    if ascending:  # the common case: one linear pass
-        keys = np.empty(n, np.int64)
-        uniq = np.empty(n, np.int64)
-        u = -1
-        for i in range(n):
-            if u < 0 or gids[i] != uniq[u]:
-                u += 1
-                uniq[u] = gids[i]
-            keys[i] = u
-        return keys, uniq[:u + 1]
-    order = np.argsort(gids, kind="mergesort")
-    keys = np.empty(gids.shape[0], np.int64)
-    uniq = np.empty(gids.shape[0], np.int64)
-    u = -1
-    for pos in range(order.shape[0]):
-        g = gids[order[pos]]
-        if u < 0 or g != uniq[u]:
-            u += 1
-            uniq[u] = g
-        keys[order[pos]] = u
-    return keys, uniq[:u + 1]
-
-
-@nb.njit(cache=True, nogil=True)
-def _group_points(steps, values, shift):
-    gids = steps >> shift
-    keys, uniq = _dense_keys(gids)
-    cnt, nan, mn, mx, sm, first, fstep, last, lstep = _empty(uniq.shape[0])
-    fold_points(steps, values, keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep)
-    return uniq, cnt, nan, mn, mx, sm, first, fstep, last, lstep
-
-
 def group_points(steps: np.ndarray, values: np.ndarray, shift: int) -> Groups:
     """Aggregate points (in write order) into the groups of one level."""
+    from .rollupkernels import _group_points
+
     return Groups(*_group_points(steps, values, np.int64(shift)))
-
-
-@nb.njit(cache=True, nogil=True)
-def _coarsen(gid, cnt, nan, mn, mx, sm, first, fstep, last, lstep, bits):
-    parent = gid >> bits
-    keys, uniq = _dense_keys(parent)
-    out = _empty(uniq.shape[0])
-    fold_groups(keys, cnt, nan, mn, mx, sm, first, fstep, last, lstep, *out)
-    return (uniq,) + out
 
 
 def coarsen(groups: Groups, bits: int = LEVEL_BITS) -> Groups:
     """The groups of the next level up, from the groups of this one."""
+    from .rollupkernels import _coarsen
+
     return Groups(*_coarsen(*groups, np.int64(bits)))
 
 
@@ -203,7 +103,7 @@ def all_levels(steps: np.ndarray, values: np.ndarray, shift: int) -> list[Groups
 def page_arrays(page: bytes | None) -> tuple[np.ndarray, ...]:
     """A page's 9 arrays, writable (a copy); an empty page when ``page`` is None."""
     if page is None:
-        return _empty(PAGE_GROUPS)
+        return empty_groups(PAGE_GROUPS)
     page = _decompress(page)
     if len(page) != PAGE_BYTES:
         raise CorruptionError("index", 0, f"rollup page has {len(page)} bytes, expected {PAGE_BYTES}")
@@ -235,6 +135,8 @@ def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
 def merge_into_pages(groups: Groups, read_page, write_page) -> None:
     """Fold ``groups`` (later writes) into their pages: read_page(page_no) -> bytes | None,
     write_page(page_no, bytes)."""
+    from .rollupkernels import fold_groups
+
     pages = groups.gid // PAGE_GROUPS
     bounds = np.flatnonzero(np.diff(pages)) + 1
     for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(pages)]))):
@@ -249,7 +151,7 @@ def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
     """Non-empty groups of the given (page_no, page bytes), ascending: all pages are
     decompressed into one buffer and split into fields with array views, not page by page."""
     if not pages:
-        return Groups(np.empty(0, np.int64), *_empty(0))
+        return Groups(np.empty(0, np.int64), *empty_groups(0))
     raw = b"".join(_decompress(page) for _, page in pages)
     if len(raw) != len(pages) * PAGE_BYTES:
         raise CorruptionError("index", 0, "a rollup page has the wrong size")
@@ -261,5 +163,11 @@ def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
     return Groups(gid[keep], *fields)
 
 
-# Slow compiles say so on stderr (the kernels Python calls; see jit.py).
-announce_all(globals(), ("_empty", "fold_points", "fold_groups", "_group_points", "_coarsen"), "rollup")
+def __getattr__(name: str):
+    """The kernels query.downsample folds with (_empty, fold_points, fold_groups), from
+    rollupkernels on first use, so that importing this module imports no numba."""
+    if name in ("_empty", "fold_points", "fold_groups"):
+        from . import rollupkernels
+
+        return getattr(rollupkernels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
