@@ -73,16 +73,11 @@ class ManySummaries(NamedTuple):
     counts: np.ndarray   # int64, n x bins
 
 
-_EMPTY = np.empty(0)
-_EMPTY.flags.writeable = False
-
-
 def summarize(tensor: np.ndarray, bins: int = 64, edges: np.ndarray | None = None) -> Summary:
     """Summary of ``tensor`` (any shape, strides and numeric or bool dtype): the
     SUMMARY_FIELDS statistics, and a histogram over ``edges`` (1-d, strictly increasing,
     finite; ``bins`` is then ignored) or over ``bins`` bins spread over [min, max]."""
     nbins, fixed, mode = histogram_args(bins, edges)
-    fixed = _EMPTY if fixed is None else fixed      # (the kernels take empty edges for derived ones)
     a = tensor_array(tensor, "tensor")
     flat, rows, dims = layout(a)
     flat, bits, lut, fmt = views(readonly(flat))
@@ -101,7 +96,6 @@ def summarize_many(tensors, bins: int = 64, edges: np.ndarray | None = None) -> 
     Python and kernel call per tensor) and summarised by one kernel call that loops over
     them (``summarize_segments``)."""
     nbins, fixed, mode = histogram_args(bins, edges)
-    fixed = _EMPTY if fixed is None else fixed      # (the kernels take empty edges for derived ones)
     if isinstance(tensors, np.ndarray):
         raise InvalidTypeError("tensors", "must be a sequence of arrays, got one array")
     try:

@@ -6,13 +6,11 @@ With derived edges, pass 1 (scan.py) finds min, max and the NaN/inf counts on th
 bits, pass 2 computes the rest (skipping the NaN/inf tests when pass 1 found none;
 skipped altogether when all finite values are equal).
 
-The arguments travel in tuples: ``src`` = (flat, bits, lut, fmt, tmp) is the data and
-how to read it (see prepare.py), ``geo`` = (row_starts, r0, r1, n1, s1, n2, s2) the
-elements flat[row_starts[r] + i1*s1 + i2*s2], r0 <= r < r1, ``hist`` = (edges, bins,
-mode, escale, eps, counts) the output histogram, ``scratch`` = (work, cmap, buf, idx,
-cidx, acc) the buffers one kernel call reuses for every segment. The helpers of
-``segment`` are inlined into it (numba IR): as kernels of their own, each would add a
-compile and a link of its own to the first summary of every dtype.
+A segment is the elements flat[row_starts[r] + i1*s1 + i2*s2], r0 <= r < r1, i1 < n1,
+i2 < n2; the buffers (work, cmap, buf, idx, cidx, acc) are reused for every segment of
+one kernel call. Arguments are passed flat, never in tuples, and the helpers of
+``segment`` are inlined into it (numba IR): tuples of arrays and kernels of their own
+each add compile time to the first summary of every dtype (seconds, over all of them).
 """
 
 from __future__ import annotations
@@ -41,40 +39,41 @@ def summarize_segments(flat, bits, lut, fmt, seg_rows, row_starts, dims, fixed, 
     flat[row + i1*s1 + i2*s2] for row in row_starts[seg_rows[s]:seg_rows[s+1]] and
     (n1, s1, n2, s2) = dims[s]. ``bits`` is flat's memory as integers and ``fmt`` says how
     to read them (see prepare.py); ``lut`` converts float16 bits. ``fixed``: the caller's
-    edges, or empty to derive them from [min, max]."""
+    edges, or None to derive them from [min, max] (None compiles only that path, and
+    edges only the one-pass path: a derived-edges summary never compiles the adaptive
+    window, nor a caller-edges one the min/max scan)."""
     work = np.empty(3 * QA, np.int64)          # fine histogram, merge space, snapshot
     cmap = np.empty(QA, np.int32)
     buf = np.empty(CHUNK)
     idx = np.empty(CHUNK, np.int32)
     cidx = np.empty(CHUNK, np.int32)
     acc = np.empty(NACC)
-    src = (flat, bits, lut, fmt, np.empty(1, bits.dtype))
-    scratch = (work, cmap, buf, idx, cidx, acc)
+    tmp = np.empty(1, bits.dtype)
     for s in range(dims.shape[0]):
-        geo = (row_starts, seg_rows[s], seg_rows[s + 1], dims[s, 0], dims[s, 1], dims[s, 2], dims[s, 3])
-        segment(src, geo, fixed, fixed_mode, bins, stats[s], edges[s], counts[s], scratch)
+        segment(flat, bits, lut, fmt, tmp, row_starts, seg_rows[s], seg_rows[s + 1], dims[s, 0], dims[s, 1],
+                dims[s, 2], dims[s, 3], fixed, fixed_mode, bins, stats[s], edges[s], counts[s],
+                work, cmap, buf, idx, cidx, acc)
 
 
 @nb.njit(cache=True, nogil=True)
-def segment(src, geo, fixed, fixed_mode, bins, stats, edges, counts, scratch):
+def segment(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2, fixed, fixed_mode, bins,
+            stats, edges, counts, work, cmap, buf, idx, cidx, acc):
     """Summarise one segment into stats, edges and counts."""
-    row_starts, r0, r1, n1, s1, n2, s2 = geo
-    work, cmap, buf, idx, cidx, acc = scratch
     size = (r1 - r0) * n1 * n2
-    adaptive = fixed.shape[0] > 0
+    adaptive = fixed is not None
     fin, nan, mn, mx = 0, 0, 0.0, 0.0
     mode = fixed_mode
     nf = QA
     acc[:] = 0.0
     acc[A_MIN] = np.inf
     acc[A_MAX] = -np.inf
-    if adaptive:
+    if fixed is not None:                       # (tests on ``fixed`` itself: numba drops the other path)
         for i in range(fixed.shape[0]):         # (a loop: a slice copy compiles numba's shape error text)
             edges[i] = fixed[i]
     else:
         nf = Q
         mode = MODE_UNIFORM
-        fin, nan, mn, mx = scan(*src, row_starts, r0, r1, n1, s1, n2, s2)
+        fin, nan, mn, mx = scan(flat, bits, lut, fmt, tmp, row_starts, r0, r1, n1, s1, n2, s2)
         derive_edges(fin, mn, mx, edges, acc)
     erange = edges[bins] - edges[0]
     escale = 0.0
@@ -96,11 +95,12 @@ def segment(src, geo, fixed, fixed_mode, bins, stats, edges, counts, scratch):
         build_cmap(cmap, nf, acc[A_ANCHOR], acc[A_INV], 0.0, acc[A_W], acc[A_MIN], acc[A_MAX],
                    edges, bins, mode, escale)
         flag(work, cmap, nf, np.int64(FLAG))
-    hist = (edges, bins, mode, escale, eps, counts)
     nan2 = 0
     if size > 0 and (adaptive or fin > 0):
-        nan2 = chunks(src, geo, adaptive, fin == size, nf, table, hist, scratch)
-    finish(src, geo, size, nan2 if adaptive else nan, nf, stats, buf, work, acc)
+        nan2 = chunks(flat, bits, lut, fmt, row_starts, r0, r1, n1, s1, n2, s2, fixed, fin == size, nf, table,
+                      edges, bins, mode, escale, eps, counts, work, cmap, buf, idx, cidx, acc)
+    finish(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, size, nan2 if adaptive else nan, nf, stats, buf,
+           work, acc)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -145,13 +145,10 @@ def one_value(mn, fin, nan, size, edges, bins, mode, escale, stats, counts):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
+def chunks(flat, bits, lut, fmt, row_starts, r0, r1, n1, s1, n2, s2, fixed, all_finite, nf, table,
+           edges, bins, mode, escale, eps, counts, work, cmap, buf, idx, cidx, acc):
     """Pass 2 (or the one pass): the segment's finite values, chunk by chunk, into the
     moments and both histograms; returns the NaNs seen (counted here in the one pass)."""
-    flat, bits, lut, fmt, _ = src
-    row_starts, r0, r1, n1, s1, n2, s2 = geo
-    work, cmap, buf, idx, cidx, acc = scratch
-    edges, bins, mode, escale, eps, counts = hist
     nan = 0
     r = r0
     i1 = 0
@@ -163,7 +160,7 @@ def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
             m = min(n2 - i2, CHUNK - k)
             q = row_starts[r] + i1 * s1 + i2 * s2
             fast = all_finite
-            if adaptive:                        # one pass: test these floats' bits first (vectorised)
+            if fixed is not None:               # one pass: test these floats' bits first (vectorised)
                 fast = not fmt[0] or not scan_floats(bits, q, m, s2, fmt, fmt[3], fmt[4])[0]
             k, seen = fill(flat, lut, q, m, s2, buf, k, fast)
             nan += seen
@@ -176,7 +173,7 @@ def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
                     r += 1
         if k:
             chunk_moments(buf, k, acc)
-            if adaptive:
+            if fixed is not None:
                 if acc[A_W] == 0.0:
                     acc[A_ANCHOR] = buf[0]
                 mn, mx = chunk_minmax(buf, k)
@@ -185,17 +182,15 @@ def chunks(src, geo, adaptive, all_finite, nf, table, hist, scratch):
                 adapt_window(acc, work, cmap, table, edges, bins, mode, escale, counts)
             chunk_bins(buf, k, edges, bins, mode, escale, eps, counts, work, nf, acc[A_ANCHOR], acc[A_INV],
                        acc[A_BASE], cmap, table, idx, cidx)
-    if table and (not adaptive or acc[A_W] != 0.0):   # (no window without a finite value)
+    if table and (fixed is None or acc[A_W] != 0.0):   # (no window without a finite value)
         flag(work, cmap, nf, np.int64(-FLAG))
         flush(work, cmap, nf, counts)
     return nan
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def finish(src, geo, size, nan, nf, stats, buf, work, acc):
+def finish(flat, lut, row_starts, r0, r1, n1, s1, n2, s2, size, nan, nf, stats, buf, work, acc):
     """stats from the running totals and the fine histogram of a segment."""
-    flat, bits, lut, fmt, _ = src
-    row_starts, r0, r1, n1, s1, n2, s2 = geo
     n = int(acc[A_N])
     stats[S_COUNT] = size
     stats[S_NAN] = nan
