@@ -8,7 +8,6 @@ import numpy as np
 from ..engine.jit import announce_all
 
 
-@nb.njit(cache=True, nogil=True)
 def lttb(x, y, n):
     """Largest-Triangle-Three-Buckets: at most ``n`` indices into x and y, ascending;
     every point when there are at most n, else the first and the last point (whatever
@@ -18,73 +17,33 @@ def lttb(x, y, n):
     n (B is the largest count for which B plus the buckets holding both kinds fit in
     n - 2; with room for one inner point only, a NaN or inf takes it). With n == 1 it is
     the last point alone: what a view of the latest value shows; with n == 2, the first
-    and the last. x must be sorted."""
+    and the last. x must be sorted, x and y contiguous float64.
+
+    Only the walk over the buckets, where each pick depends on the one before, is a
+    numba kernel (``lttb_walk``); the rest is numpy, which a first read does not compile."""
     size = x.shape[0]
     if n <= 0 or size == 0:
         return np.empty(0, np.int64)
     if n == 1:
-        return np.array([size - 1])
+        return np.array([size - 1], np.int64)
     if n >= size:
-        return np.arange(size)
+        return np.arange(size, dtype=np.int64)
     if n == 2:
-        return np.array([0, size - 1])
+        return np.array([0, size - 1], np.int64)
     inner = size - 2
+    odd = ~np.isfinite(y[1:size - 1])
     bad = np.zeros(inner + 1, np.int64)     # bad[i]: NaN or inf among the first i inner points
-    for i in range(inner):
-        bad[i + 1] = bad[i] + (0 if np.isfinite(y[i + 1]) else 1)
-    budget = n - 2
-    count = _lttb_buckets(bad, inner, budget)
+    np.cumsum(odd, out=bad[1:])
+    count = _lttb_buckets(bad, inner, n - 2)
+    if count == 0:   # one slot, and a NaN or inf to show
+        return np.array([0, 1 + int(np.argmax(odd)), size - 1], np.int64)
     out = np.empty(n, np.int64)
     out[0] = 0
-    if count == 0:   # one slot, and a NaN or inf to show
-        for i in range(1, size - 1):
-            if not np.isfinite(y[i]):
-                out[1] = i
-                break
-        out[2] = size - 1
-        return out[:3]
-    k = 1
-    a = _first_finite(y, 0, size)   # the last chosen finite point: one corner of the triangles
-    for b in range(count):
-        lo = 1 + b * inner // count
-        hi = 1 + (b + 1) * inner // count
-        nhi = 1 + (b + 2) * inner // count if b + 1 < count else size
-        cx, cy = _finite_mean(x, y, hi, nhi, a)
-        pick, odd = _bucket_pick(x, y, lo, hi, x[a] if a >= 0 else cx, y[a] if a >= 0 else cy, cx, cy)
-        if odd >= 0 and (pick < 0 or odd < pick):
-            out[k] = odd
-            k += 1
-        if pick >= 0:
-            out[k] = pick
-            k += 1
-            a = pick
-        if odd >= 0 and pick >= 0 and odd > pick:
-            out[k] = odd
-            k += 1
+    k = lttb_walk(x, y, np.int64(count), out)
     out[k] = size - 1
     return out[:k + 1]
 
 
-@nb.njit(cache=True, nogil=True)
-def _bucket_pick(x, y, lo, hi, px, py, cx, cy):
-    """(the finite point of [lo, hi) with the largest triangle on (px, py) and (cx, cy),
-    the first NaN or inf there); -1 for none."""
-    best = -1.0
-    pick = -1
-    odd = -1
-    for i in range(lo, hi):
-        if not np.isfinite(y[i]):
-            if odd < 0:
-                odd = i
-            continue
-        area = abs((px - cx) * (y[i] - py) - (px - x[i]) * (cy - py))
-        if area > best:
-            best = area
-            pick = i
-    return pick, odd
-
-
-@nb.njit(cache=True, nogil=True)
 def _lttb_buckets(bad, inner, budget):
     """The largest bucket count c <= budget over ``inner`` points for which c plus the
     buckets holding both finite values and a NaN or inf is at most budget; 0 when not
@@ -96,12 +55,10 @@ def _lttb_buckets(bad, inner, budget):
     lo, hi = 0, budget    # lo fits (0 always does), hi + 1 does not
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        used = mid
-        for b in range(mid):
-            first, end = b * inner // mid, (b + 1) * inner // mid
-            if 0 < bad[end] - bad[first] < end - first:   # a bucket of both kinds gives two points
-                used += 1
-        if used <= budget:
+        b = np.arange(mid + 1, dtype=np.int64) * inner // mid    # bucket b is [b[i], b[i + 1])
+        found = bad[b[1:]] - bad[b[:-1]]
+        both = (found > 0) & (found < b[1:] - b[:-1])             # a bucket of both kinds gives two points
+        if mid + int(np.count_nonzero(both)) <= budget:
             lo = mid
         else:
             hi = mid - 1
@@ -109,33 +66,68 @@ def _lttb_buckets(bad, inner, budget):
 
 
 @nb.njit(cache=True, nogil=True)
-def _first_finite(y, lo, hi):
-    for i in range(lo, hi):
-        if np.isfinite(y[i]):
-            return i
-    return -1
-
-
-@nb.njit(cache=True, nogil=True)
-def _finite_mean(x, y, lo, hi, fallback):
-    """Mean (x, y) of the finite points in [lo, hi); else the last finite point from lo on,
-    else point ``fallback`` (-1: (0, 0))."""
-    sx = 0.0
-    sy = 0.0
-    m = 0
-    for i in range(lo, hi):
-        if np.isfinite(y[i]):
-            sx += x[i]
-            sy += y[i]
-            m += 1
-    if m:
-        return sx / m, sy / m
-    for i in range(x.shape[0] - 1, lo - 1, -1):
-        if np.isfinite(y[i]):
-            return x[i], y[i]
-    if fallback >= 0:
-        return x[fallback], y[fallback]
-    return 0.0, 0.0
+def lttb_walk(x, y, count, out):
+    """The ``count`` LTTB buckets of the inner points of x, y, in order, into out[1:];
+    -> the index after the last one written. One kernel, no callees: a first LTTB read
+    compiles only this. (v - v == 0.0: v is finite.)"""
+    size = x.shape[0]
+    inner = size - 2
+    k = 1
+    a = -1                                  # the last chosen finite point: one corner of the triangles
+    for i in range(size):
+        if y[i] - y[i] == 0.0:
+            a = i
+            break
+    for b in range(count):
+        lo = 1 + b * inner // count
+        hi = 1 + (b + 1) * inner // count
+        nhi = 1 + (b + 2) * inner // count if b + 1 < count else size
+        # the third corner: the mean of the next bucket's finite points; else the last
+        # finite point from hi on; else point a; else (0, 0)
+        sx = 0.0
+        sy = 0.0
+        m = 0
+        for i in range(hi, nhi):
+            if y[i] - y[i] == 0.0:
+                sx += x[i]
+                sy += y[i]
+                m += 1
+        if m:
+            cx = sx / m
+            cy = sy / m
+        else:
+            j = size - 1
+            while j >= hi and not y[j] - y[j] == 0.0:
+                j -= 1
+            if j < hi:
+                j = a
+            cx = x[j] if j >= 0 else 0.0
+            cy = y[j] if j >= 0 else 0.0
+        px = x[a] if a >= 0 else cx
+        py = y[a] if a >= 0 else cy
+        best = -1.0                         # the finite point of largest triangle, the first NaN or inf
+        pick = -1
+        odd = -1
+        for i in range(lo, hi):
+            if not y[i] - y[i] == 0.0:
+                if odd < 0:
+                    odd = i
+                continue
+            area = abs((px - cx) * (y[i] - py) - (px - x[i]) * (cy - py))
+            if area > best:
+                best = area
+                pick = i
+        if odd >= 0 and (pick < 0 or odd < pick):
+            out[k] = odd
+            k += 1
+        if pick >= 0:
+            out[k] = pick
+            k += 1
+            a = pick
+        if odd >= 0 and pick >= 0 and odd > pick:
+            out[k] = odd
+            k += 1
+    return k
 
 
 @nb.njit(cache=True, nogil=True)
@@ -187,4 +179,4 @@ def linspace_rows(lo, hi, num):
 
 
 # Slow compiles say so on stderr (the kernels Python calls; see engine/jit.py).
-announce_all(globals(), ("lttb", "floor_keys", "linspace_rows"), "read-side")
+announce_all(globals(), ("lttb_walk", "floor_keys", "linspace_rows"), "read-side")
