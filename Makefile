@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# Compile the common numba kernels into their on-disk cache, in parallel processes, so
+	@# that a first flush, summary or read does not wait for them (they compile on first
+	@# use anyway if this step fails).
+	$(BIN)/python -c 'from steplog.engine.jit import warm_up; warm_up() or print("warm-up incomplete")'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -16,6 +16,8 @@ reported, median of --repeats runs; on a shared machine CPU seconds are the stea
 
     .venv/bin/python benchmarks/first_use.py                 # all cases, 3 runs each
     .venv/bin/python benchmarks/first_use.py --only warm --repeats 10
+    .venv/bin/python benchmarks/first_use.py --after-warm-up     # the "cold" cases after the
+                                    # install step's warm-up (engine/jit.warm_up) filled the cache
 """
 
 from __future__ import annotations
@@ -92,15 +94,29 @@ def child(case: str, store: str, arg: str, cache: str) -> tuple[dict, float, flo
     return json.loads(proc.stdout.strip().splitlines()[-1]), after.elapsed - t0, cpu
 
 
+WARMED: list[str] = []   # with --after-warm-up: the cache the warm-up filled, used by every case
+
+
+def fresh_cache(root: str) -> str:
+    return WARMED[0] if WARMED else tempfile.mkdtemp(dir=root)
+
+
 def cold(case: str, root: str, arg: str = "") -> tuple[dict, float, float]:
-    cache = tempfile.mkdtemp(dir=root)
-    return child(case, tempfile.mkdtemp(dir=root) + "/store", arg, cache)
+    return child(case, tempfile.mkdtemp(dir=root) + "/store", arg, fresh_cache(root))
 
 
 def cold_read(root: str) -> tuple[dict, float, float]:
     store = tempfile.mkdtemp(dir=root) + "/store"
-    written, _, _ = child("write", store, "", tempfile.mkdtemp(dir=root))
-    return child("read", store, written["run"], tempfile.mkdtemp(dir=root))
+    written, _, _ = child("write", store, "", fresh_cache(root))
+    return child("read", store, written["run"], fresh_cache(root))
+
+
+def warm_up_cache(root: str) -> str:
+    """A numba cache filled by the install step's warm-up, as ``make`` leaves it."""
+    cache = tempfile.mkdtemp(dir=root)
+    subprocess.run([sys.executable, "-c", "from steplog.engine.jit import warm_up; assert warm_up()"],
+                   env=dict(os.environ, NUMBA_CACHE_DIR=cache), check=True, capture_output=True)
+    return cache
 
 
 def write_bytecode() -> None:
@@ -124,9 +140,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=("flush", "tensor", "dtype", "read", "warm"), action="append")
+    parser.add_argument("--after-warm-up", action="store_true",
+                        help="run the cold cases on a cache filled by engine/jit.warm_up (the install step)")
     args = parser.parse_args()
     only = set(args.only or ("flush", "tensor", "dtype", "read", "warm"))
     with tempfile.TemporaryDirectory() as root:
+        if args.after_warm_up:
+            WARMED.append(warm_up_cache(root))
         n = args.repeats
         if "flush" in only:
             report("cold flush", [cold("flush", root) for _ in range(n)], ("flush", "import"))

@@ -70,3 +70,47 @@ def announce_all(namespace: dict, names, group: str, describe=None) -> None:
     """``announce`` every kernel named in ``names`` of a module's namespace."""
     for name in names:
         announce(namespace[name], group, describe)
+
+
+# Compile at install (the Makefile's install step): the kernels that a first script
+# needs, compiled into numba's on-disk cache in parallel processes, so that a new
+# install does not wait seconds at its first flush, summary or read. Each job goes
+# through the public API, so it compiles exactly what real use compiles.
+_WARM_STORE = """
+import sys, tempfile, numpy as np, steplog
+with tempfile.TemporaryDirectory() as d, steplog.open(d + "/s") as store:
+    run = store.start_run()
+    run.log_batch("loss", steps=np.arange(10_000), values=np.random.default_rng(0).random(10_000))
+    run.log("acc", 0.5, step=0)
+    run.log_tensor("w", np.ones((4, 4), np.float32), step=0)
+    run.flush()
+    store.read(run.id, "loss", buckets=100)
+    store.read(run.id, "loss", buckets=100, method="lttb")
+    store.read(run.id, "loss")
+    store.read_tensor(run.id, "w")
+"""
+_WARM_DTYPE = """
+import sys, numpy as np
+from steplog.engine.summary import summarize
+summarize(np.arange(100).astype(sys.argv[1]))
+"""
+WARM_UP_DTYPES = ("float64", "float16", "int64")   # float32: the store job logs one
+
+
+def warm_up(dtypes=WARM_UP_DTYPES, jobs: int | None = None) -> bool:
+    """Fill numba's cache for the write and read paths and the tensor summaries of
+    ``dtypes``, at most ``jobs`` processes at a time (default: the CPU count); -> whether
+    every job succeeded (a failed one only leaves its kernels to compile on first use)."""
+    import subprocess
+
+    commands = [[sys.executable, "-c", _WARM_STORE]] + [[sys.executable, "-c", _WARM_DTYPE, d] for d in dtypes]
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    ok = True
+    running: list[subprocess.Popen] = []
+    for command in commands:
+        if len(running) >= jobs:
+            ok &= running.pop(0).wait() == 0
+        running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+    for proc in running:
+        ok &= proc.wait() == 0
+    return ok

@@ -77,3 +77,18 @@ def test_the_store_kernels_say_so_and_a_warm_cache_is_silent(tmp_path):
     assert any("block codec" in line for line in first)
     assert len(first) == len(set(first))
     assert NOTE not in run_child(STORE, "1", cache)     # loaded from the cache the first child filled
+
+
+@pytest.mark.slow
+def test_the_install_warm_up_leaves_first_use_silent(tmp_path):
+    """engine/jit.warm_up (the Makefile's install step) fills the cache that a first
+    script's flush, summaries, LTTB read and tensor read then load instead of compiling."""
+    cache = tmp_path / "numba-cache"
+    warm = "from steplog.engine.jit import warm_up; assert warm_up(dtypes=('int8',), jobs=2)"
+    run_child(warm, "1000", cache)
+    assert NOTE not in run_child(STORE, "1", cache)     # (a cache load takes well under 1 s)
+    assert NOTE not in run_child("""
+        import numpy as np
+        from steplog.engine.summary import summarize
+        summarize(np.arange(5, dtype=np.int8))
+    """, "1", cache)
