@@ -46,21 +46,24 @@ HEADER = struct.Struct("<4sHBBQIIII4q5dII")
 HEADER_SIZE = HEADER.size          # 112
 CHECKED_SIZE = HEADER_SIZE - 4     # the checksum covers header bytes [0, 108) and the payload
 ZSTD_LEVEL = 1
-SMALL_POINTS = 512        # blocks of at most this many points (rows) may use the numpy codec
-SMALL_COLUMNS = 20_000    # columns the numpy codec does in a process before the kernels take over
-_small_columns = [0]      # columns done so far with the numpy codec
+SMALL_POINTS = 8192       # blocks of at most this many points (rows) may use the numpy codec
+SMALL_BUDGET = 10_000_000   # numpy codec work a process does before the kernels take over (see codec_for)
+COLUMN_CALL_WORDS = 1000    # the numpy codec's cost of a call on a column, in words of a column
+_small_spent = [0]          # numpy codec work done so far, in words
 
 
 def codec_for(points: int, columns: int):
     """The codec module (engine.kernels or engine.smallcodec, the same bytes) for a
     block of ``points`` points (rows) in ``columns`` columns.
 
-    Importing numba and loading the cached kernels costs a fresh process 0.5 s and more;
-    the numpy codec costs some 20 us a column more than the kernels. So small blocks use
-    numpy until numba is imported anyway (a big block, a tensor summary), or until a
-    process has spent about as long on numpy columns as the import would have taken."""
-    if "numba" not in sys.modules and points <= SMALL_POINTS and _small_columns[0] < SMALL_COLUMNS:
-        _small_columns[0] += columns   # threads may race here: the count is a budget, not a total
+    Importing numba and loading the cached kernels costs a fresh process 0.5 s and more.
+    The numpy codec costs, over the kernels, some 40 us a column and 30 ns a word (a
+    block of 8192 points: 0.8 ms more to encode, 0.1 ms to decode). So blocks use numpy
+    until numba is imported anyway (rollups from 4096 points, tensor summaries), or
+    until a process has done SMALL_BUDGET words of numpy work (about 0.3 s more than the
+    kernels would have taken), when paying for the import once is the cheaper way on."""
+    if "numba" not in sys.modules and points <= SMALL_POINTS and _small_spent[0] < SMALL_BUDGET:
+        _small_spent[0] += columns * (points + COLUMN_CALL_WORDS)   # threads may race: a budget, not a count
         return smallcodec
     from . import kernels
 
