@@ -169,6 +169,17 @@ def test_is_sorted():
         assert smallcodec.is_sorted(steps) == kernels.is_sorted(steps)
 
 
+def test_empty_rollup_groups_are_the_kernels():
+    # rollup.empty_groups stands in for the kernel _empty where no numba is wanted (page reads)
+    from steplog.engine import rollup, rollupkernels
+
+    for n in (0, 1, rollup.PAGE_GROUPS):
+        mine, theirs = rollup.empty_groups(n), rollupkernels._empty(n)
+        assert [a.dtype for a in mine] == [a.dtype for a in theirs]
+        assert [bits(a).tolist() if a.dtype == np.float64 else a.tolist() for a in mine] == \
+            [bits(a).tolist() if a.dtype == np.float64 else a.tolist() for a in theirs]
+
+
 # -- blocks --------------------------------------------------------------------------
 
 def test_blocks_are_the_same_bytes_with_either_codec():
