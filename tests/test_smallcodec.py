@@ -59,17 +59,18 @@ def _floats(rng, kind: str, n: int) -> np.ndarray:
     return rng.integers(0, 2**64, size=n, dtype=np.uint64).view(np.float64)
 
 
-def _cases():
-    for n in SIZES:
-        for i, int_kind in enumerate(INT_KINDS):
-            for j, float_kind in enumerate(FLOAT_KINDS):
-                yield pytest.param(n, int_kind, INT_KINDS[(i + j) % len(INT_KINDS)], float_kind,
-                                   id=f"n{n}-{int_kind}-{float_kind}")
+def _cases(sizes=SIZES):
+    for n in sizes:
+        for int_kind in INT_KINDS:
+            yield pytest.param(n, int_kind, id=f"n{n}-{int_kind}")
 
 
-def _columns(n, step_kind, time_kind, value_kind):
-    rng = np.random.default_rng([n, INT_KINDS.index(step_kind), FLOAT_KINDS.index(value_kind)])
-    return _ints(rng, step_kind, n), _ints(rng, time_kind, n), _floats(rng, value_kind, n)
+def _columns(n, step_kind):
+    """(steps, times, values, value kind) of every value kind, times of another int kind."""
+    for j, value_kind in enumerate(FLOAT_KINDS):
+        rng = np.random.default_rng([n, INT_KINDS.index(step_kind), j])
+        time_kind = INT_KINDS[(INT_KINDS.index(step_kind) + j) % len(INT_KINDS)]
+        yield _ints(rng, step_kind, n), _ints(rng, time_kind, n), _floats(rng, value_kind, n), value_kind
 
 
 def _encoded(codec, fn: str, *columns) -> bytes:
@@ -85,42 +86,43 @@ def _encoded(codec, fn: str, *columns) -> bytes:
     return out[:end].tobytes()
 
 
-@pytest.mark.parametrize("n,step_kind,time_kind,value_kind", list(_cases()))
-def test_columns_are_the_kernels_bytes(n, step_kind, time_kind, value_kind):
-    steps, times, values = _columns(n, step_kind, time_kind, value_kind)
-    for fn, columns in (("encode_int_dod", (steps, times)), ("encode_int_delta", (steps, times)),
-                        ("encode_float_xor", (values,)), ("encode_points", (steps, times, values))):
-        assert _encoded(smallcodec, fn, *columns) == _encoded(kernels, fn, *columns), fn
+@pytest.mark.parametrize("n,step_kind", list(_cases()))
+def test_columns_are_the_kernels_bytes(n, step_kind):
+    for steps, times, values, value_kind in _columns(n, step_kind):
+        for fn, columns in (("encode_int_dod", (steps, times)), ("encode_int_delta", (steps, times)),
+                            ("encode_float_xor", (values,)), ("encode_points", (steps, times, values))):
+            assert _encoded(smallcodec, fn, *columns) == _encoded(kernels, fn, *columns), (fn, value_kind)
 
 
-@pytest.mark.parametrize("n,step_kind,time_kind,value_kind", list(_cases()))
-def test_decoders_read_the_kernels_bytes(n, step_kind, time_kind, value_kind):
-    steps, times, values = _columns(n, step_kind, time_kind, value_kind)
-    raw = np.frombuffer(_encoded(kernels, "encode_points", steps, times, values), np.uint8)
-    got = np.full(n, 99, np.int64), np.full(n, 99, np.int64), np.full(n, 9.5)
-    assert smallcodec.decode_points(raw, None, *got) == len(raw)
-    assert got[0].tolist() == steps.tolist() and got[1].tolist() == times.tolist()
-    assert bits(got[2]).tolist() == bits(values).tolist()
-    for encode, decode, column in (("encode_int_dod", "decode_int_dod", times),
-                                   ("encode_int_delta", "decode_int_delta", steps),
-                                   ("encode_float_xor", "decode_float_xor", values)):
-        raw = np.frombuffer(_encoded(kernels, encode, column), np.uint8)
-        mine, theirs = np.empty_like(column), np.empty_like(column)
-        end = getattr(smallcodec, decode)(raw, 5, None, mine)
-        assert end == getattr(kernels, decode)(raw, np.int64(5), np.empty(max(n, 1), np.uint64), theirs) == len(raw)
-        assert mine.view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
+@pytest.mark.parametrize("n,step_kind", list(_cases()))
+def test_decoders_read_the_kernels_bytes(n, step_kind):
+    for steps, times, values, value_kind in _columns(n, step_kind):
+        raw = np.frombuffer(_encoded(kernels, "encode_points", steps, times, values), np.uint8)
+        got = np.full(n, 99, np.int64), np.full(n, 99, np.int64), np.full(n, 9.5)
+        assert smallcodec.decode_points(raw, None, *got) == len(raw)
+        assert got[0].tolist() == steps.tolist() and got[1].tolist() == times.tolist()
+        assert bits(got[2]).tolist() == bits(values).tolist(), value_kind
+        for encode, decode, column in (("encode_int_dod", "decode_int_dod", times),
+                                       ("encode_int_delta", "decode_int_delta", steps),
+                                       ("encode_float_xor", "decode_float_xor", values)):
+            raw = np.frombuffer(_encoded(kernels, encode, column), np.uint8)
+            mine, theirs = np.empty_like(column), np.empty_like(column)
+            end = getattr(smallcodec, decode)(raw, 5, None, mine)
+            scratch = np.empty(max(n, 1), np.uint64)
+            assert end == getattr(kernels, decode)(raw, np.int64(5), scratch, theirs) == len(raw)
+            assert mine.view(np.uint64).tolist() == theirs.view(np.uint64).tolist(), (decode, value_kind)
 
 
 def _stats_bits(stats) -> list[int]:
     return [int(x) if i < 4 or i == 7 else int(np.float64(x).view(np.uint64)) for i, x in enumerate(stats)]
 
 
-@pytest.mark.parametrize("n,step_kind,time_kind,value_kind", [c for c in _cases() if c.values[0] > 0])
-def test_point_stats_are_the_kernels_bit_for_bit(n, step_kind, time_kind, value_kind):
-    steps, times, values = _columns(n, step_kind, time_kind, value_kind)
-    mine = smallcodec.point_stats(steps, times, values)
-    assert _stats_bits(mine) == _stats_bits(kernels.point_stats(steps, times, values))
-    assert all(type(x) in (int, float) for x in mine)   # as numba returns them, for struct.pack
+@pytest.mark.parametrize("n,step_kind", list(_cases([n for n in SIZES if n])))
+def test_point_stats_are_the_kernels_bit_for_bit(n, step_kind):
+    for steps, times, values, value_kind in _columns(n, step_kind):
+        mine = smallcodec.point_stats(steps, times, values)
+        assert _stats_bits(mine) == _stats_bits(kernels.point_stats(steps, times, values)), value_kind
+        assert all(type(x) in (int, float) for x in mine)   # as numba returns them, for struct.pack
 
 
 def test_point_stats_sum_is_sequential_not_pairwise():
@@ -265,7 +267,7 @@ def test_a_short_script_never_imports_numba(tmp_path):
     # the check runs at exit, after steplog's own exit handlers (registered later, run first)
     out = _child(f"""
         import atexit, sys
-        atexit.register(lambda: print("numba" in sys.modules, "steplog.engine.rollup" in sys.modules))
+        atexit.register(lambda: print("numba" in sys.modules))
         import steplog
         store = steplog.open({str(tmp_path / "s")!r})
         run = store.start_run(experiment="e", params={{"lr": 0.1}})
@@ -277,7 +279,7 @@ def test_a_short_script_never_imports_numba(tmp_path):
         store = steplog.open({str(tmp_path / "s")!r})
         store.run(run.id).log("loss", 0.25)   # left to the exit handlers to end and close
     """)
-    assert out == "False True"   # the rollup module is imported (base_shift), its kernels are not
+    assert out == "False"
     with steplog.open(tmp_path / "s", mode="r") as store:
         run_id = store.runs().column("id")[0].as_py()
         assert store.read(run_id, "loss").column("value").to_pylist() == [0.5, 0.25]
