@@ -203,6 +203,20 @@ def test_blocks_are_the_same_bytes_with_either_codec():
             assert pack.series_ids.tolist() == ids.tolist() and pack.steps.tolist() == steps.tolist()
 
 
+def test_summary_blocks_are_the_same_bytes_with_either_codec():
+    rng = np.random.default_rng(8)
+    for n, bins, edges in ((1, 16, None), (5, 64, np.linspace(0.0, 1.0, 65))):
+        stats = rng.normal(size=(n, len(SUMMARY_FIELDS)))
+        stats[:, list(SUMMARY_FIELDS).index("count")] = 100
+        rows = block.Summaries(_ints(rng, "ties", n), _ints(rng, "arange", n), stats,
+                               rng.integers(0, 50, size=(n, bins), dtype=np.int64), edges)
+        data = [block.BlockEncoder(16, codec=codec).encode_summaries(6, rows) for codec in (smallcodec, kernels)]
+        assert data[0] == data[1]
+        got = block.BlockDecoder(codec=smallcodec).decode_summaries(data[0], "seg", 0)
+        assert bits(got.stats).tolist() == bits(stats).tolist() and got.counts.tolist() == rows.counts.tolist()
+        assert (got.edges is None) == (edges is None)
+
+
 def _reframed(data: bytes, raw: bytes) -> bytes:
     """``data`` (a scalar block) with its payload replaced by ``raw`` in one zstd part,
     length and checksum made to match (so that only the decoder can see the damage)."""
