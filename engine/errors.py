@@ -57,3 +57,7 @@ class StorageFullError(StepLogError, OSError):
 class StorageIOError(StepLogError, OSError):
     """The operating system reported an I/O error (EIO) while writing; the disk may be
     failing. Nothing flushed before is lost; the unflushed points are kept."""
+
+
+class ReadOnlyError(StepLogError, PermissionError):
+    """A write to a store opened read-only (``mode="r"``)."""

@@ -209,7 +209,8 @@ class Index:
         try:
             self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=len(TABLES), subdir=True,
                                  sync=self._sync, metasync=self._sync, readahead=False,
-                                 max_readers=MAX_READERS, lock=True, create=create, readonly=self._readonly)
+                                 max_readers=MAX_READERS, lock=self._use_lock(), create=create,
+                                 readonly=self._readonly)
         except lmdb.Error as exc:
             if "already open" in str(exc):
                 raise ClosedError(f"{self.path} is already open in this process (LMDB allows one open "
@@ -227,6 +228,12 @@ class Index:
         except BaseException:
             self.close()
             raise
+
+    def _use_lock(self) -> bool:
+        """LMDB's lock file keeps writers off the pages readers use. A reader that may
+        not write it (another user's store, a read-only directory) reads without it."""
+        lock_path = os.path.join(self.path, "lock.mdb")
+        return not self._readonly or os.access(lock_path if os.path.exists(lock_path) else self.path, os.W_OK)
 
     def _check_size(self) -> None:
         """A data file shorter than its last page would fault (SIGBUS) when read."""

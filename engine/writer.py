@@ -82,22 +82,38 @@ class SeriesBuffer:
         self.taken = 0
         self.last_step = last_step   # step of the latest sealed point, for step=None
 
-    def next_step(self) -> int:
+    def latest_step(self) -> int:
         steps = self.cols[0]
-        step = steps[-1] + 1 if len(steps) > self.taken else self.last_step + 1
+        return steps[-1] if len(steps) > self.taken else self.last_step
+
+    def next_step(self) -> int:
+        """The step that step=None gives now: one past the latest step any thread of this
+        process logged to the series (or the stored last step + 1)."""
+        step = max(buf.latest_step() for buf in self.series.buffers) + 1
         if step > STEP_MAX:
             raise InvalidArgumentError("step", f"the step after {step - 1} does not fit in int64; pass steps explicitly")
         return step
+
+    def append_next(self, time_ns: int, value) -> None:
+        """Append a point at next_step(); under the series' step lock, so that two
+        threads never take the same step."""
+        with self.series.step_lock:
+            steps, times, values = self.cols
+            steps.append(self.next_step())
+            times.append(time_ns)
+            values.append(value)
 
 
 class SeriesRef:
     """The index id of a series, resolved by the flusher on its first block."""
 
-    __slots__ = ("key", "kind", "series_id", "rollup_shift", "refused")
+    __slots__ = ("key", "kind", "series_id", "rollup_shift", "refused", "buffers", "step_lock")
 
     def __init__(self, key: SeriesKey, kind: int):
         self.key = key
         self.kind = kind            # KIND_SCALAR or KIND_SUMMARY (engine.block)
+        self.buffers: list[SeriesBuffer] = []   # one a thread that logs to the series
+        self.step_lock = threading.Lock()       # taken by step=None: one step counter a process
         self.series_id: int | None = None
         self.rollup_shift = 0
         self.refused: StepLogError | None = None   # why the store refuses this series' points
@@ -132,7 +148,6 @@ class Writer:
         self._buffers: list[SeriesBuffer] = []
         self._thread_buffers: dict[tuple[int, SeriesKey], SeriesBuffer] = {}
         self._run_buffers: dict[bytes, list[SeriesBuffer]] = {}   # flush(run_id) seals these alone
-        self._key_buffers: dict[SeriesKey, list[SeriesBuffer]] = {}
         self._run_tickets: dict[bytes, int] = {}   # run_id -> ticket of its latest sealed item
         self._cv = threading.Condition(threading.Lock())
         self.publish_lock = threading.Lock()   # held while a commit becomes visible
@@ -170,12 +185,12 @@ class Writer:
                 raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[series.kind]}")
             mine = (threading.get_ident(), key)
             buf = self._thread_buffers.get(mine)
-            if buf is not None:   # one buffer a thread and series: one step counter, one write order
+            if buf is not None:   # one buffer a thread and series: one write order
                 return buf
             buf = self._thread_buffers[mine] = SeriesBuffer(key, series, last_step)
             self._buffers.append(buf)
             self._run_buffers.setdefault(key.run_id, []).append(buf)
-            self._key_buffers.setdefault(key, []).append(buf)
+            series.buffers.append(buf)
             share = self.budget_bytes // 2 // len(self._buffers)
             self.seal_at = max(MIN_SEAL_POINTS, min(self.block_points, share // LIST_POINT_BYTES))
             self.summary_seal_at = max(MIN_SEAL_ROWS, min(SUMMARY_BLOCK_ROWS, share // SUMMARY_ROW_BYTES))
@@ -321,13 +336,9 @@ class Writer:
         with self.seal_lock:
             return [key for key, series in self._series.items() if series.kind == kind]
 
-    def unflushed(self, key: SeriesKey) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Points of ``key`` not yet indexed, in write order. Caller holds ``publish_lock``."""
-        return self.unflushed_many([key])[key]
-
     def unflushed_many(self, keys) -> dict[SeriesKey, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-        """``unflushed`` of each key, in one pass over the pending items. Caller holds
-        ``publish_lock``."""
+        """The points of each key not yet indexed, in write order, in one pass over the
+        pending items. Caller holds ``publish_lock``."""
         found: dict[SeriesKey, list] = {key: [] for key in keys}
         with self.seal_lock:
             if self._pending:
@@ -336,7 +347,8 @@ class Writer:
                     if chunks is not None:
                         chunks.append(item[1:4])
             for key, chunks in found.items():
-                for buf in self._key_buffers.get(key, ()):
+                series = self._series.get(key)
+                for buf in series.buffers if series is not None else ():
                     steps, times, values = buf.cols
                     n = len(values)
                     if n > buf.taken:

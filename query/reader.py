@@ -31,6 +31,11 @@ class SeriesReader:
         self._raw_unflushed = [chunk for chunk in unflushed if len(chunk[0])]
         self._unflushed = [Points(*chunk) for chunk in self._raw_unflushed if isinstance(chunk[2], np.ndarray)]
 
+    @property
+    def exists(self) -> bool:
+        """Whether the series holds anything: stored, or logged here and not yet flushed."""
+        return self.entry is not None or bool(self._raw_unflushed)
+
     # -- raw points --------------------------------------------------------------------
 
     def stored_points(self, start: int | None, stop: int | None) -> Points:

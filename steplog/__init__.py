@@ -8,13 +8,13 @@
 """
 
 from .engine.errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError,
-                            InvalidTypeError, NotFoundError, StepLogError, StorageFullError,
-                            StorageIOError)
+                            InvalidTypeError, NotFoundError, ReadOnlyError, StepLogError,
+                            StorageFullError, StorageIOError)
 from .engine.index import FORMAT_VERSION
 from .run import Run
 from .store import Store, open
 
 __all__ = ["open", "Store", "Run", "FORMAT_VERSION", "StepLogError", "InvalidArgumentError", "InvalidTypeError",
-           "NotFoundError", "ClosedError", "CorruptionError", "FormatVersionError", "StorageFullError",
+           "NotFoundError", "ReadOnlyError", "ClosedError", "CorruptionError", "FormatVersionError", "StorageFullError",
            "StorageIOError"]
 __version__ = "0.1.0"

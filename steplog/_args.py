@@ -29,6 +29,7 @@ from fractions import Fraction
 import numpy as np
 
 from .engine.errors import InvalidArgumentError, InvalidTypeError
+from .engine.tensorstats.validate import as_array
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -376,7 +377,7 @@ def _json_scalar(value, path: str, depth: int):
     if isinstance(value, os.PathLike):
         return _json_value(os.fspath(value), path, depth)
     if isinstance(value, np.ndarray) or hasattr(value, "__dlpack__") or hasattr(value, "__array__"):
-        return _json_array(tensor_arg(value, path), path, depth)
+        return _json_array(as_array(value, path), path, depth)
     raise InvalidTypeError(path, f"cannot be stored as JSON: {type(value).__name__} (a param or tag is a str, "
                                  f"number, bool, None, list or dict, or one of the converted types)")
 
@@ -433,7 +434,7 @@ def _column(values, argument: str) -> np.ndarray:
     if isinstance(values, np.ndarray):
         array = values
     elif hasattr(values, "__dlpack__") or (hasattr(values, "detach") and hasattr(values, "device")):
-        array = tensor_arg(values, argument)
+        array = as_array(values, argument)
     else:
         if not hasattr(values, "__len__") and not hasattr(values, "__array__") and hasattr(values, "__iter__"):
             values = list(values)   # a generator: read once
@@ -515,42 +516,3 @@ def _datetime64_ns(array: np.ndarray, argument: str) -> np.ndarray:
     if ticks.max() > limit or ticks.min() < -limit:
         raise InvalidArgumentError(argument, "holds times outside int64 ns since the epoch (years 1678 to 2262)")
     return ticks * factor.numerator
-
-
-# -- tensors -------------------------------------------------------------------------
-
-def tensor_arg(tensor, argument: str) -> np.ndarray:
-    """A tensor as a numpy array, read in place when its memory allows: numpy arrays,
-    objects with ``__dlpack__`` or ``__array__`` (a CPU torch tensor). A torch tensor
-    on another device is copied to the host first."""
-    if isinstance(tensor, np.ndarray):
-        return tensor
-    if hasattr(tensor, "detach") and hasattr(tensor, "device"):   # torch: no autograd, host memory
-        tensor = tensor.detach()
-        if getattr(tensor.device, "type", "cpu") != "cpu":
-            tensor = tensor.cpu()
-    if hasattr(tensor, "__dlpack__"):
-        try:
-            return np.from_dlpack(tensor)
-        except (TypeError, ValueError, RuntimeError, BufferError):
-            pass
-    if hasattr(tensor, "__array__") or isinstance(tensor, (list, tuple, numbers.Number)):
-        try:
-            return np.asarray(tensor)
-        except (TypeError, ValueError) as exc:
-            raise InvalidTypeError(argument, f"cannot be read as an array: {exc}") from None
-    raise InvalidTypeError(argument, f"must be an array or tensor, got {type(tensor).__name__}")
-
-
-def edges_arg(edges) -> np.ndarray:
-    """Histogram edges: 1-d, at least 2, finite, strictly increasing; kept as float64."""
-    try:
-        array = np.array(edges, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidTypeError("edges", f"must be a 1-d array of numbers: {exc}") from None
-    if array.ndim != 1 or len(array) < 2:
-        raise InvalidArgumentError("edges", f"must be 1-d with at least 2 entries, got shape {array.shape}")
-    if not np.all(np.isfinite(array)) or not np.all(np.diff(array) > 0):
-        raise InvalidArgumentError("edges", "must be finite and strictly increasing")
-    array.setflags(write=False)
-    return array

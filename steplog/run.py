@@ -15,12 +15,12 @@ import numpy as np
 from . import _args
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
 from .engine.errors import ClosedError, InvalidArgumentError
-from .engine.records import run_record
 from .engine.points import SummaryRow
-from .engine.writer import KIND_NAMES, SeriesBuffer, SeriesKey
+from .engine.tensorstats.validate import edges_array, tensor_array
+from .engine.writer import SeriesBuffer, SeriesKey
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .protocol import RunBackend
 
 RUN_STATUSES = ("running", "finished", "failed", "killed")
 INT64_MIN, INT64_MAX = _args.INT64_MIN, _args.INT64_MAX
@@ -35,26 +35,28 @@ class Run:
     makes them durable. Thread-safe.
     """
 
-    def __init__(self, store: "Store", run_id: bytes):
+    def __init__(self, store: "RunBackend", run_id: bytes):
         self._store = store
         self._key = run_id
         self.id = run_id.hex()
-        self._writer = store._writer
+        self._writer = store.points_writer()
         self._local = threading.local()   # this thread's buffers, see _caches()
         self._stop: str | None = None     # why logging is refused, once the run ended or the store closed
+        self._store_closed = False
 
     def __enter__(self) -> "Run":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._stop is None:
-            self.end("failed" if exc_type is not None else "finished")
+            self.end(exit_status(exc_type, exc))
 
     def __repr__(self) -> str:
         return f"<steplog.Run {self.id}>"
 
     def _refuse(self, reason: str) -> None:
         """Called by the store on close: logging must raise, not buffer points that would be lost."""
+        self._store_closed = True
         if self._stop is None:
             self._stop = reason
 
@@ -62,7 +64,9 @@ class Run:
 
     def log(self, name, value=None, step: int | None = None, context: dict | None = None) -> None:
         """Log one point, or several metrics at one step when ``name`` is a dict.
-        step=None logs at the next step of each series (its last step + 1, from 0)."""
+        step=None logs at the next step of each series: one past the latest step any
+        thread of this process logged to it (from 0). Ranks in other processes pass
+        ``step``, or a context such as {"rank": rank}."""
         if self._stop is not None:
             raise ClosedError(self._stop)
         if type(name) is dict:
@@ -79,14 +83,15 @@ class Run:
         if type(value) is not float:
             value = _args.value_arg(value)
         if step is None:
-            step = buf.next_step()
-        elif type(step) is not int or step > INT64_MAX or step < INT64_MIN:
-            step = _args.step_arg(step)
-        steps, times, values = buf.cols
-        steps.append(step)
-        times.append(_time_ns())
-        values.append(value)  # last: len(values) counts complete points
-        if len(values) >= self._writer.seal_at:
+            buf.append_next(_time_ns(), value)
+        else:
+            if type(step) is not int or step > INT64_MAX or step < INT64_MIN:
+                step = _args.step_arg(step)
+            steps, times, values = buf.cols
+            steps.append(step)
+            times.append(_time_ns())
+            values.append(value)  # last: len(values) counts complete points
+        if len(buf.cols[2]) >= self._writer.seal_at:
             self._writer.seal_full(buf)
 
     def _log_dict(self, metrics: dict, value, step, context) -> None:
@@ -108,16 +113,20 @@ class Run:
         if not _FLOAT_ONLY.issuperset(map(type, values)):  # check all before appending any
             values = [_args.value_arg(v, f"value of {n!r}") for n, v in zip(names, values)]
         if step is None:
-            next_steps = [buf.next_step() for buf in bufs]   # may refuse: before appending any
+            for buf in bufs:
+                buf.next_step()   # may refuse: before appending any
         now = _time_ns()
         seal_at = self._writer.seal_at
         full = []
-        for i, (buf, value) in enumerate(zip(bufs, values)):
-            steps, times, column = buf.cols
-            steps.append(next_steps[i] if step is None else step)
-            times.append(now)
-            column.append(value)
-            if len(column) >= seal_at:
+        for buf, value in zip(bufs, values):
+            if step is None:
+                buf.append_next(now, value)
+            else:
+                steps, times, column = buf.cols
+                steps.append(step)
+                times.append(now)
+                column.append(value)
+            if len(buf.cols[2]) >= seal_at:
                 full.append(buf)
         for buf in full:
             self._writer.seal_full(buf)
@@ -127,7 +136,6 @@ class Run:
         default to now for every point."""
         if self._stop is not None:
             raise ClosedError(self._stop)
-        buf = self._buffer(name, context)
         steps = _args.column_arg(steps, "steps", np.int64)
         values = _args.column_arg(values, "values", np.float64)
         if len(values) != len(steps):
@@ -135,9 +143,13 @@ class Run:
         if times is None:
             times = np.full(len(steps), _time_ns(), np.int64)
         else:
-            times = _args.column_arg(times, "times", np.int64)
+            times = _args.times_arg(times)
             if len(times) != len(steps):
                 raise InvalidArgumentError("times", f"has {len(times)} points but steps has {len(steps)}")
+        if not len(steps):   # nothing to log: the series is not created
+            _args.name_arg(name, "name"), _args.context_arg(context)
+            return
+        buf = self._buffer(name, context)
         chunk = self._writer.block_points
         for lo in range(0, len(steps), chunk):
             self._writer.seal_for_batch(buf, steps[lo:lo + chunk], times[lo:lo + chunk], values[lo:lo + chunk])
@@ -170,16 +182,11 @@ class Run:
         return buf if buf is not None else self._open_series(name, context, kind)
 
     def _open_series(self, name, context, kind: int = KIND_SCALAR) -> SeriesBuffer:
-        name = _args.name_arg(name, "name")
-        key = SeriesKey(self._key, name, _args.context_arg(context))
-        with self._store._index.read() as txn:
-            entry = txn.get_series(key.run_id, key.name, key.context)
-            last_step = txn.series_info(entry.series_id).last_step if entry is not None else -1
-        if entry is not None and entry.kind != kind:
-            raise InvalidArgumentError("name", f"{name!r} already holds {KIND_NAMES[entry.kind]}")
-        buf = self._writer.buffer(key, last_step, kind)
-        cache, cache_key = self._cache_slot(name, context, kind)
-        cache[cache_key] = buf
+        key = SeriesKey(self._key, _args.name_arg(name, "name"), _args.context_arg(context))
+        buf = self._store.series_buffer(key, kind)
+        if context is None or _args.context_hashes_by_value(context):   # a tensor would key a new entry each call
+            cache, cache_key = self._cache_slot(name, context, kind)
+            cache[cache_key] = buf
         return buf
 
     # -- tensor summaries --------------------------------------------------------------
@@ -204,38 +211,36 @@ class Run:
         if step is not None:
             step = _args.step_arg(step)
         bufs = [self._buffer(name, context, KIND_SUMMARY) for name in tensors]
-        arrays = [_args.tensor_arg(t, f"tensor {name!r}") for name, t in tensors.items()]
-        shared = None if edges is None else _args.edges_arg(edges)
+        arrays = [tensor_array(t, f"tensor {name!r}") for name, t in tensors.items()]
+        shared = None if edges is None else edges_array(edges)
         many = summarize_many(arrays, bins, shared)
         now = _time_ns()
         seal_at = self._writer.summary_seal_at
         for i, buf in enumerate(bufs):
-            steps, times, rows = buf.cols
-            steps.append(buf.next_step() if step is None else step)
-            times.append(now)
-            rows.append(SummaryRow(many.stats[i], many.counts[i], shared))
-            if len(rows) >= seal_at:
+            row = SummaryRow(many.stats[i], many.counts[i], shared)
+            if step is None:
+                buf.append_next(now, row)
+            else:
+                steps, times, rows = buf.cols
+                steps.append(step)
+                times.append(now)
+                rows.append(row)
+            if len(buf.cols[2]) >= seal_at:
                 self._writer.seal_full(buf)
 
     # -- metadata ----------------------------------------------------------------------
 
     def log_params(self, params: dict) -> None:
-        """Add or replace parameters (nested dicts allowed)."""
-        self._update_record("params", _args.mapping_arg(params, "params"))
+        """Add or replace parameters; nested dicts merge into the stored ones."""
+        params = _args.mapping_arg(params, "params")
+        self._store.update_run(self._key, lambda record: record.update(
+            params=_args.merge_params(record["params"], params, "params")))
 
     def set_tags(self, tags: dict) -> None:
-        """Add or replace tags."""
-        self._update_record("tags", _args.mapping_arg(tags, "tags"))
-
-    def _update_record(self, field: str, values: dict) -> None:
-        self._store._check_open()
-
-        def update(txn):
-            record = txn.get_run(self._key)
-            record[field].update(values)
-            return None, [run_record(txn, record)]
-
-        self._writer.commit_records(update)
+        """Add or replace tags; nested dicts merge into the stored ones."""
+        tags = _args.mapping_arg(tags, "tags")
+        self._store.update_run(self._key, lambda record: record.update(
+            tags=_args.merge_params(record["tags"], tags, "tags")))
 
     def flush(self) -> None:
         """Return when every point logged so far (by this store object) is durable."""
@@ -245,19 +250,22 @@ class Run:
         """Flush, then record the final status ("finished", "failed" or "killed")."""
         if status not in RUN_STATUSES[1:]:
             raise InvalidArgumentError("status", f"must be one of {RUN_STATUSES[1:]}, got {status!r}")
-        self._store._check_open()
+        if self._store_closed:
+            raise ClosedError(self._stop)
         if self._stop is not None:
             return
-        self._store.flush()
+        self._store.end_run(self._key, status)
         self._stop = f"run {self.id} has ended; reopen it with Store.run() to log more"
 
-        def finish(txn):
-            record = txn.get_run(self._key)
-            record.update(status=status, end_time=_time_ns())
-            return None, [run_record(txn, record)]
 
-        self._writer.commit_records(finish)
-        self._writer.live_runs.discard(self._key)
+def exit_status(exc_type, exc: BaseException | None = None) -> str:
+    """The status of a run that ``exc_type`` (None: no exception) ended: "killed" for
+    Ctrl-C, "failed" for any other exception; sys.exit(0) ends it normally."""
+    if exc_type is None or (issubclass(exc_type, SystemExit) and getattr(exc, "code", 1) in (0, None)):
+        return "finished"
+    if issubclass(exc_type, KeyboardInterrupt):
+        return "killed"
+    return "failed"
 
 
 def _context_key(context) -> tuple:

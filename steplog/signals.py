@@ -72,7 +72,7 @@ _LOCKING_PACKAGES = ("steplog.engine.", "steplog.query.")
 # ... except these functions, which take none themselves (what they call is checked on its own).
 _LOCK_FREE = {"steplog.run": ("Run.log", "Run._log_dict", "Run.log_batch", "Run.log_tensor", "Run.log_tensors",
                               "Run._buffer", "Run._cache_slot", "Run._caches", "_context_key"),
-              "steplog.engine.writer": ("SeriesBuffer.next_step",)}
+              "steplog.engine.writer": ("SeriesBuffer.next_step", "SeriesBuffer.latest_step")}
 _CLOSING = {"steplog.store": ("Store.close",)}   # the handler lets these finish
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _IMPORTING = ("<frozen importlib._bootstrap>", os.path.join("importlib", "_bootstrap.py"))
@@ -367,12 +367,7 @@ def _shutdown(final: bool, errors: list) -> None:
 
 
 def _unended_runs(store) -> list:
-    run_class = sys.modules["steplog.run"].Run
-    tracked = {}
-    for run in list(store._runs):
-        if run._stop is None:
-            tracked.setdefault(run._key, run)
-    return [tracked.get(key) or run_class(store, key) for key in list(store._writer.live_runs)]
+    return [run for run in list(store._runs.values()) if run._stop is None]
 
 
 def _attempt(errors: list, store, what: str, fn, *args) -> None:

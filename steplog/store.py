@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import os
 import secrets
+import sys
+import threading
 import time as _time
-import weakref
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 
 from . import _args
-from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, StepLogError
+from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, ReadOnlyError, StepLogError
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
 from .engine.index import Heartbeat, Index
 from .engine.layout import StoreLayout
@@ -26,32 +28,45 @@ from .engine.upgrade import open_index
 from .engine.records import experiment_record, run_record
 from .engine.recovery import cut_torn_tails
 from .engine.segment import SegmentReader
-from .engine.writer import DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL, SeriesKey, Writer
+from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL, KIND_NAMES,
+                            SeriesBuffer, SeriesKey, Writer)
 from .query import read as _read
 from .query.downsample import empty_table as empty_bucket_table
 from .query.reader import X_AXES, SeriesReader
 from .query.runs import runs_table, series_table
-from .run import Run
+from .run import Run, exit_status
 
 DURABILITY = ("fsync", "commit", "none")
+MODES = ("a", "r")
 _time_ns = _time.time_ns
-_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+_open_stores: "set[Store]" = set()   # kept until closed: a dropped handle is still flushed at exit
+_shared_lock = threading.Lock()
+_shared: "dict[str, _Shared]" = {}   # real path of a store directory -> what its handles share
 
 
 @atexit.register
 def _close_open_stores() -> None:
-    """A store left open at interpreter exit is flushed, as users of other trackers expect."""
+    """At interpreter exit every open store is flushed and its unended runs end, as in
+    MLflow and W&B: "finished", or "failed" ("killed" for Ctrl-C) when an exception
+    ended the program."""
+    status = exit_status(getattr(sys, "last_type", None))
     for store in list(_open_stores):
         try:
-            store.close()
+            store._close(status)
         except StepLogError:
             pass  # nothing more can be done at exit; the next open cuts any torn tail
 
 
-def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: int = DEFAULT_BUDGET_BYTES,
-         block_points: int = DEFAULT_BLOCK_POINTS, flush_interval: float | None = DEFAULT_FLUSH_INTERVAL) -> "Store":
-    """Open the store at ``path`` (a directory), creating it if missing.
+def open(path: str | os.PathLike, mode: str = "a", *, durability: str = "commit",
+         budget_bytes: int = DEFAULT_BUDGET_BYTES, block_points: int = DEFAULT_BLOCK_POINTS,
+         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL) -> "Store":
+    """Open the store at ``path`` (a directory; ``~`` is expanded).
 
+    mode "a" (default): read and write, creating the store if the directory is missing
+    or empty; "r": read only: the store must exist, nothing is written, no lock is
+    taken, so it works on a read-only directory and beside processes that write.
+    Opening a path that this process has open already shares it (one LMDB environment
+    and one writer a process); each handle is closed on its own.
     durability: "fsync" makes ``flush()`` wait until points are on stable storage (they
     survive power loss); "commit" (default) until they are in the OS page cache (they
     survive a crash of the process); "none" is today the same as "commit".
@@ -59,8 +74,8 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
     flush_interval (seconds, None for never) makes buffered points visible to other
     processes without an explicit flush.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise _args.InvalidTypeError("path", f"must be a str or path, got {type(path).__name__}")
+    if mode not in MODES:
+        raise InvalidArgumentError("mode", f"must be 'a' (read and write) or 'r' (read only), got {mode!r}")
     if durability not in DURABILITY:
         raise InvalidArgumentError("durability", f"must be one of {DURABILITY}, got {durability!r}")
     for argument, value in (("budget_bytes", budget_bytes), ("block_points", block_points)):
@@ -69,35 +84,131 @@ def open(path: str | os.PathLike, *, durability: str = "commit", budget_bytes: i
     if flush_interval is not None and (isinstance(flush_interval, bool) or not isinstance(flush_interval, (int, float))
                                        or not flush_interval > 0):   # NaN fails too; inf means never
         raise InvalidArgumentError("flush_interval", f"must be a positive number or None, got {flush_interval!r}")
-    from .signals import install as install_sigterm_handler   # SIGTERM flushes, ends runs as killed, closes
-    install_sigterm_handler()
-    layout = StoreLayout(path)
-    index = open_index(layout, fsync=durability == "fsync")
-    cut_torn_tails(layout, index)
-    writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,
-                    block_points=block_points, flush_interval=flush_interval)
-    return Store(layout, index, writer)
+    root = _store_path(path, mode)
+    options = (durability, budget_bytes, block_points, flush_interval)
+    with _shared_lock:
+        shared = _shared.get(os.path.realpath(root))
+        if shared is None or shared.pid != os.getpid():
+            shared = _Shared.open(StoreLayout(root), mode, options)
+            _shared[shared.real_path] = shared
+        else:
+            shared.check_options(mode, options)
+        shared.handles += 1
+    return Store(shared, root, read_only=mode == "r")
+
+
+def _store_path(path, mode: str) -> str:
+    """The store directory ``path`` names, refused when it cannot be (or hold) a store."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise _args.InvalidTypeError("path", f"must be a str or path, got {type(path).__name__}")
+    root = os.path.expanduser(os.fspath(path))
+    if not isinstance(root, str):
+        raise _args.InvalidTypeError("path", "must be a str path, not bytes")
+    if not root.strip():
+        raise InvalidArgumentError("path", "must not be empty")
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise InvalidArgumentError("path", f"{root} is a file; a store is a directory")
+    layout = StoreLayout(root)
+    if not os.path.isdir(root) or not os.listdir(root):
+        if mode == "r":
+            raise NotFoundError(f"path: no store at {root}")
+        return root
+    if not (os.path.isdir(layout.index_dir) or os.path.isdir(layout.segments_dir)):
+        raise InvalidArgumentError("path", f"{root} holds other files and is not a steplog store; "
+                                   "pass a new or empty directory")
+    return root
+
+
+class _Shared:
+    """What every handle of one store directory in this process shares: the index, the
+    segment reader and the writer (None when opened read-only). Guarded by _shared_lock."""
+
+    def __init__(self, layout: StoreLayout, index: Index, writer: Writer | None, options: tuple):
+        self.layout = layout
+        self.real_path = os.path.realpath(layout.root)
+        self.index = index
+        self.writer = writer
+        self.segments = SegmentReader(layout.segment_path)
+        self.options = options
+        self.handles = 0
+        self.pid = os.getpid()
+
+    @classmethod
+    def open(cls, layout: StoreLayout, mode: str, options: tuple) -> "_Shared":
+        durability, budget_bytes, block_points, flush_interval = options
+        if mode == "r":
+            return cls(layout, _open_read_only(layout), None, options)
+        from .signals import install as install_sigterm_handler   # SIGTERM flushes, ends runs as killed, closes
+        install_sigterm_handler()
+        index = open_index(layout, fsync=durability == "fsync")
+        try:
+            cut_torn_tails(layout, index)
+            writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,
+                            block_points=block_points, flush_interval=flush_interval)
+        except BaseException:
+            index.close()
+            raise
+        return cls(layout, index, writer, options)
+
+    def check_options(self, mode: str, options: tuple) -> None:
+        if mode == "r":
+            return
+        if self.writer is None:
+            raise InvalidArgumentError("mode", f"{self.layout.root} is open read-only in this process; close "
+                                       "those handles before opening it to write")
+        if options != self.options:
+            names = ("durability", "budget_bytes", "block_points", "flush_interval")
+            diff = ", ".join(f"{n}={o!r}" for n, o, m in zip(names, self.options, options) if o != m)
+            raise InvalidArgumentError("open", f"{self.layout.root} is open in this process with {diff}; "
+                                       "open it again with the same options, or close it first")
+
+    def release(self) -> None:
+        """One handle fewer; the last one flushes and closes everything."""
+        with _shared_lock:
+            self.handles -= 1
+            if self.handles > 0:
+                return
+            if _shared.get(self.real_path) is self:
+                del _shared[self.real_path]
+        if self.pid != os.getpid():
+            return
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            self.segments.close()
+            self.index.close()
+
+
+def _open_read_only(layout: StoreLayout) -> Index:
+    if not os.path.exists(os.path.join(layout.index_dir, "data.mdb")):
+        raise NotFoundError(f"path: no store index at {layout.index_dir} (`steplog repair` rebuilds one "
+                            "from the segments)")
+    return Index(layout.index_dir, sync=False, create=False, readonly=True)
 
 
 class Store:
-    """An open store. Use ``steplog.open()``; close it (or use ``with``) to flush."""
+    """An open store. Use ``steplog.open()``; close it (or use ``with``) to flush.
+    The methods and their rules are those of steplog.protocol.StoreProtocol."""
 
-    def __init__(self, layout: StoreLayout, index: Index, writer: Writer):
-        self.path = layout.root
-        self._layout = layout
-        self._index = index
-        self._writer = writer
-        self._segments = SegmentReader(layout.segment_path)
+    def __init__(self, shared: _Shared, path: str, read_only: bool = False):
+        self.path = path
+        self.read_only = read_only
+        self._shared = shared
+        self._layout = shared.layout
+        self._index = shared.index
+        self._writer = shared.writer or _NO_WRITER   # a read-only handle still sees this process's points
+        self._segments = shared.segments
         self._closed = False
         self._pid = os.getpid()
-        self._runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
+        self._runs: "dict[bytes, Run]" = {}   # runs this handle started or resumed and has not ended
         _open_stores.add(self)
 
     def __enter__(self) -> "Store":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close(exit_status(exc_type, exc))
 
     def __repr__(self) -> str:
         return f"<steplog.Store {self.path!r}{' closed' if self._closed else ''}>"
@@ -107,7 +218,7 @@ class Store:
     def start_run(self, experiment: str = "default", name: str | None = None, params: dict | None = None,
                   tags: dict | None = None, parent: "str | Run | None" = None) -> "Run":
         """Create a run and return it; use it as a context manager to end it."""
-        self._check_open()
+        self._check_writable()
         experiment = _args.name_arg(experiment, "experiment")
         name = _args.optional_name_arg(name, "name")
         params = _args.mapping_arg(params, "params")
@@ -136,7 +247,7 @@ class Store:
 
     def run(self, run_id: str) -> "Run":
         """Reopen a run to log more (a job resumed from a checkpoint); it is running again."""
-        self._check_open()
+        self._check_writable()
         key = self._run_id_arg(run_id, "run_id")
 
         def resume(txn):
@@ -152,8 +263,50 @@ class Store:
         return self._track(Run(self, key))
 
     def _track(self, run: Run) -> Run:
-        self._runs.add(run)
+        self._runs[run._key] = run
         return run
+
+    # -- what a Run asks of its store (steplog.protocol.RunBackend) ----------------------
+
+    def points_writer(self) -> Writer:
+        """Where the Runs of this handle append points."""
+        return self._writer
+
+    def series_buffer(self, key: SeriesKey, kind: int) -> SeriesBuffer:
+        """A buffer of the calling thread for the points of ``key``, a series of ``kind``."""
+        self._check_writable()
+        with self._index.read() as txn:
+            entry = txn.get_series(key.run_id, key.name, key.context)
+            last_step = txn.series_info(entry.series_id).last_step if entry is not None else -1
+        if entry is not None and entry.kind != kind:
+            raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[entry.kind]}")
+        return self._writer.buffer(key, last_step, kind)
+
+    def update_run(self, run_id: bytes, change) -> None:
+        """Apply ``change(record)`` to the stored record of a run, in one transaction."""
+        self._check_writable()
+
+        def update(txn):
+            record = txn.get_run(run_id)
+            change(record)
+            return None, [run_record(txn, record)]
+
+        self._writer.commit_records(update)
+
+    def end_run(self, run_id: bytes, status: str) -> None:
+        """Flush the points of a run, then record its final status."""
+        self._check_writable()
+        self._writer.flush(run_id)
+
+        def finish(txn):
+            record = txn.get_run(run_id)
+            record.update(status=status, end_time=_time_ns())
+            txn.delete_heartbeat(run_id)   # this process's; other writers of the run keep theirs
+            return None, [run_record(txn, record)]
+
+        self._writer.commit_records(finish)
+        self._writer.live_runs.discard(run_id)
+        self._runs.pop(run_id, None)
 
     def runs(self) -> pa.Table:
         """One row per run: id, experiment, name, parent, status, times, params.*, tags.*."""
@@ -174,26 +327,33 @@ class Store:
 
     def read(self, run_id: str, name: str, context: dict | None = None, start: int | None = None,
              stop: int | None = None, buckets: int | None = None, method: str = "minmax",
-             x: str = "step") -> pa.Table:
+             x: str = "step", missing_ok: bool = False) -> pa.Table:
         """One series, start <= step < stop, including points not yet flushed.
 
         Without ``buckets``: every point, a table of step, time, value sorted by step (ties
         in write order). With ``buckets=N`` and method "minmax": at most N rows of
         ``{x}_start``, ``{x}_end`` (end exclusive), count, nan_count, min, max, mean, first,
-        first_step, last, last_step, exact over the raw points (empty buckets left out);
-        x is "step" (from rollups), "time" or "relative" (time since the run started; both
-        decode the range). With method "lttb": N raw points chosen by
-        Largest-Triangle-Three-Buckets, first and last always kept.
+        first_step, last, last_step, exact over the raw points (empty buckets left out;
+        at least N/2 rows when the range holds N steps); x is "step" (from rollups),
+        "time" or "relative" (time since the run started; both decode the range). With
+        method "lttb": at most N raw points chosen by Largest-Triangle-Three-Buckets,
+        first and last kept, and within N the first NaN or inf of each LTTB bucket; over
+        time, in time order, for x="time" or "relative" (which adds a relative column).
+        A series the run does not hold raises NotFoundError naming the closest names;
+        with ``missing_ok=True`` (code polling a live run) it reads as no rows.
         """
         self._check_open()
-        key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.name_arg(name, "name"),
-                        _args.context_arg(context))
+        key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.lookup_name_arg(name, "name"),
+                        _args.context_arg(context, limits=False))
         start, stop, buckets, method, x = _range_args(start, stop, buckets, method, x)
         with self._snapshot([key]) as (txn, readers):
             run = txn.get_run(key.run_id)
             if run is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
-            if self._kind_of(key, readers[key]) == KIND_SUMMARY:
+            kind = self._kind_of(key, readers[key])
+            if kind is None and not missing_ok:
+                raise _missing_series(txn, key, self._writer)
+            if kind == KIND_SUMMARY:
                 raise InvalidArgumentError("name", f"{name!r} holds tensor summaries; use Store.read_tensor")
             return _read_one(readers[key], run, start, stop, buckets, method, x)
 
@@ -206,8 +366,8 @@ class Store:
         self._check_open()
         runs = None if runs is None else list(dict.fromkeys(_list_arg(runs, "runs")))   # once each, in order
         run_keys = None if runs is None else [self._run_id_arg(r, "runs") for r in runs]
-        names = None if metrics is None else {_args.name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")}
-        experiment = _args.optional_name_arg(experiment, "experiment")
+        names = None if metrics is None else {_args.lookup_name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")}
+        experiment = None if experiment is None else _args.lookup_name_arg(experiment, "experiment")
         start, stop, buckets, method, x = _range_args(start, stop, buckets, method, x)
         with self._index.read() as txn:
             records = [txn.get_run(k) for k in run_keys] if run_keys is not None else list(txn.runs())
@@ -217,44 +377,50 @@ class Store:
             keys = [SeriesKey(bytes.fromhex(r["id"]), name, context) for r in records
                     for entry, name, context in txn.run_series(bytes.fromhex(r["id"]))
                     if entry.kind == KIND_SCALAR and (names is None or name in names)]
-        keys += [k for k in self._writer.series_keys(KIND_SCALAR) if k not in set(keys)
-                 and k.run_id in {bytes.fromhex(r["id"]) for r in records} and (names is None or k.name in names)]
         by_run = {bytes.fromhex(r["id"]): r for r in records}
+        stored = set(keys)
+        keys += [k for k in self._writer.series_keys(KIND_SCALAR) if k not in stored
+                 and k.run_id in by_run and (names is None or k.name in names)]
         tables = []
         with self._snapshot(keys) as (_, readers):
             for key in keys:
-                table = _read_one(readers[key], by_run[key.run_id], start, stop, buckets, method, x)
-                n = table.num_rows
-                labels = [pa.array([key.run_id.hex()] * n, pa.string()), pa.array([key.name] * n, pa.string()),
-                          pa.array([key.context or None] * n, pa.string())]
-                tables.append(pa.Table.from_arrays(labels + table.columns,
-                                                   names=["run_id", "metric", "context"] + table.column_names))
-        if not tables:
-            empty = _read_one(None, None, start, stop, buckets, method, x)
-            return pa.Table.from_arrays([pa.array([], pa.string())] * 3 + empty.columns,
-                                        names=["run_id", "metric", "context"] + empty.column_names)
-        return pa.concat_tables(tables)
+                tables.append(_read_one(readers[key], by_run[key.run_id], start, stop, buckets, method, x))
+        if tables:   # the labels in one go: a table of three columns for each series costs more than its rows
+            rows = np.array([t.num_rows for t in tables])
+            labels = [pa.array(np.repeat(np.array(column, object), rows), pa.string()) for column in
+                      zip(*[(k.run_id.hex(), k.name, k.context or None) for k in keys])]
+            data = pa.concat_tables(tables)
+            return pa.Table.from_arrays(labels + data.columns,
+                                        names=["run_id", "metric", "context"] + data.column_names)
+        empty = _read_one(None, None, start, stop, buckets, method, x)
+        return pa.Table.from_arrays([pa.array([], pa.string())] * 3 + empty.columns,
+                                    names=["run_id", "metric", "context"] + empty.column_names)
 
     def read_tensor(self, run_id: str, name: str, context: dict | None = None, start: int | None = None,
-                    stop: int | None = None, buckets: int | None = None) -> pa.Table:
+                    stop: int | None = None, buckets: int | None = None, missing_ok: bool = False) -> pa.Table:
         """Tensor summaries of one series, start <= step < stop: step, time, count,
         nan_count, inf_count, min, max, mean, std, l2, zero_fraction, q01..q99 and the
         histogram as list columns hist_edges and hist_counts. ``buckets=N`` merges
         successive summaries into at most N rows (see steplog.query.tensors)."""
         self._check_open()
-        key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.name_arg(name, "name"),
-                        _args.context_arg(context))
+        key = SeriesKey(self._run_id_arg(run_id, "run_id"), _args.lookup_name_arg(name, "name"),
+                        _args.context_arg(context, limits=False))
         start, stop, buckets, _, _ = _range_args(start, stop, buckets, "minmax", "step")
         with self._snapshot([key]) as (txn, readers):
             if txn.get_run(key.run_id) is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
             reader = readers[key]
-            if self._kind_of(key, reader) == KIND_SCALAR:
+            kind = self._kind_of(key, reader)
+            if kind is None and not missing_ok:
+                raise _missing_series(txn, key, self._writer)
+            if kind == KIND_SCALAR:
                 raise InvalidArgumentError("name", f"{name!r} holds scalar points; use Store.read")
             return reader.summaries(start, stop, buckets)
 
     def _kind_of(self, key: SeriesKey, reader: SeriesReader) -> int | None:
         """The kind of a series: stored, or logged here and not yet flushed (None: neither)."""
+        if not reader.exists:
+            return None
         return reader.entry.kind if reader.entry is not None else self._writer.kind_of(key)
 
     @contextlib.contextmanager
@@ -262,11 +428,18 @@ class Store:
         """One index read transaction and the unflushed points of ``keys``, taken together."""
         with self._writer.publish_lock:
             txn = self._index.read()
-            unflushed = {key: self._writer.unflushed(key) for key in keys}
+            unflushed = self._writer.unflushed_many(keys)
+
+        def entry_of(key: SeriesKey):
+            """rollup_shift None while the series keeps no rollups: its buckets decode points."""
+            entry = txn.get_series(key.run_id, key.name, key.context)
+            if entry is not None and not txn.series_info(entry.series_id).keeps_rollups:
+                entry = entry._replace(rollup_shift=None)
+            return entry
+
         with txn:
-            readers = {key: SeriesReader(txn, self._segments, self._layout.segment_path,
-                                         txn.get_series(key.run_id, key.name, key.context),
-                                         unflushed[key])
+            readers = {key: SeriesReader(txn, self._segments, self._layout.segment_path, entry_of(key),
+                                         unflushed.get(key, []))
                        for key in keys}
             yield txn, readers
 
@@ -278,27 +451,48 @@ class Store:
         self._writer.flush()
 
     def close(self) -> None:
-        """Flush and release the store. In a child process after fork() this only
-        forgets it: the parent still owns its files and threads."""
+        """End the runs this handle started or resumed and has not ended ("finished"),
+        flush, and release the store. Other handles of the same path stay open. In a
+        child process after fork() this only forgets it: the parent still owns it."""
+        self._close("finished")
+
+    def _close(self, status: str) -> None:
+        """close(), ending unended runs with ``status``."""
         if self._closed:
             return
-        self._closed = True
-        _open_stores.discard(self)
-        for run in list(self._runs):
-            run._refuse("the store is closed; open it again and use Store.run() to log more")
-        if self._pid != os.getpid():
-            return
+        unended = list(self._runs.values())
         try:
-            self._writer.close()
+            if self._pid == os.getpid():
+                self._end_runs(status)
         finally:
-            self._segments.close()
-            self._index.close()
+            self._closed = True
+            _open_stores.discard(self)
+            for run in unended:
+                run._refuse("the store is closed; open it again and use Store.run() to log more")
+            if self._pid == os.getpid():
+                self._shared.release()
+
+    def _end_runs(self, status: str) -> None:
+        """End every run this handle started or resumed and has not ended."""
+        errors = []
+        for run in list(self._runs.values()):
+            try:
+                run.end(status)
+            except StepLogError as exc:   # one run failing must not keep the others running
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the store is closed")
         if self._pid != os.getpid():
             raise ClosedError("this store was opened before fork(); call steplog.open() again in the child process")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ReadOnlyError(f"{self.path} is open read-only (mode='r'); open it with mode='a' to write")
 
     @staticmethod
     def _run_id_arg(run_id, argument: str) -> bytes:
@@ -318,6 +512,46 @@ class Store:
             if txn.get_run(key) is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
         return key
+
+
+class _ReadOnlyWriter:
+    """The writer of a read-only store: nothing unflushed, nothing to flush."""
+
+    def __init__(self):
+        self.publish_lock = threading.Lock()
+        self.live_runs: set[bytes] = set()
+
+    def unflushed_many(self, keys) -> dict:
+        return {}
+
+    def kind_of(self, key: SeriesKey) -> None:
+        return None
+
+    def series_keys(self, kind: int) -> list:
+        return []
+
+    def flush(self, run_id: bytes | None = None) -> None:
+        pass
+
+
+_NO_WRITER = _ReadOnlyWriter()
+
+
+def _missing_series(txn, key: SeriesKey, writer) -> NotFoundError:
+    """The error for a series the run does not hold, naming what it does hold closest."""
+    held = {(name, context) for _, name, context in txn.run_series(key.run_id)}
+    held.update((k.name, k.context) for kind in (KIND_SCALAR, KIND_SUMMARY) for k in writer.series_keys(kind)
+                if k.run_id == key.run_id)
+    where = f"run {key.run_id.hex()}"
+    contexts = sorted(context for name, context in held if name == key.name)
+    if contexts:
+        shown = ", ".join(c or "none" for c in contexts[:10])
+        return NotFoundError(f"name: {where} has no series {key.name!r} with context {key.context or 'none'}; "
+                             f"its contexts: {shown}")
+    close = difflib.get_close_matches(key.name, sorted({name for name, _ in held}), n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
+        "; it holds no series yet" if not held else "")
+    return NotFoundError(f"name: {where} has no series {key.name!r}{hint} (missing_ok=True reads it as empty)")
 
 
 def _range_args(start, stop, buckets, method, x) -> tuple:
@@ -349,7 +583,7 @@ def _read_one(reader: "SeriesReader | None", run: dict | None, start, stop, buck
     run_start = run["start_time"] if run else 0
     if buckets is None or method == "lttb":
         if reader is None:
-            return _read.Points.empty().to_arrow()
+            return _read.Points.empty().to_arrow() if buckets is None else _read.empty_points_table(x)
         if buckets is None:
             return reader.points(start, stop).to_arrow()
         return reader.lttb(start, stop, buckets, x, run_start).to_arrow()

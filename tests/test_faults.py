@@ -130,15 +130,16 @@ def test_reads_racing_index_growth_see_only_whole_commits(open_store):
     for t in threads:
         t.start()
     try:
-        for i in range(40):                     # about 80 MB of run records through the index
-            store.start_run(name=f"big{i}", params={"blob": "x" * 2_000_000, "i": i})
+        blob = {f"blob{j}": "x" * 7_000 for j in range(34)}   # near the limit of a run's params
+        for i in range(340):                    # about 80 MB of run records through the index
+            store.start_run(name=f"big{i}", params={**blob, "i": i})
     finally:
         stop.set()
         for t in threads:
             t.join(TIMEOUT)
     assert not errors, errors[0]
     assert reads[0] > 0
-    assert store.runs().num_rows == 41
+    assert store.runs().num_rows == 341
 
 
 # -- a store killed while it is being created ---------------------------------------------

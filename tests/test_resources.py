@@ -213,7 +213,7 @@ def test_index_map_grown_by_another_process(tmp_path):
     finally:
         index.close()
     with steplog.open(layout.root) as store:
-        run = store.start_run(params={"blob": "y" * 10_000})
+        run = store.start_run(params={"blob": "y" * 5_000, "blob2": "y" * 5_000})
         run.log("m", 1.0, step=0)
         run.end()
         assert store.runs().num_rows == 1151

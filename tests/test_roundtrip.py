@@ -276,8 +276,9 @@ def test_contexts_are_separate_series(open_store):
         assert_points(s.read(run.id, "loss", context={"split": "val"}), [0], [3.0])
         assert_points(s.read(run.id, "loss", context={"fold": 2, "split": "val"}), [1, 2], [4.0, 5.0])
         assert_points(s.read(run.id, "acc", context={"split": "train"}), [3], [0.5])
-        assert s.read(run.id, "acc").num_rows == 0
-        assert s.read(run.id, "loss", context={"split": "test"}).num_rows == 0
+        assert s.read(run.id, "acc", missing_ok=True).num_rows == 0
+        with pytest.raises(steplog.NotFoundError, match="split"):   # names the contexts it has
+            s.read(run.id, "loss", context={"split": "test"})
 
     check(store)
     store.flush()
@@ -380,7 +381,9 @@ def test_empty_run(open_store):
         metrics = s.metrics(run.id)
         assert metrics.num_rows == 0
         assert {"metric", "context", "count", "step_min", "step_max"} <= set(metrics.column_names)
-        table = s.read(run.id, "never_logged")
+        with pytest.raises(steplog.NotFoundError, match="never_logged"):
+            s.read(run.id, "never_logged")
+        table = s.read(run.id, "never_logged", missing_ok=True)
         assert table.num_rows == 0
         assert table.schema.field("step").type == pa.int64()
         assert table.schema.field("value").type == pa.float64()

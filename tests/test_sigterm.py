@@ -111,7 +111,7 @@ if mode.startswith("lock:"):   # send SIGTERM to this process while the main thr
     elif where == "condition":          # enqueue (or buffer) checks under Writer._cv (seal_lock)
         wrap(Writer, "_check_usable")
     elif where == "publish_lock":       # Store._snapshot reads unflushed points under publish_lock
-        wrap(Writer, "unflushed")
+        wrap(Writer, "unflushed_many")
     elif where == "index_write_lock":   # Index.write runs its function under _write_lock, in a txn
         original_write = Index.write
 
@@ -228,7 +228,8 @@ def test_sigterm_flushes_every_store_ends_runs_killed_and_dies_of_it(tmp_path, c
         resumed.end()
         untouched = store.start_run(name="untouched")
         untouched.end()
-        left_running = store.start_run(name="left running")   # by this process, which lives on
+    keeper = steplog.open(other)
+    left_running = keeper.start_run(name="left running")   # by this process, which lives on
     c = child("stores", other, resumed.id)
     victim_id, resumed_id = c.ready()
     assert resumed_id == resumed.id
@@ -249,6 +250,7 @@ def test_sigterm_flushes_every_store_ends_runs_killed_and_dies_of_it(tmp_path, c
     with steplog.open(other) as store:
         assert_logged_points_stored(store, resumed.id, logged)
         assert statuses(store) == {resumed.id: "killed", untouched.id: "finished", left_running.id: "running"}
+    keeper.close()
 
 
 @pytest.mark.parametrize("where", ["seal_lock", "condition", "publish_lock", "index_write_lock"])
