@@ -7,11 +7,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="steplog", description="steplog: a store for experiment metrics")
+    parser.add_argument("--version", action="version", version=f"steplog {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="simulate a hyper-parameter sweep, then query it")
     demo.add_argument("--store", default="demo.steplog", help="store directory (replaced if it holds a demo)")
-    demo.add_argument("--points", type=int, default=12_000_000, help="points to log in all")
+    demo.add_argument("--points", type=_positive_int, default=12_000_000, help="points to log in all (about)")
     bench = sub.add_parser("bench", help="measure ingest, size and read figures")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     verify = sub.add_parser("verify", help="check every index value and every block; exit 1 if any is damaged")
@@ -30,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     from .verify import run_repair, run_verify
 
     return run_verify(args.path) if args.command == "verify" else run_repair(args.path)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -66,6 +66,12 @@ def warm_up(path: str) -> None:
         print(f"compiled the numba kernels in {time.perf_counter() - began:.0f} s (cached from now on)")
 
 
+def _rate(per_second: float) -> str:
+    if per_second >= 1e6:
+        return f"{per_second / 1e6:.1f} M points/s"
+    return f"{per_second:,.0f} points/s"
+
+
 def store_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
@@ -76,9 +82,9 @@ def run_demo(path: str, total_points: int) -> int:
             print(f"{path} exists and is not a demo store; choose another --store")
             return 2
         shutil.rmtree(path)
-    os.makedirs(path)
+    steplog.open(path).close()   # an empty store, then the mark that lets the next demo replace it
     open(os.path.join(path, MARKER), "w").close()
-    steps_per_trial = max(CHUNK, total_points // (3 * len(TRIALS)))
+    steps_per_trial = max(1, total_points // (3 * len(TRIALS)))
     print(f"steplog demo: {len(TRIALS)} trials in {len(TRIALS)} processes, {steps_per_trial:,} steps each, "
           f"3 metrics per step, into {path}")
     warm_up(path)
@@ -87,7 +93,7 @@ def run_demo(path: str, total_points: int) -> int:
         results = pool.starmap(trial, [(path, p, steps_per_trial, i) for i, p in enumerate(TRIALS)])
     elapsed = time.perf_counter() - started
     points = sum(n for _, n in results)
-    print(f"ingest: {points:,} points in {elapsed:.1f} s = {points / elapsed / 1e6:.1f} M points/s "
+    print(f"ingest: {points:,} points in {elapsed:.1f} s = {_rate(points / elapsed)} "
           f"(process start-up included)")
     print(f"on disk: {store_bytes(path) / points:.2f} bytes per point, index included")
     with steplog.open(path) as store:
