@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from collections import OrderedDict
 import zlib
 from typing import NamedTuple
@@ -17,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import zstandard
 
-from . import smallcodec
+from . import smallcodec, twins
 from .errors import CorruptionError
 from .smallcodec import COLUMN_HEADER
 
@@ -47,23 +46,15 @@ HEADER_SIZE = HEADER.size          # 112
 CHECKED_SIZE = HEADER_SIZE - 4     # the checksum covers header bytes [0, 108) and the payload
 ZSTD_LEVEL = 1
 SMALL_POINTS = 8192       # blocks of at most this many points (rows) may use the numpy codec
-SMALL_BUDGET = 10_000_000   # numpy codec work a process does before the kernels take over (see codec_for)
-COLUMN_CALL_WORDS = 1000    # the numpy codec's cost of a call on a column, in words of a column
-_small_spent = [0]          # numpy codec work done so far, in words
+COLUMN_CALL_WORDS = 1000  # the numpy codec's extra cost of a call on a column, in words
 
 
 def codec_for(points: int, columns: int):
     """The codec module (engine.kernels or engine.smallcodec, the same bytes) for a
-    block of ``points`` points (rows) in ``columns`` columns.
-
-    Importing numba and loading the cached kernels costs a fresh process 0.5 s and more.
-    The numpy codec costs, over the kernels, some 40 us a column and 30 ns a word (a
-    block of 8192 points: 0.8 ms more to encode, 0.1 ms to decode). So blocks use numpy
-    until numba is imported anyway (rollups from 4096 points, tensor summaries), or
-    until a process has done SMALL_BUDGET words of numpy work (about 0.3 s more than the
-    kernels would have taken), when paying for the import once is the cheaper way on."""
-    if "numba" not in sys.modules and points <= SMALL_POINTS and _small_spent[0] < SMALL_BUDGET:
-        _small_spent[0] += columns * (points + COLUMN_CALL_WORDS)   # threads may race: a budget, not a count
+    block of ``points`` points (rows) in ``columns`` columns. The numpy codec costs,
+    over the kernels, some 40 us a column and 30 ns a word (a block of 8192 points:
+    0.8 ms more to encode, 0.1 ms to decode); engine.twins decides while it pays."""
+    if points <= SMALL_POINTS and twins.use_numpy(columns * (points + COLUMN_CALL_WORDS)):
         return smallcodec
     from . import kernels
 

@@ -15,8 +15,9 @@ page (``index.Index`` table ``rollups``), as 9 little-endian arrays one after an
 count i64, nan_count i64, min f64, max f64, sum f64, first f64, first_step i64, last f64,
 last_step i64. An empty group has count 0, min +inf, max -inf. Layout in docs/FORMAT.md.
 
-The kernels that fold points and groups are numba's, in engine/rollupkernels.py,
-imported on the first fold: base_shift, page reads and Groups need no numba.
+The kernels that fold points and groups are numba's, in engine/rollupkernels.py;
+engine/smallrollup.py is their numpy twin (the same results), which folds while
+engine.twins says that pays, so that a short script imports no numba.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import zstandard
 
+from . import twins
 from .errors import CorruptionError
 
 LEVELS = 5
@@ -37,6 +39,8 @@ MAX_BASE_SHIFT = 62 - LEVEL_BITS * (LEVELS - 1)
 FIELDS = 9
 PAGE_BYTES = FIELDS * PAGE_GROUPS * 8
 PAGE_ZSTD_LEVEL = 1
+POINT_WORDS = 3            # the numpy twins' extra cost of a point (or group), in engine.twins words
+CALL_WORDS = 10_000        # ... and of a call (a dozen numpy calls)
 _local = threading.local()
 _FIELD_TYPES = (np.int64, np.int64, np.float64, np.float64, np.float64, np.float64, np.int64, np.float64, np.int64)
 
@@ -78,18 +82,26 @@ def empty_groups(n: int) -> tuple[np.ndarray, ...]:
             np.zeros(n, np.int64))
 
 
+def _kernels(items: int):
+    """engine.rollupkernels, or its numpy twin engine.smallrollup (the same results)
+    while engine.twins says numpy pays: ``items`` points or groups to fold."""
+    if twins.use_numpy(CALL_WORDS + POINT_WORDS * items):
+        from . import smallrollup
+
+        return smallrollup
+    from . import rollupkernels
+
+    return rollupkernels
+
+
 def group_points(steps: np.ndarray, values: np.ndarray, shift: int) -> Groups:
     """Aggregate points (in write order) into the groups of one level."""
-    from .rollupkernels import _group_points
-
-    return Groups(*_group_points(steps, values, np.int64(shift)))
+    return Groups(*_kernels(len(steps))._group_points(steps, values, np.int64(shift)))
 
 
 def coarsen(groups: Groups, bits: int = LEVEL_BITS) -> Groups:
     """The groups of the next level up, from the groups of this one."""
-    from .rollupkernels import _coarsen
-
-    return Groups(*_coarsen(*groups, np.int64(bits)))
+    return Groups(*_kernels(len(groups.gid))._coarsen(*groups, np.int64(bits)))
 
 
 def all_levels(steps: np.ndarray, values: np.ndarray, shift: int) -> list[Groups]:
@@ -135,8 +147,7 @@ def page_bytes(arrays: tuple[np.ndarray, ...]) -> bytes:
 def merge_into_pages(groups: Groups, read_page, write_page) -> None:
     """Fold ``groups`` (later writes) into their pages: read_page(page_no) -> bytes | None,
     write_page(page_no, bytes)."""
-    from .rollupkernels import fold_groups
-
+    fold_groups = _kernels(len(groups.gid)).fold_groups   # distinct group ids: the twin folds them
     pages = groups.gid // PAGE_GROUPS
     bounds = np.flatnonzero(np.diff(pages)) + 1
     for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(pages)]))):

@@ -267,11 +267,11 @@ def test_codec_choice_by_size_numba_and_budget():
     assert out.split() == ["smallcodec", "kernels", "kernels"]
     out = _child("""
         import sys
-        from steplog.engine import block
+        from steplog.engine import block, twins
         small = 0
         while block.codec_for(1, 5).__name__.endswith("smallcodec") and small < 10 ** 5:
             small += 1
-        print(small, block.SMALL_BUDGET, 5 * (1 + block.COLUMN_CALL_WORDS), "numba" in sys.modules)
+        print(small, twins.BUDGET, 5 * (1 + block.COLUMN_CALL_WORDS), "numba" in sys.modules)
     """)
     small, budget, cost, numba = out.split()
     assert int(small) == -(-int(budget) // int(cost)) and numba == "True"   # small blocks until the budget is spent
@@ -287,7 +287,7 @@ def test_a_short_script_never_imports_numba(tmp_path):
         run = store.start_run(experiment="e", params={{"lr": 0.1}})
         run.log("loss", 0.5, step=0)
         run.log({{"a": 1.0, "b": 2.0}})
-        run.log_batch("lr", steps=range(3000), values=[0.1] * 3000)   # below rollups (4096 points)
+        run.log_batch("lr", steps=range(10_000), values=[0.1] * 10_000)   # with rollups (from 4096 points)
         run.flush()
         store.close()
         store = steplog.open({str(tmp_path / "s")!r})
@@ -297,4 +297,4 @@ def test_a_short_script_never_imports_numba(tmp_path):
     with steplog.open(tmp_path / "s", mode="r") as store:
         run_id = store.runs().column("id")[0].as_py()
         assert store.read(run_id, "loss").column("value").to_pylist() == [0.5, 0.25]
-        assert store.read(run_id, "lr").num_rows == 3000
+        assert store.read(run_id, "lr").num_rows == 10_000
