@@ -274,7 +274,16 @@ def test_codec_choice_by_size_numba_and_budget():
         print(small, twins.BUDGET, 5 * (1 + block.COLUMN_CALL_WORDS), "numba" in sys.modules)
     """)
     small, budget, cost, numba = out.split()
-    assert int(small) == -(-int(budget) // int(cost)) and numba == "True"   # small blocks until the budget is spent
+    assert int(small) == int(budget) // int(cost) and numba == "True"   # small blocks while the budget lasts
+    out = _child("""
+        import sys
+        from steplog.engine import twins
+        print(twins.use_numpy(twins.MAX_WORK + 1), *[twins.use_numpy(twins.MAX_WORK) for _ in range(11)])
+        twins.use_kernels()
+        print(twins.use_numpy(0), "numba" in sys.modules)
+    """)
+    # big work, and work past the budget, go to the kernels; after use_kernels all of it
+    assert out.split() == ["False"] + ["True"] * 10 + ["False", "False", "False"]
 
 
 def test_a_short_script_never_imports_numba(tmp_path):
