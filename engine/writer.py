@@ -30,8 +30,7 @@ import threading
 import time
 from collections import deque
 from itertools import chain
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -42,6 +41,9 @@ from .errors import ClosedError, InvalidArgumentError, StepLogError
 from .index import ROLLUP_MIN_POINTS, Heartbeat, Index, IndexWriter, MemberStats, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter
+
+if TYPE_CHECKING:   # imported when a flush first encodes in parallel (concurrent.futures costs an import)
+    from concurrent.futures import ThreadPoolExecutor
 
 POINT_BYTES = 24           # a sealed point in numpy columns
 SUMMARY_ROW_BYTES = 1536   # a sealed tensor summary with a 64-bin histogram, about
@@ -609,6 +611,8 @@ class Writer:
 
     def _encode_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="steplog-encode")
         return self._pool
 
