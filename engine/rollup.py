@@ -172,13 +172,3 @@ def read_groups(pages: list[tuple[int, bytes]]) -> Groups:
     keep = ints[:, 0, :].ravel() > 0
     fields = [(ints if t == np.int64 else floats)[:, i, :].ravel()[keep] for i, t in enumerate(_FIELD_TYPES)]
     return Groups(gid[keep], *fields)
-
-
-def __getattr__(name: str):
-    """The kernels query.downsample folds with (_empty, fold_points, fold_groups), from
-    rollupkernels on first use, so that importing this module imports no numba."""
-    if name in ("_empty", "fold_points", "fold_groups"):
-        from . import rollupkernels
-
-        return getattr(rollupkernels, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

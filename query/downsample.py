@@ -129,17 +129,17 @@ class Buckets:
     """Aggregates of ``n`` buckets, filled by folding points and groups into them."""
 
     def __init__(self, n: int):
-        from ..engine.rollup import _empty
+        from ..engine.rollupkernels import _empty
 
         self.arrays = _empty(n)
 
     def add_points(self, keys: np.ndarray, steps: np.ndarray, values: np.ndarray) -> None:
-        from ..engine.rollup import fold_points
+        from ..engine.rollupkernels import fold_points
 
         fold_points(steps, values, keys, *self.arrays)
 
     def add_groups(self, keys: np.ndarray, groups) -> None:
-        from ..engine.rollup import fold_groups
+        from ..engine.rollupkernels import fold_groups
 
         fold_groups(keys, *groups[1:], *self.arrays)
 

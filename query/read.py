@@ -138,7 +138,7 @@ def concat(parts: list[Points]) -> Points:
 
 def sort_by_step(points: Points) -> Points:
     """Stable sort by step: ties keep write order."""
-    from ..engine.kernels import is_sorted
+    from ..engine.smallcodec import is_sorted
 
     if len(points) < 2 or is_sorted(points.steps):
         return points

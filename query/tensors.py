@@ -66,7 +66,7 @@ def derived_edges(stats: np.ndarray, bins: int) -> np.ndarray:
 
 def rows_from_blocks(parts: list, fields: int) -> SummaryRows:
     """Concatenate decoded Summaries (engine.block) and sort them by step, stably."""
-    from ..engine.kernels import is_sorted
+    from ..engine.smallcodec import is_sorted
 
     parts = [p for p in parts if len(p.steps)]
     if not parts:

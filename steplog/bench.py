@@ -130,6 +130,9 @@ def write_series(path: str, steps, values, times=None, name: str = "loss") -> st
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel the write and read paths use."""
+    from .engine.twins import use_kernels
+
+    use_kernels()   # the timed work is large: the numba kernels, not their numpy twins
     steps, times, values = standard_curve(3 * 8192 + 5)
     with temp_dir() as path:
         run_id = write_series(path, steps, values, times)
