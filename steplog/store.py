@@ -246,9 +246,12 @@ class Store:
         return self._track(Run(self, run_id))
 
     def run(self, run_id: str) -> "Run":
-        """Reopen a run to log more (a job resumed from a checkpoint); it is running again."""
+        """Reopen a run to log more (a job resumed from a checkpoint); it is running again.
+        A run this handle has open and not ended is returned as it is."""
         self._check_writable()
         key = self._run_id_arg(run_id, "run_id")
+        if key in self._runs:
+            return self._runs[key]
 
         def resume(txn):
             record = txn.get_run(key)

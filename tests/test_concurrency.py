@@ -115,7 +115,7 @@ elif mode == "reader":
         if time.monotonic() > deadline:
             errors.append("no done file after 120 s")
             done = True
-        table = store.read(cfg["run_id"], "shared")
+        table = store.read(cfg["run_id"], "shared", missing_ok=True)   # polls a live run
         steps = table.column("step").to_numpy()
         vbits = table.column("value").to_numpy().view(np.uint64)
         if len(steps) > 1 and np.any(np.diff(steps) < 0):

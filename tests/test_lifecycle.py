@@ -60,6 +60,8 @@ def test_ctrl_c_during_logging_is_killed(tmp_path):
         with store.start_run() as run:
             run.log('x', 0.0)
             run.flush()
+            for _ in range(1000):   # not flushed: Ctrl-C must not lose them
+                run.log('x', 1.0)
             print('ready', flush=True)
             while True:
                 run.log('x', 1.0)
@@ -71,7 +73,7 @@ def test_ctrl_c_during_logging_is_killed(tmp_path):
         assert child.wait(60) == -signal.SIGINT
     assert statuses(path) == ["killed"]
     with steplog.open(path, mode="r") as store:
-        assert store.read(store.runs().column("id")[0].as_py(), "x").num_rows > 1   # flushed at exit
+        assert store.read(store.runs().column("id")[0].as_py(), "x").num_rows > 1000   # flushed at exit
 
 
 def test_close_ends_unended_runs_as_finished(tmp_path):
@@ -289,3 +291,17 @@ def test_step_none_from_threads_takes_each_step_once(tmp_path):
             assert sorted(store.read(run.id, name).column("step").to_pylist()) == list(range(12000))
         run.log("x", 2.0)
         assert store.read(run.id, "x").column("step").to_pylist()[-1] == 41 + 12001
+
+
+def test_resuming_a_run_this_handle_has_open_gives_that_run(tmp_path):
+    store = steplog.open(tmp_path / "s")
+    run = store.start_run()
+    assert store.run(run.id) is run
+    run.end()
+    resumed = store.run(run.id)               # ended: resuming makes it running again
+    assert resumed is not run and statuses(tmp_path / "s") == ["running"]
+    store.close()
+    for handle in (run, resumed):
+        with pytest.raises(steplog.ClosedError):
+            handle.log("x", 1.0)
+    assert statuses(tmp_path / "s") == ["finished"]
