@@ -99,9 +99,16 @@ class SeriesBuffer:
     def append_next(self, time_ns: int, value) -> None:
         """Append a point at next_step(); under the series' step lock, so that two
         threads never take the same step."""
-        with self.series.step_lock:
+        series = self.series
+        with series.step_lock:
             steps, times, values = self.cols
-            steps.append(self.next_step())
+            if len(series.buffers) == 1:   # this thread's alone: next_step() without its loop
+                step = (steps[-1] if len(steps) > self.taken else self.last_step) + 1
+                if step > STEP_MAX:
+                    step = self.next_step()   # raises
+            else:
+                step = self.next_step()
+            steps.append(step)
             times.append(time_ns)
             values.append(value)
 
