@@ -975,10 +975,14 @@ def spread_steps(lo: int, hi: int, n: int) -> np.ndarray:
 
 
 def above_level_0(lo: int, hi: int, n: int, base_shift: int) -> bool:
-    """Whether groups of rollup level 1 (16 level-0 groups) fit in the wanted bucket width."""
-    from steplog.engine.rollup import level_shift
+    """Whether groups of rollup level 1 (16 level-0 groups) fit in the wanted bucket width,
+    and the level below the coarsest that fits is cheap to read (else N/2 buckets do)."""
+    from steplog.engine.rollup import LEVELS, level_shift
+    from steplog.query.downsample import FINER_PAGES, finer_pages
 
-    return (1 << level_shift(base_shift, 1)) <= -(-(hi - lo) // n)
+    wanted = -(-(hi - lo) // n)
+    fitting = [k for k in range(LEVELS) if (1 << level_shift(base_shift, k)) <= wanted]
+    return bool(fitting) and fitting[-1] >= 1 and finer_pages(lo, hi, fitting[-1], base_shift) <= FINER_PAGES
 
 
 def check_row_count(table: pa.Table, n: int, lo: int, hi: int, base_shift: int) -> None:
