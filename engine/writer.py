@@ -41,6 +41,7 @@ from .errors import ClosedError, InvalidArgumentError, StepLogError
 from .index import ROLLUP_MIN_POINTS, Heartbeat, Index, IndexWriter, MemberStats, NewBlock
 from .layout import StoreLayout
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter
+from .threads import leave_signals_to_main_thread
 
 if TYPE_CHECKING:   # imported when a flush first encodes in parallel (concurrent.futures costs an import)
     from concurrent.futures import ThreadPoolExecutor
@@ -367,6 +368,7 @@ class Writer:
     # -- flusher thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        leave_signals_to_main_thread()
         try:
             while True:
                 batch = self._next_batch()
@@ -620,7 +622,8 @@ class Writer:
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="steplog-encode")
+            self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="steplog-encode",
+                                            initializer=leave_signals_to_main_thread)
         return self._pool
 
     def _resolve_series(self, groups: list[flushplan.SeriesPoints]) -> None:

@@ -16,6 +16,7 @@ import pyarrow as pa
 from ..engine.block import BlockDecoder
 from ..engine.index import BlockRef
 from ..engine.segment import SegmentReader
+from ..engine.threads import leave_signals_to_main_thread
 
 PARALLEL_MIN_BLOCKS = 16
 _local = threading.local()
@@ -41,7 +42,8 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steplog-read")
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steplog-read",
+                                       initializer=leave_signals_to_main_thread)
         return _pool
 
 

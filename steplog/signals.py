@@ -62,6 +62,8 @@ import threading
 import time
 from queue import SimpleQueue
 
+from .engine.threads import leave_signals_to_main_thread
+
 DEFER_SECONDS = 5.0    # how long the handler waits for the main thread to leave steplog code
 WORK_SECONDS = 20.0    # how long it waits for the flush, the run ends and the closes
 RETRY_FIRST, RETRY_MAX = 0.001, 0.01   # delays before SIGTERM is sent again (doubling)
@@ -129,6 +131,7 @@ def _helper_alive(helper) -> bool:
 
 
 def _serve(requests: SimpleQueue) -> None:
+    leave_signals_to_main_thread()   # SIGTERM must reach the main thread, which runs the handler
     while True:
         request = requests.get()
         try:

@@ -12,6 +12,7 @@ or went on as its own handler decided. Every wait has a timeout.
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import struct
@@ -26,6 +27,7 @@ import steplog
 
 from _helpers import bits, columns
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 60.0          # for a child to start, or to end once it should
 DIES_WITHIN = 15.0      # from SIGTERM to death; steplog's own bounds add up to 25 s
 
@@ -329,3 +331,52 @@ print(signal.getsignal(signal.SIGTERM) is mine)
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["True", "True", "True"]
+
+
+def _blocked_signals(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc to read thread signal masks")
+def test_threads_steplog_starts_leave_sigint_and_sigterm_to_the_main_thread(tmp_path):
+    """Else the kernel may hand SIGTERM (Pool.terminate) or SIGINT to one of them, and a
+    main thread waiting in C (a semaphore) never runs the handler: the process hangs."""
+    import threading
+
+    with steplog.open(tmp_path / "s") as store:
+        run = store.start_run()
+        run.log_batch("m", np.arange(100_000), np.ones(100_000))   # several blocks: the encode pool too
+        run.flush()
+        store.read(run.id, "m")
+        threads = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("steplog")}
+        assert {"steplog-flusher", "steplog-sigterm"} <= set(threads)
+        for name, tid in threads.items():
+            mask = _blocked_signals(tid)
+            assert mask & (1 << (signal.SIGTERM - 1)) and mask & (1 << (signal.SIGINT - 1)), name
+        assert not _blocked_signals(threading.main_thread().native_id) & (1 << (signal.SIGTERM - 1))
+
+
+POOL = """
+import multiprocessing as mp, sys, steplog
+
+def task(i):
+    with steplog.open(sys.argv[1]) as store:
+        with store.start_run(params={"i": i}) as run:
+            run.log("loss", 1.0 / (i + 1), step=0)
+    return i
+
+if __name__ == "__main__":
+    for _ in range(3):
+        with mp.get_context("spawn").Pool(4) as pool:   # leaving the block terminates the workers
+            assert pool.map(task, range(4)) == [0, 1, 2, 3]
+    print("done")
+"""
+
+
+def test_a_process_pool_of_steplog_workers_terminates(tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text(POOL)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "s")], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
