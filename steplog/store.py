@@ -362,10 +362,13 @@ class Store:
 
     def read_many(self, runs: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
                   experiment: str | None = None, start: int | None = None, stop: int | None = None,
-                  buckets: int | None = None, method: str = "minmax", x: str = "step") -> pa.Table:
+                  buckets: int | None = None, method: str = "minmax", x: str = "step",
+                  missing_ok: bool = False) -> pa.Table:
         """Several series in one long table: run_id, metric, context, then the columns of
         ``read`` with the same arguments. runs: run ids (default all, or all of
-        ``experiment``); metrics: names (default all); every context of each is included."""
+        ``experiment``); metrics: names (default all); every context of each is included.
+        An experiment the store does not hold, or a metric name no selected run holds,
+        raises NotFoundError naming the closest names, unless ``missing_ok``."""
         self._check_open()
         runs = None if runs is None else list(dict.fromkeys(_list_arg(runs, "runs")))   # once each, in order
         run_keys = None if runs is None else [self._run_id_arg(r, "runs") for r in runs]
@@ -376,14 +379,21 @@ class Store:
             records = [txn.get_run(k) for k in run_keys] if run_keys is not None else list(txn.runs())
             if any(r is None for r in records):
                 raise NotFoundError("runs: " + ", ".join(r for r, rec in zip(runs, records) if rec is None))
+            if experiment is not None and not missing_ok and txn.get_experiment(experiment) is None:
+                raise _missing_name("experiment", "experiment", experiment, [e["name"] for e in txn.experiments()])
             records = [r for r in records if experiment is None or r["experiment"] == experiment]
-            keys = [SeriesKey(bytes.fromhex(r["id"]), name, context) for r in records
-                    for entry, name, context in txn.run_series(bytes.fromhex(r["id"]))
-                    if entry.kind == KIND_SCALAR and (names is None or name in names)]
+            held = [(SeriesKey(bytes.fromhex(r["id"]), name, context), entry.kind) for r in records
+                    for entry, name, context in txn.run_series(bytes.fromhex(r["id"]))]
         by_run = {bytes.fromhex(r["id"]): r for r in records}
-        stored = set(keys)
-        keys += [k for k in self._writer.series_keys(KIND_SCALAR) if k not in stored
-                 and k.run_id in by_run and (names is None or k.name in names)]
+        stored = {key for key, _ in held}
+        held += [(k, kind) for kind in (KIND_SCALAR, KIND_SUMMARY) for k in self._writer.series_keys(kind)
+                 if k not in stored and k.run_id in by_run]
+        keys = [key for key, kind in held if kind == KIND_SCALAR and (names is None or key.name in names)]
+        missing = sorted(names - {key.name for key in keys}) if names is not None and not missing_ok else []
+        if missing:
+            if missing[0] in {key.name for key, kind in held if kind == KIND_SUMMARY}:
+                raise InvalidArgumentError("metrics", f"{missing[0]!r} holds tensor summaries; use Store.read_tensor")
+            raise _missing_name("metrics", "metric", missing[0], [key.name for key, _ in held])
         tables = []
         with self._snapshot(keys) as (_, readers):
             for key in keys:
@@ -538,6 +548,13 @@ class _ReadOnlyWriter:
 
 
 _NO_WRITER = _ReadOnlyWriter()
+
+
+def _missing_name(argument: str, what: str, name: str, held) -> NotFoundError:
+    """The error for a name that nothing selected holds, naming the closest ones."""
+    close = difflib.get_close_matches(name, sorted(set(held)), n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    return NotFoundError(f"{argument}: no {what} {name!r}{hint} (missing_ok=True reads it as empty)")
 
 
 def _missing_series(txn, key: SeriesKey, writer) -> NotFoundError:

@@ -821,8 +821,12 @@ def test_read_many_experiment_and_default_filters(many):
     all_keys = a_keys + [(ids["b1"], "loss", None), (ids["b1"], "acc", None)]
     check_read_many(store, table, all_keys, buckets=4)
     assert set(series_of(table)) == set(all_keys)
-    assert store.read_many(experiment="nobody", buckets=4).num_rows == 0
-    assert store.read_many(runs=[ids["a1"]], metrics=["nothing"], buckets=4).num_rows == 0
+    with pytest.raises(steplog.NotFoundError, match="experiment: no experiment 'nobody'"):
+        store.read_many(experiment="nobody", buckets=4)
+    assert store.read_many(experiment="nobody", buckets=4, missing_ok=True).num_rows == 0
+    with pytest.raises(steplog.NotFoundError, match="metrics: no metric 'acx'; did you mean 'acc'"):
+        store.read_many(runs=[ids["a1"]], metrics=["loss", "acx"], buckets=4)
+    assert store.read_many(runs=[ids["a1"]], metrics=["nothing"], buckets=4, missing_ok=True).num_rows == 0
 
 
 def test_read_many_unknown_run_raises_not_found(many):

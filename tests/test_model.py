@@ -852,8 +852,13 @@ class StoreModel(RuleBasedStateMachine):
         if n is not None:
             start, stop = narrowed(start, stop, [p[0] for key in by_label.values()
                                                  for p in self._expected(key, start, stop)], tight)
-        table = self.store.read_many(runs=run_ids, metrics=metrics, experiment=experiment, start=start, stop=stop,
-                                     buckets=n)
+        args = dict(runs=run_ids, metrics=metrics, experiment=experiment, start=start, stop=stop, buckets=n)
+        try:
+            table = self.store.read_many(**args)
+        except (steplog.NotFoundError, steplog.InvalidArgumentError) as exc:   # a name no selected run holds
+            held = {key[1] for key, points in self.model.items() if points and key[0] in selected_runs}
+            assert metrics is not None and not set(metrics) <= held, exc
+            table = self.store.read_many(**args, missing_ok=True)
         kw = {} if n is None else {"buckets": n}
         schema = self._read((0, NAMES[0], 0), 0, 1, **kw).column_names
         assert table.column_names == ["run_id", "metric", "context"] + schema

@@ -642,3 +642,18 @@ def test_store_layout_on_disk(open_store, store_path):
     assert sorted(os.listdir(store_path)) == ["index", "segments"]
     for seg in os.listdir(store_path / "segments"):
         assert len(seg) == 20 and seg.endswith(".seg") and int(seg[:16], 16) > 0
+
+
+def test_read_many_names_typos_and_tensor_names(store):
+    run = store.start_run(experiment="sweep")
+    run.log("loss", 1.0, step=0)
+    run.log_tensor("w", np.ones(3), step=0)
+    with pytest.raises(steplog.NotFoundError, match="did you mean 'loss'"):
+        store.read_many(metrics=["losss"])
+    with pytest.raises(steplog.NotFoundError, match="did you mean 'sweep'"):
+        store.read_many(experiment="swep")
+    with pytest.raises(steplog.InvalidArgumentError, match="read_tensor"):
+        store.read_many(metrics=["w"])
+    assert store.read_many(metrics=["losss"], missing_ok=True).num_rows == 0
+    assert store.read_many(metrics=["loss", "losss"], missing_ok=True).num_rows == 1
+    assert store.read_many(metrics=["loss"]).column("metric").to_pylist() == ["loss"]
