@@ -14,7 +14,7 @@ import secrets
 import sys
 import threading
 import time as _time
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -318,13 +318,29 @@ class Store:
             return runs_table(list(txn.runs()), txn.heartbeats())
 
     def metrics(self, run_id: str) -> pa.Table:
-        """The series of a run: metric, context, count, step_min, step_max (flushed points)."""
+        """The series of a run: metric, context, kind, count, step_min, step_max, over
+        the stored points and those this process logged and has not flushed yet."""
         self._check_open()
         key = self._existing_run(run_id)
-        with self._index.read() as txn:
-            rows = [(name, context, entry.kind, txn.series_info(entry.series_id))
-                    for entry, name, context in txn.run_series(key)]
-        return series_table(rows)
+        with self._writer.publish_lock:
+            txn = self._index.read()
+            logged = [k for kind in (KIND_SCALAR, KIND_SUMMARY) for k in self._writer.series_keys(kind)
+                      if k.run_id == key]
+            unflushed = self._writer.unflushed_many(logged)
+        with txn:
+            rows = {(name, context): (entry.kind, txn.series_info(entry.series_id))
+                    for entry, name, context in txn.run_series(key)}
+        for k, chunks in unflushed.items():
+            steps = [chunk[0] for chunk in chunks if len(chunk[0])]
+            if not steps:
+                continue
+            kind, info = rows.get((k.name, k.context), (self._writer.kind_of(k), None))
+            count = sum(map(len, steps)) + (info.count if info else 0)
+            lows, highs = [int(s.min()) for s in steps], [int(s.max()) for s in steps]
+            if info and info.count:
+                lows.append(info.step_min), highs.append(info.step_max)
+            rows[(k.name, k.context)] = (kind, SeriesCounts(count, min(lows), max(highs)))
+        return series_table([(name, context, kind, info) for (name, context), (kind, info) in rows.items()])
 
     # -- reads -------------------------------------------------------------------------
 
@@ -525,6 +541,12 @@ class Store:
             if txn.get_run(key) is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
         return key
+
+
+class SeriesCounts(NamedTuple):
+    count: int
+    step_min: int
+    step_max: int
 
 
 class _ReadOnlyWriter:

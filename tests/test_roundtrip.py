@@ -657,3 +657,21 @@ def test_read_many_names_typos_and_tensor_names(store):
     assert store.read_many(metrics=["losss"], missing_ok=True).num_rows == 0
     assert store.read_many(metrics=["loss", "losss"], missing_ok=True).num_rows == 1
     assert store.read_many(metrics=["loss"]).column("metric").to_pylist() == ["loss"]
+
+
+def test_metrics_lists_series_not_flushed_yet(open_store):
+    store = open_store(flush_interval=None)
+    run = store.start_run()
+    run.log("loss", 1.0, step=3)
+    run.log_tensor("w", np.ones(3), step=0)
+
+    def listed():
+        return {(r["metric"], r["kind"]): (r["count"], r["step_min"], r["step_max"])
+                for r in store.metrics(run.id).to_pylist()}
+
+    assert listed() == {("loss", "scalar"): (1, 3, 3), ("w", "tensor"): (1, 0, 0)}
+    run.flush()
+    run.log("loss", 2.0, step=-5)   # stored and unflushed points together
+    assert listed() == {("loss", "scalar"): (2, -5, 3), ("w", "tensor"): (1, 0, 0)}
+    run.flush()
+    assert listed() == {("loss", "scalar"): (2, -5, 3), ("w", "tensor"): (1, 0, 0)}
