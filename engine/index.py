@@ -49,7 +49,7 @@ import lmdb
 from .block import (BLOCK_MAGIC, BLOCK_VERSION, CODEC_PLANE_FRAMES, HEADER_SIZE, KIND_SCALAR, MEMBER_MAGIC,
                     MEMBER_MARK, BlockHeader, unpack_header)
 from .errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError, StepLogError,
-                     StorageFullError, StorageIOError)
+                     ReadOnlyError, StorageFullError, StorageIOError)
 
 FORMAT_VERSION = 3
 FIRST_CHECKED_VERSION = 2      # values carry checksums from this version on
@@ -215,6 +215,9 @@ class Index:
             if "already open" in str(exc):
                 raise ClosedError(f"{self.path} is already open in this process (LMDB allows one open "
                                   "environment a process): use that Store, or close it first") from None
+            if "Permission denied" in str(exc) or isinstance(exc, lmdb.ReadonlyError):
+                raise ReadOnlyError(f"{self.path}: this process may not write the index; open the store "
+                                    "with mode='r' to read it") from None
             raise CorruptionError(self.data_path, 0, f"the index does not open: {exc}") from None
         _open_indexes.add(self)
         try:

@@ -140,7 +140,13 @@ class _Shared:
             return cls(layout, _open_read_only(layout), None, options)
         from .signals import install as install_sigterm_handler   # SIGTERM flushes, ends runs as killed, closes
         install_sigterm_handler()
-        index = open_index(layout, fsync=durability == "fsync")
+        try:
+            index = open_index(layout, fsync=durability == "fsync")
+        except PermissionError as exc:
+            if isinstance(exc, StepLogError):
+                raise
+            raise ReadOnlyError(f"{layout.root}: this process may not write there ({exc.strerror}); open an "
+                                "existing store with mode='r' to read it") from None
         try:
             cut_torn_tails(layout, index)
             writer = Writer(layout, index, fsync=durability == "fsync", budget_bytes=budget_bytes,

@@ -191,6 +191,11 @@ with steplog.open(sys.argv[3], mode="r") as store:   # a copy, read first to loa
 os.setgid(65534); os.setuid(65534)     # nobody: may read the store, may not write a byte of it
 with steplog.open(sys.argv[1], mode="r") as store:
     print(store.read(sys.argv[2], "loss").num_rows, store.runs().num_rows)
+for path in (sys.argv[1], sys.argv[1] + "-new"):   # to write: a typed error that says to read with mode="r"
+    try:
+        steplog.open(path)
+    except steplog.ReadOnlyError as exc:
+        print(isinstance(exc, PermissionError), "mode='r'" in str(exc))
 """
 
 
@@ -208,6 +213,8 @@ def test_read_only_store_of_another_user(tmp_path):
         try:
             with steplog.open(path, mode="r") as store:
                 assert store.read(run_id, "loss").num_rows == 100
+            with pytest.raises(steplog.ReadOnlyError, match="mode='r'"):
+                steplog.open(path)
         finally:
             for root, dirs, files in os.walk(path):
                 os.chmod(root, 0o755)
@@ -223,8 +230,9 @@ def test_read_only_store_of_another_user(tmp_path):
         done = subprocess.run([sys.executable, "-c", READ_AS_OTHER_USER, path, run_id, str(tmp_path / "copy")],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["100", "1"]
+        assert done.stdout.split() == ["100", "1", "True", "True", "True", "True"]
         assert tree(path) == before
+        assert not os.path.exists(path + "-new")
     finally:
         shutil.rmtree(shared)
 
