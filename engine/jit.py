@@ -83,6 +83,7 @@ with tempfile.TemporaryDirectory() as d, steplog.open(d + "/s") as store:
     run.log_batch("loss", steps=np.arange(10_000), values=np.random.default_rng(0).random(10_000))
     run.log("acc", 0.5, step=0)
     run.log_tensor("w", np.ones((4, 4), np.float32), step=0)
+    run.log_tensor("e", np.ones((4, 4), np.float32), step=0, edges=np.linspace(0.0, 2.0, 5))
     run.flush()
     store.read(run.id, "loss", buckets=100)
     store.read(run.id, "loss", buckets=100, method="lttb")
@@ -92,7 +93,9 @@ with tempfile.TemporaryDirectory() as d, steplog.open(d + "/s") as store:
 _WARM_DTYPE = """
 import sys, numpy as np
 from steplog.engine.summary import summarize
-summarize(np.arange(100).astype(sys.argv[1]))
+tensor = np.arange(100).astype(sys.argv[1])
+summarize(tensor)
+summarize(tensor, edges=np.linspace(0.0, 99.0, 9))   # caller edges compile a path of their own
 """
 WARM_UP_DTYPES = ("float64", "float16", "int64")   # float32: the store job logs one
 
