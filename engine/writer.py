@@ -97,6 +97,16 @@ class SeriesBuffer:
             raise InvalidArgumentError("step", f"the step after {step - 1} does not fit in int64; pass steps explicitly")
         return step
 
+    def append(self, step: int | None, time_ns: int, value) -> None:
+        """Append a point at ``step``, or at next_step() when it is None. (Run.log
+        inlines this: it is the hot path.)"""
+        if step is None:
+            return self.append_next(time_ns, value)
+        steps, times, values = self.cols
+        steps.append(step)
+        times.append(time_ns)
+        values.append(value)   # last: len(values) counts complete points
+
     def append_next(self, time_ns: int, value) -> None:
         """Append a point at next_step(); under the series' step lock, so that two
         threads never take the same step."""

@@ -12,8 +12,9 @@ is used only when it gives at least 3N/4 buckets; otherwise the next level down,
 groups are 16 times narrower, is tried (it reads 16 times more groups, still a few per
 bucket), unless the coarse plan has N/2 buckets already and the level down would read
 more than FINER_PAGES rollup pages (a 1000-bucket view of 10 M steps: 611 rows from about
-40 pages rather than 977 from about 600, ten times the time). Level 0 is taken with at least N/2 buckets, also when its groups are up to 2w
-wide. Failing all that, the range's points are decoded and bucketed with width w from lo.
+40 pages rather than 977 from about 600, ten times the time). Level 0 is taken with at
+least N/2 buckets, also when its groups are up to 2w wide. Failing all that, the
+range's points are decoded and bucketed with width w from lo.
 
 Whenever [lo, hi) holds at least N steps a plan has between ceil(N/2) and N buckets: a
 raw width w = ceil(s/N) over s >= N - 1 steps gives ceil(s/w) >= N/2 of them. A read

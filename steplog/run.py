@@ -119,13 +119,7 @@ class Run:
         seal_at = self._writer.seal_at
         full = []
         for buf, value in zip(bufs, values):
-            if step is None:
-                buf.append_next(now, value)
-            else:
-                steps, times, column = buf.cols
-                steps.append(step)
-                times.append(now)
-                column.append(value)
+            buf.append(step, now, value)
             if len(buf.cols[2]) >= seal_at:
                 full.append(buf)
         for buf in full:
@@ -217,14 +211,7 @@ class Run:
         now = _time_ns()
         seal_at = self._writer.summary_seal_at
         for i, buf in enumerate(bufs):
-            row = SummaryRow(many.stats[i], many.counts[i], shared)
-            if step is None:
-                buf.append_next(now, row)
-            else:
-                steps, times, rows = buf.cols
-                steps.append(step)
-                times.append(now)
-                rows.append(row)
+            buf.append(step, now, SummaryRow(many.stats[i], many.counts[i], shared))
             if len(buf.cols[2]) >= seal_at:
                 self._writer.seal_full(buf)
 

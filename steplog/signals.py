@@ -74,7 +74,7 @@ _LOCKING_PACKAGES = ("steplog.engine.", "steplog.query.")
 # ... except these functions, which take none themselves (what they call is checked on its own).
 _LOCK_FREE = {"steplog.run": ("Run.log", "Run._log_dict", "Run.log_batch", "Run.log_tensor", "Run.log_tensors",
                               "Run._buffer", "Run._cache_slot", "Run._caches", "_context_key"),
-              "steplog.engine.writer": ("SeriesBuffer.next_step", "SeriesBuffer.latest_step")}
+              "steplog.engine.writer": ("SeriesBuffer.next_step", "SeriesBuffer.latest_step", "SeriesBuffer.append")}
 _CLOSING = {"steplog.store": ("Store.close",)}   # the handler lets these finish
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _IMPORTING = ("<frozen importlib._bootstrap>", os.path.join("importlib", "_bootstrap.py"))

@@ -394,7 +394,8 @@ class Store:
         self._check_open()
         runs = None if runs is None else list(dict.fromkeys(_list_arg(runs, "runs")))   # once each, in order
         run_keys = None if runs is None else [self._run_id_arg(r, "runs") for r in runs]
-        names = None if metrics is None else {_args.lookup_name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")}
+        names = (None if metrics is None
+                 else {_args.lookup_name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")})
         experiment = None if experiment is None else _args.lookup_name_arg(experiment, "experiment")
         start, stop, buckets, method, x = _range_args(start, stop, buckets, method, x)
         with self._index.read() as txn:

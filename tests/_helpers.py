@@ -79,3 +79,11 @@ def list_tree(root) -> set[str]:
         for name in dirs + files:
             found.add(os.path.relpath(os.path.join(folder, name), root))
     return found
+
+
+def stored_counts(store, run_id: str) -> dict:
+    """(metric, context JSON or None) -> points of that series in the index, flushed ones
+    only (Store.metrics counts unflushed points too)."""
+    with store._index.read() as txn:
+        return {(name, context or None): txn.series_info(entry.series_id).count
+                for entry, name, context in txn.run_series(bytes.fromhex(run_id))}

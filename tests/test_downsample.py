@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import steplog
+from _helpers import stored_counts
 
 BUCKET_STATS = ["count", "nan_count", "min", "max", "mean", "first", "first_step", "last", "last_step"]
 POINT_COLUMNS = ["step", "time", "value"]
@@ -324,7 +325,7 @@ def big(tmp_path_factory):
     b.store, b.run_id = store, run.id
     b.steps = np.concatenate((steps, dup_steps, tail_steps, buffered_steps))
     b.values = np.concatenate((values, dup_values, tail_values, buffered_values))
-    flushed = {r["metric"]: r["count"] for r in store.metrics(run.id).to_pylist()}["loss"]
+    flushed = stored_counts(store, run.id)[("loss", None)]
     assert flushed <= len(b.steps) - 300, "the last 300 points should still be buffered"
     b.sorted = sort_points(b.steps, b.values)
     b.neg_steps, b.neg_values = neg_steps, neg_values
@@ -509,7 +510,7 @@ def test_out_of_order_and_duplicate_steps_in_a_second_batch(open_store, flush):
     if flush == "both":
         store.flush()
     else:
-        flushed = sum(r["count"] for r in store.metrics(run.id).to_pylist())
+        flushed = sum(stored_counts(store, run.id).values())
         assert flushed <= len(s1) + len(s2), "the points logged one by one should still be buffered"
     steps, values = np.concatenate((s1, s2, s3)), np.concatenate((v1, v2, v3))
     for start, stop in [(None, None), (1234, 17_777), (5000, 5001), (0, 1), (19_999, 30_000), (0, 600),
@@ -753,7 +754,7 @@ def many(open_store):
                                   ("b1", np.arange(-100, 4000, 11), None)):
         for step, value in zip(steps.tolist(), rng.normal(size=len(steps)).tolist()):
             runs[label].log("loss", value, step=step, context=context)
-    flushed = {(r["metric"], r["context"]): r["count"] for r in store.metrics(runs["a1"].id).to_pylist()}
+    flushed = stored_counts(store, runs["a1"].id)
     assert flushed[("loss", None)] == 6000, "a1's last 300 loss points should still be buffered"
     return store, {label: run.id for label, run in runs.items()}
 
