@@ -2,10 +2,13 @@
 
 The first ``steplog.open()`` in the main thread installs a SIGTERM handler and records
 the handler it replaces (``signal.signal`` works only in the main thread; an open in
-another thread installs nothing, and a later one in the main thread still does). On
-SIGTERM the handler flushes every store this process has open, ends the runs this
-process started or resumed and has not ended with ``Run.end("killed")``, closes the
-stores, and then lets the signal take its course, according to the handler it replaced:
+another thread installs nothing, and a later one in the main thread still does). A
+daemonic multiprocessing child (a Pool worker) gets none: ``Pool.terminate()`` sends it
+SIGTERM while its main thread waits in C for a task, and only SIGTERM's own action is
+sure to end it then (see ``_in_pool_worker``). On SIGTERM the handler flushes every
+store this process has open, ends the runs this process started or resumed and has not
+ended with ``Run.end("killed")``, closes the stores, and then lets the signal take its
+course, according to the handler it replaced:
 
 - SIG_DFL (the usual case): it restores SIG_DFL and sends SIGTERM to its own process
   again, which dies of it (exit status -15 to Python's subprocess, 143 in a shell);
@@ -97,6 +100,8 @@ def install() -> None:
     """Install the SIGTERM handler on the first call from the main thread; start the
     helper thread where it is not running. Called by ``steplog.open()``."""
     global _installed, _handling, _previous, _lock_free_codes, _closing_codes
+    if not _installed and _in_pool_worker():
+        _installed = True
     if not _installed and threading.current_thread() is threading.main_thread():
         with _lock:
             if not _installed:
@@ -112,6 +117,15 @@ def install() -> None:
                 _installed = True
     if _handling:
         _start_helper()
+
+
+def _in_pool_worker() -> bool:
+    """Whether this is a daemonic multiprocessing child, such as a Pool worker. Its main
+    thread waits for tasks in a semaphore, in C: a SIGTERM that the kernel hands to
+    another thread (one of numpy's, say) would then never reach the handler, and
+    Pool.terminate() would wait for ever. There SIGTERM keeps its own action: it kills."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.current_process().daemon
 
 
 def _start_helper() -> None:

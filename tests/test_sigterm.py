@@ -380,3 +380,18 @@ def test_a_process_pool_of_steplog_workers_terminates(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "s")], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+def test_pool_workers_keep_sigterm_as_it_was(tmp_path):
+    """A daemonic multiprocessing child gets no handler: its main thread may wait in C,
+    where a SIGTERM taken by another thread would never run it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_sigterm_handler_after_open, (str(tmp_path / "s"),)) == "SIG_DFL"
+
+
+def _sigterm_handler_after_open(path: str) -> str:
+    with steplog.open(path):
+        return getattr(signal.getsignal(signal.SIGTERM), "name", "a steplog handler")
