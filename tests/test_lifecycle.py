@@ -5,6 +5,7 @@ call end()."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ import textwrap
 import pytest
 
 import steplog
+
+from _helpers import bits, columns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -313,3 +316,30 @@ def test_resuming_a_run_this_handle_has_open_gives_that_run(tmp_path):
         with pytest.raises(steplog.ClosedError):
             handle.log("x", 1.0)
     assert statuses(tmp_path / "s") == ["finished"]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_read_only_open_of_an_older_format_reads_it_as_the_upgrade_does(tmp_path, version):
+    fixture = os.path.join(ROOT, "tests", "fixtures", f"store-v{version}")
+    old, upgraded = tmp_path / "old", tmp_path / "upgraded"
+    shutil.copytree(fixture, old)
+    shutil.copytree(fixture, upgraded)
+    before = tree(old)
+
+    def contents(path, mode):
+        with steplog.open(path, mode=mode) as store:
+            runs = store.runs().drop_columns(["status"]).to_pylist()
+            points = {}
+            for run in runs:
+                for series in store.metrics(run["id"]).to_pylist():
+                    if series["kind"] == "scalar":
+                        context = None if series["context"] is None else json.loads(series["context"])
+                        steps, times, values = columns(store.read(run["id"], series["metric"], context=context))
+                        points[run["id"], series["metric"], series["context"]] = \
+                            (steps.tolist(), times.tolist(), bits(values).tolist())   # NaN bits compare equal
+            return runs, points
+
+    assert contents(old, "r") == contents(upgraded, "a")
+    after = tree(old)
+    after.pop("index/lock.mdb", None), before.pop("index/lock.mdb", None)
+    assert after == before   # not upgraded, not touched
