@@ -25,7 +25,7 @@ import pytest
 import steplog
 from steplog import _args
 
-from _helpers import assert_points, bits, columns
+from _helpers import assert_points, columns
 
 T, V = TypeError, ValueError
 

@@ -4,7 +4,6 @@ uniform formula alone gives the output bin (see histogram.py for the rules)."""
 from __future__ import annotations
 
 import numba as nb
-import numpy as np
 
 from .fields import MODE_UNIFORM
 
