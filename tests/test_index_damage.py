@@ -163,30 +163,7 @@ def check_points(table, s) -> None:
 
 
 def check_buckets(table, s, n: int) -> None:
-    steps, values = s["steps"], s["values"]
-    expect(0 < table.num_rows <= n, f"{table.num_rows} buckets for buckets={n}")
-    counts = col(table, "count")
-    expect(int(counts.sum()) == len(steps), f"bucket counts sum to {int(counts.sum())}, expected {len(steps)}")
-    starts, ends = col(table, "step_start"), col(table, "step_end")
-    for k in range(table.num_rows):
-        m = (steps >= starts[k]) & (steps < ends[k])
-        where = f"bucket [{starts[k]}, {ends[k]})"
-        expect(int(m.sum()) == int(counts[k]), f"{where}: count {counts[k]}, expected {int(m.sum())}")
-        v = values[m]
-        real = v[~np.isnan(v)]
-        expect(int(col(table, "nan_count")[k]) == int(np.isnan(v).sum()), f"{where}: nan_count")
-        if len(real):
-            expect(same_float(col(table, "min")[k], real.min()), f"{where}: min")
-            expect(same_float(col(table, "max")[k], real.max()), f"{where}: max")
-            mean = real.sum() / len(real)
-            expect(bool(np.isclose(col(table, "mean")[k], mean, rtol=1e-9, atol=1e-12)), f"{where}: mean")
-        ids = np.flatnonzero(m)
-        lo, hi = steps[ids].min(), steps[ids].max()
-        first, last = ids[steps[ids] == lo][0], ids[steps[ids] == hi][-1]
-        expect(int(col(table, "first_step")[k]) == lo and same_float(col(table, "first")[k], values[first]),
-               f"{where}: first")
-        expect(int(col(table, "last_step")[k]) == hi and same_float(col(table, "last")[k], values[last]),
-               f"{where}: last")
+    check_bucket_rows(table, "step", s["steps"], s["steps"], s["values"], n)
 
 
 def check_tensor(table, t) -> None:
@@ -640,10 +617,11 @@ def check_bucket_rows(table, x: str, xs, steps, values, n: int) -> None:
             expect(same_float(col(table, "max")[k], real.max()), f"{where}: max")
             expect(bool(np.isclose(col(table, "mean")[k], real.mean(), rtol=1e-9, atol=1e-12)), f"{where}: mean")
         ids = np.flatnonzero(m)
-        first, last = ids[np.argmin(steps[ids])], ids[np.argmax(steps[ids])]
-        expect(int(col(table, "first_step")[k]) == steps[first] and same_float(col(table, "first")[k], values[first]),
+        lo, hi = steps[ids].min(), steps[ids].max()
+        first, last = ids[steps[ids] == lo][0], ids[steps[ids] == hi][-1]   # ties: earliest, latest written
+        expect(int(col(table, "first_step")[k]) == lo and same_float(col(table, "first")[k], values[first]),
                f"{where}: first")
-        expect(int(col(table, "last_step")[k]) == steps[last] and same_float(col(table, "last")[k], values[last]),
+        expect(int(col(table, "last_step")[k]) == hi and same_float(col(table, "last")[k], values[last]),
                f"{where}: last")
 
 
