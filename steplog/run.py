@@ -84,6 +84,7 @@ class Run:
             value = _args.value_arg(value)
         if step is None:
             buf.append_next(_time_ns(), value)
+            values = buf.cols[2]
         else:
             if type(step) is not int or step > INT64_MAX or step < INT64_MIN:
                 step = _args.step_arg(step)
@@ -91,7 +92,7 @@ class Run:
             steps.append(step)
             times.append(_time_ns())
             values.append(value)  # last: len(values) counts complete points
-        if len(buf.cols[2]) >= self._writer.seal_at:
+        if len(values) >= self._writer.seal_at:
             self._writer.seal_full(buf)
 
     def _log_dict(self, metrics: dict, value, step, context) -> None:

@@ -581,9 +581,13 @@ _NO_WRITER = _ReadOnlyWriter()
 
 def _missing_name(argument: str, what: str, name: str, held) -> NotFoundError:
     """The error for a name that nothing selected holds, naming the closest ones."""
+    return NotFoundError(f"{argument}: no {what} {name!r}{_did_you_mean(name, held)} "
+                         "(missing_ok=True reads it as empty)")
+
+
+def _did_you_mean(name: str, held) -> str:
     close = difflib.get_close_matches(name, sorted(set(held)), n=3)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    return NotFoundError(f"{argument}: no {what} {name!r}{hint} (missing_ok=True reads it as empty)")
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def _missing_series(txn, key: SeriesKey, writer) -> NotFoundError:
@@ -597,9 +601,7 @@ def _missing_series(txn, key: SeriesKey, writer) -> NotFoundError:
         shown = ", ".join(c or "none" for c in contexts[:10])
         return NotFoundError(f"name: {where} has no series {key.name!r} with context {key.context or 'none'}; "
                              f"its contexts: {shown}")
-    close = difflib.get_close_matches(key.name, sorted({name for name, _ in held}), n=3)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
-        "; it holds no series yet" if not held else "")
+    hint = _did_you_mean(key.name, [name for name, _ in held]) if held else "; it holds no series yet"
     return NotFoundError(f"name: {where} has no series {key.name!r}{hint} (missing_ok=True reads it as empty)")
 
 
