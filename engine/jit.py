@@ -78,6 +78,8 @@ def announce_all(namespace: dict, names, group: str, describe=None) -> None:
 # through the public API, so it compiles exactly what real use compiles.
 _WARM_STORE = """
 import sys, tempfile, numpy as np, steplog
+from steplog.engine.twins import use_kernels
+use_kernels()   # the codec and rollup kernels, not their numpy twins, which small work uses
 with tempfile.TemporaryDirectory() as d, steplog.open(d + "/s") as store:
     run = store.start_run()
     run.log_batch("loss", steps=np.arange(10_000), values=np.random.default_rng(0).random(10_000))
