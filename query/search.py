@@ -1,0 +1,754 @@
+"""The run search language: MLflow's filter strings, with OR, NOT and metric aggregates.
+
+``parse_filter("params.lr < 0.01 and metrics.loss.min < 0.2")`` reads a filter;
+``parse_order_by(["metrics.loss.min ASC"])`` an ordering; ``select`` evaluates both over
+a table of runs whose columns a caller resolves (``columns(ref)``), vectorized with
+pyarrow.compute. This module touches no store: it knows names (``Ref``), not where their
+values live. docs/SEARCH.md is the language reference; the rules a user relies on are
+there, the reasons are here.
+
+A value reaches ``select`` as one or two arrays per ref (query/runs.py: a typed column
+and a text column for a key whose runs disagree in kind, at most one non-null in a row).
+Each predicate is evaluated on each array, false where the array is null, and the arrays'
+answers are OR-ed: a row is kept when the array that holds its value says so.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..engine.errors import InvalidArgumentError, InvalidTypeError
+
+__all__ = ["Ref", "OrderKey", "Filter", "parse_filter", "parse_order_by", "select",
+           "AGGREGATES", "ATTRIBUTES"]
+
+AGGREGATES = ("last", "first", "min", "max", "mean", "count")
+
+# MLflow's attribute names (and steplog's own column names) -> steplog's run columns.
+ATTRIBUTES = {"run_id": "id", "id": "id", "run_uuid": "id",
+              "run_name": "name", "name": "name",
+              "status": "status", "start_time": "start_time", "end_time": "end_time",
+              "experiment_id": "experiment", "experiment": "experiment",
+              "parent": "parent", "parent_run_id": "parent"}
+TIME_ATTRIBUTES = ("start_time", "end_time")
+
+_PREFIXES = {"params": "param", "param": "param", "parameter": "param", "parameters": "param",
+             "metrics": "metric", "metric": "metric",
+             "tags": "tag", "tag": "tag",
+             "attributes": "attribute", "attribute": "attribute", "attr": "attribute",
+             "run": "attribute"}
+
+
+class Ref(NamedTuple):
+    """A column the filter or the ordering needs (hashable)."""
+    kind: str                   # "param" | "tag" | "attribute" | "metric"
+    key: str                    # flattened key, attribute column name, or metric name
+    agg: str | None = None      # metrics only: one of AGGREGATES
+    context: tuple = ()         # metrics only: sorted ((key, value), ...) of str; () = none
+
+    def __str__(self) -> str:
+        if self.kind != "metric":
+            return f"{self.kind}s.{self.key}" if self.kind != "attribute" else f"attributes.{self.key}"
+        context = ", ".join(f"{k}={v!r}" for k, v in self.context)
+        return f"metrics.{self.key}" + (f"{{{context}}}" if context else "") + f".{self.agg}"
+
+
+class OrderKey(NamedTuple):
+    ref: Ref
+    descending: bool = False
+
+
+class _Lit(NamedTuple):
+    kind: str       # "number" | "str" | "bool" | "time" (microseconds since the epoch)
+    value: object
+
+
+_Columns = Callable[[Ref], Sequence[pa.Array]]
+_COMPARE = {"=": pc.equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal}
+_NEGATED = {"!=": "=", "not in": "in", "not like": "like", "not ilike": "ilike"}
+
+
+# ---------------------------------------------------------------- the expression tree
+
+class Filter:
+    """A parsed filter: ``refs`` are the columns it reads, ``mask(columns, n)`` the rows it
+    keeps. ``parse_filter`` makes one; ``str()`` gives back the text it was read from."""
+
+    def __init__(self, node: "_Node | None", text: str = ""):
+        self._node = node
+        self.text = text
+        self.refs: frozenset[Ref] = frozenset() if node is None else frozenset(node.refs())
+
+    @property
+    def keeps_all(self) -> bool:
+        """True for the filter of None or a blank string."""
+        return self._node is None
+
+    def mask(self, columns: _Columns, n: int) -> np.ndarray:
+        """A bool array of length n: which rows the filter keeps."""
+        if self._node is None:
+            return np.ones(n, bool)
+        return self._node.evaluate(_cached(columns, n), n)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Filter({self.text!r})"
+
+
+class _Node:
+    def refs(self):
+        raise NotImplementedError
+
+    def evaluate(self, get, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Bool(_Node):
+    def __init__(self, op: str, parts: list):
+        self.op, self.parts = op, parts
+
+    def refs(self):
+        return {ref for part in self.parts for ref in part.refs()}
+
+    def evaluate(self, get, n):
+        combine = np.logical_and if self.op == "and" else np.logical_or
+        result = self.parts[0].evaluate(get, n)
+        for part in self.parts[1:]:
+            result = combine(result, part.evaluate(get, n))
+        return result
+
+
+class _Not(_Node):
+    def __init__(self, part: _Node):
+        self.part = part
+
+    def refs(self):
+        return self.part.refs()
+
+    def evaluate(self, get, n):
+        return ~self.part.evaluate(get, n)
+
+
+class _Clause(_Node):
+    """ref op literal(s). ``fold``: compare text case-insensitively (attributes.status)."""
+
+    def __init__(self, ref: Ref, op: str, literals: list, fold: bool = False):
+        self.ref, self.op, self.literals, self.fold = ref, op, literals, fold
+
+    def refs(self):
+        return {self.ref}
+
+    def evaluate(self, get, n):
+        arrays = get(self.ref)
+        if self.op in ("is null", "is not null"):
+            present = _present(arrays, n)
+            return present if self.op == "is not null" else ~present
+        if self.op in _NEGATED:
+            positive = _Clause(self.ref, _NEGATED[self.op], self.literals, self.fold)
+            return _present(arrays, n) & ~positive.evaluate(get, n)
+        result = np.zeros(n, bool)
+        for array in arrays:
+            result |= _match_any(array, self.op, self.literals, self.fold)
+        return result
+
+
+def _cached(columns: _Columns, n: int):
+    """columns(ref) once per ref, as a list of plain arrays of length n."""
+    cache: dict[Ref, list[pa.Array]] = {}
+
+    def get(ref: Ref) -> list[pa.Array]:
+        if ref not in cache:
+            found = columns(ref)
+            found = [found] if isinstance(found, (pa.Array, pa.ChunkedArray)) else list(found)
+            arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in found]
+            for array in arrays:
+                if len(array) != n:
+                    raise ValueError(f"columns({ref}) gave {len(array)} values for {n} runs")
+            cache[ref] = [a.dictionary_decode() if pa.types.is_dictionary(a.type) else a for a in arrays]
+        return cache[ref]
+
+    return get
+
+
+# ---------------------------------------------------------------- evaluation of one array
+
+def _present(arrays: list, n: int) -> np.ndarray:
+    result = np.zeros(n, bool)
+    for array in arrays:
+        result |= _numpy(array.is_valid())
+    return result
+
+
+def _numpy(mask) -> np.ndarray:
+    """A pyarrow bool result as numpy, null read as false."""
+    return mask.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _array_kind(array: pa.Array) -> str:
+    t = array.type
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "str"
+    if pa.types.is_timestamp(t):
+        return "time"
+    return "null" if pa.types.is_null(t) else "other"
+
+
+def _match_any(array: pa.Array, op: str, literals: list, fold: bool) -> np.ndarray:
+    """Rows of one array that op keeps; "in" keeps a row equal to any literal."""
+    kind = _array_kind(array)
+    if kind in ("null", "other") or array.null_count == len(array):
+        return np.zeros(len(array), bool)
+    if op != "in":
+        return _match(array, kind, op, literals[0], fold)
+    strings = [lit.value for lit in literals if lit.kind == "str"]
+    if kind == "str" and len(strings) == len(literals):   # the common case, in one pass
+        if fold:
+            array, strings = pc.utf8_lower(array), [s.lower() for s in strings]
+        return _numpy(pc.is_in(array, pa.array(strings, pa.string())))
+    result = np.zeros(len(array), bool)
+    for lit in literals:
+        result |= _match(array, kind, "=", lit, fold)
+    return result
+
+
+def _match(array: pa.Array, kind: str, op: str, lit: _Lit, fold: bool) -> np.ndarray:
+    if op in ("like", "ilike"):
+        return _numpy(pc.match_like(_text(array, kind), _like_pattern(lit.value),
+                                    ignore_case=op == "ilike" or fold))
+    if lit.kind == "bool":   # only = reaches here: the parser refuses < with true/false
+        if kind == "bool":
+            return _numpy(pc.equal(array, lit.value))
+        if kind == "str":
+            return _numpy(pc.equal(pc.utf8_lower(array), "true" if lit.value else "false"))
+        return np.zeros(len(array), bool)
+    if lit.kind in ("number", "time"):
+        return _match_number(array, kind, op, lit)
+    return _match_text(array, kind, op, lit.value, fold)
+
+
+def _match_number(array, kind: str, op: str, lit: _Lit) -> np.ndarray:
+    value = lit.value
+    if kind == "time":
+        if lit.kind == "number":
+            value = value * 1000   # MLflow's milliseconds; the column holds microseconds
+        return _compare_ints(_microseconds(array), op, value)
+    if kind == "int":
+        return _compare_ints(array.cast(pa.int64()), op, value)
+    if kind == "float":
+        return _compare_floats(array, op, value)
+    if kind == "str":
+        return _compare_floats(_parse_numbers(array), op, value)
+    return np.zeros(len(array), bool)   # a bool is no number
+
+
+def _match_text(array, kind: str, op: str, value: str, fold: bool) -> np.ndarray:
+    if kind == "time":
+        return np.zeros(len(array), bool)
+    if kind == "bool" and op == "=":   # true = 'TRUE' too
+        fold = True
+    text = _text(array, kind)
+    if fold:
+        text, value = pc.utf8_lower(text), value.lower()
+    return _numpy(_COMPARE[op](text, pa.scalar(value, pa.string())))
+
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _compare_ints(array: pa.Array, op: str, value) -> np.ndarray:
+    """Exact comparison of int64 values with an int or float literal (no rounding of
+    big ints through float64)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return np.zeros(len(array), bool)
+        if math.isinf(value):
+            return _constant(array, op, value > 0)
+        if value.is_integer():
+            value = int(value)
+        elif op == "=":
+            return np.zeros(len(array), bool)
+        elif op in ("<", "<="):
+            op, value = "<=", math.floor(value)
+        else:
+            op, value = ">=", math.ceil(value)
+    if not _INT64[0] <= value <= _INT64[1]:
+        return _constant(array, op, value > 0)
+    return _numpy(_COMPARE[op](array, pa.scalar(value, pa.int64())))
+
+
+def _constant(array: pa.Array, op: str, above: bool) -> np.ndarray:
+    """Every value is below the literal (above=True) or above it, like a comparison
+    with inf or with an int past int64."""
+    keep = op in ("<", "<=") if above else op in (">", ">=")
+    return _numpy(array.is_valid()) if keep else np.zeros(len(array), bool)
+
+
+def _compare_floats(array: pa.Array, op: str, value) -> np.ndarray:
+    try:
+        number = float(value)
+    except OverflowError:   # an int past float64's range: beyond every finite float
+        if op == "=":
+            return np.zeros(len(array), bool)
+        number = math.inf if value > 0 else -math.inf
+        if op in ("<", ">"):
+            op += "="
+    return _numpy(_COMPARE[op](array.cast(pa.float64()), pa.scalar(number, pa.float64())))
+
+
+def _microseconds(array: pa.Array) -> pa.Array:
+    if array.type.unit != "us":
+        array = array.cast(pa.timestamp("us", array.type.tz), safe=False)
+    return array.cast(pa.int64())
+
+
+# A str reads as a number when it is written as one: digits with an optional sign,
+# point and exponent, or inf / infinity / nan (any case). Arrow's cast reads each the
+# way Python's float() does.
+NUMBER_TEXT = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
+
+
+def _parse_numbers(array: pa.Array) -> pa.Array:
+    readable = pc.match_substring_regex(array, NUMBER_TEXT)
+    return pc.if_else(readable, array, pa.scalar(None, pa.string())).cast(pa.float64())
+
+
+def _text(array: pa.Array, kind: str) -> pa.Array:
+    """The text of each value: a str as is, str() of an int, repr() of a float, true /
+    false for a bool."""
+    if kind == "str":
+        return array
+    if kind == "int":
+        return array.cast(pa.string())
+    if kind == "bool":
+        return pc.if_else(array, "true", "false")
+    if kind == "float":   # Arrow writes 1.0 as "1"; repr per distinct value instead
+        encoded = pc.dictionary_encode(array)
+        texts = [None if v is None else repr(v) for v in encoded.dictionary.to_pylist()]
+        return pa.array(texts, pa.string()).take(encoded.indices)
+    return pa.nulls(len(array), pa.string())
+
+
+def _like_pattern(pattern: str) -> str:
+    """Arrow drops a trailing lone backslash; steplog reads it as a backslash."""
+    trailing = len(pattern) - len(pattern.rstrip("\\"))
+    return pattern + "\\" if trailing % 2 else pattern
+
+
+# ---------------------------------------------------------------- the parser
+
+class _Parser:
+    """Recursive descent over the text; ``pos`` moves forward only."""
+
+    def __init__(self, text: str, argument: str):
+        self.text, self.argument, self.pos = text, argument, 0
+
+    def fail(self, message: str, pos: int | None = None):
+        pos = self.pos if pos is None else pos
+        shown = re.sub(r"\s", " ", self.text)   # one line, so that the caret lines up
+        raise InvalidArgumentError(self.argument, f"{message} at position {pos}:\n  {shown}\n  {' ' * pos}^")
+
+    def skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip()
+        return self.text[self.pos:self.pos + 1]
+
+    def at_end(self) -> bool:
+        return self.peek() == ""
+
+    def word(self, *words: str) -> str | None:
+        """Takes the next word when it is one of ``words`` (any case)."""
+        self.skip()
+        match = re.compile(r"\w+").match(self.text, self.pos)
+        if match and match.group().lower() in words:
+            self.pos = match.end()
+            return match.group().lower()
+        return None
+
+    # expression := conjunction (OR conjunction)* ; conjunction := negation (AND negation)*
+    def expression(self) -> _Node:
+        parts = [self.conjunction()]
+        while self.word("or"):
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else _Bool("or", parts)
+
+    def conjunction(self) -> _Node:
+        parts = [self.negation()]
+        while self.word("and"):
+            parts.append(self.negation())
+        return parts[0] if len(parts) == 1 else _Bool("and", parts)
+
+    def negation(self) -> _Node:
+        if self.word("not"):
+            return _Not(self.negation())
+        if self.peek() != "(":
+            return self.clause()
+        opened = self.pos
+        self.pos += 1
+        inner = self.expression()
+        if self.peek() != ")":
+            if self.at_end():
+                self.fail("unbalanced '(': no ')' closes it", opened)
+            self.fail("expected AND, OR or ')'")
+        self.pos += 1
+        return inner
+
+    def clause(self) -> _Node:
+        ref = self.ref()
+        op, op_at = self.operator(ref)
+        if op in ("is null", "is not null"):
+            return _Clause(ref, op, [])
+        if op in ("in", "not in"):
+            literals = self.literal_list(op)
+        else:
+            literals = [self.literal(op)]
+        for lit, at in literals:
+            self.check_literal(ref, op, lit, at)
+        literals = [self.convert(ref, lit, at) for lit, at in literals]
+        if ref.kind == "attribute" and ref.key in TIME_ATTRIBUTES and op in _LIKES:
+            self.fail(f"{op.upper()} needs text; {ref} is a time", op_at)
+        return _Clause(ref, op, literals, fold=ref == Ref("attribute", "status"))
+
+    # ref := prefix '.' segment ('.' segment)* [context] ['.' aggregate] | attribute name
+    def ref(self) -> Ref:
+        self.skip()
+        start = self.pos
+        match = re.compile(r"\w+").match(self.text, self.pos)
+        if not match:
+            self.fail("expected a name (params.x, metrics.x, tags.x, attributes.x)"
+                      + ("" if self.pos < len(self.text) else ", not the end"))
+        head = match.group().lower()
+        self.pos = match.end()
+        if head in _PREFIXES and self.text[self.pos:self.pos + 1] == ".":
+            self.pos += 1
+            return self.prefixed(_PREFIXES[head], start)
+        if head in ATTRIBUTES:
+            return Ref("attribute", ATTRIBUTES[head])
+        self.fail(f"unknown name {match.group()!r}: expected params., metrics., tags. or "
+                  f"attributes. before a name, or one of {', '.join(sorted(ATTRIBUTES))}", start)
+
+    def prefixed(self, kind: str, start: int) -> Ref:
+        segments = self.segments()
+        if kind == "attribute":
+            if len(segments) > 1 or segments[0][1] or segments[0][0].lower() not in ATTRIBUTES:
+                self.fail(f"unknown attribute; one of {', '.join(sorted(ATTRIBUTES))}", segments[0][2])
+            return Ref("attribute", ATTRIBUTES[segments[0][0].lower()])
+        if kind != "metric":
+            if self.text[self.pos:self.pos + 1] == "{":
+                self.fail("a context {...} belongs to metrics only")
+            return Ref(kind, ".".join(s[0] for s in segments))
+        return self.metric(segments)
+
+    def metric(self, segments: list) -> Ref:
+        last, quoted, last_at = segments[-1]
+        if self.text[self.pos:self.pos + 1] != "{":
+            if len(segments) > 1 and not quoted and last in AGGREGATES:
+                return Ref("metric", ".".join(s[0] for s in segments[:-1]), last)
+            return Ref("metric", ".".join(s[0] for s in segments), "last")
+        if len(segments) > 1 and not quoted and last in AGGREGATES:
+            self.fail(f"the aggregate goes after the context: metrics.name{{...}}.{last}", last_at)
+        context = self.context()
+        agg = "last"
+        if self.text[self.pos:self.pos + 1] == ".":
+            self.pos += 1
+            at = self.pos
+            match = re.compile(r"\w+").match(self.text, self.pos)
+            if not match or match.group() not in AGGREGATES:
+                self.fail(f"unknown aggregate; one of {', '.join(AGGREGATES)}", at)
+            self.pos, agg = match.end(), match.group()
+        return Ref("metric", ".".join(s[0] for s in segments), agg, context)
+
+    def segments(self) -> list[tuple[str, bool, int]]:
+        """Name segments joined by '.', each bare or quoted: (text, quoted, position)."""
+        segments = [self.segment()]
+        while self.text[self.pos:self.pos + 1] == ".":
+            self.pos += 1
+            segments.append(self.segment())
+        return segments
+
+    def segment(self) -> tuple[str, bool, int]:
+        at = self.pos
+        if self.text[at:at + 1] in ("`", '"'):
+            text = self.quoted()
+            if not text:
+                self.fail("empty name", at)
+            return text, True, at
+        match = re.compile(r"[\w/\-]+").match(self.text, at)
+        if not match:
+            self.fail("expected a name after '.' (quote it with ` or \" if it holds other characters)")
+        self.pos = match.end()
+        return match.group(), False, at
+
+    def quoted(self) -> str:
+        """A quoted string from pos: a backslash before the quote or a backslash stands
+        for it, a doubled quote for one quote; any other backslash stays."""
+        quote, start = self.text[self.pos], self.pos
+        out, i = [], self.pos + 1
+        while i < len(self.text):
+            ch = self.text[i]
+            if ch == "\\" and self.text[i + 1:i + 2] in (quote, "\\"):
+                out.append(self.text[i + 1])
+                i += 2
+            elif ch == quote and self.text[i + 1:i + 2] == quote:
+                out.append(quote)
+                i += 2
+            elif ch == quote:
+                self.pos = i + 1
+                return "".join(out)
+            else:
+                out.append(ch)
+                i += 1
+        self.fail(f"unterminated string: no closing {quote} for this quote", start)
+
+    # context := '{' key '=' value (',' key '=' value)* '}'
+    def context(self) -> tuple:
+        self.pos += 1
+        pairs: dict[str, str] = {}
+        while self.peek() != "}":
+            if pairs and not self.take(","):
+                self.fail("expected ',' or '}' in the context")
+            self.skip()
+            key_at = self.pos
+            key = self.context_word("a context key")
+            if key in pairs:
+                self.fail(f"context key {key!r} given twice", key_at)
+            if not self.take("="):
+                self.fail(f"expected '=' after the context key {key!r}")
+            pairs[key] = self.context_word(f"a value for the context key {key!r}")
+        self.pos += 1
+        return tuple(sorted(pairs.items()))
+
+    def context_word(self, what: str) -> str:
+        self.skip()
+        if self.text[self.pos:self.pos + 1] in ("'", '"', "`"):
+            return self.quoted()
+        match = re.compile(r"[\w/.+\-]+").match(self.text, self.pos)
+        if not match:
+            self.fail(f"expected {what}" + ("" if self.pos < len(self.text) else "; the context has no '}'"))
+        self.pos = match.end()
+        return match.group()
+
+    def take(self, symbol: str) -> bool:
+        if self.peek() == symbol:
+            self.pos += 1
+            return True
+        return False
+
+    def operator(self, ref: Ref) -> tuple[str, int]:
+        self.skip()
+        at = self.pos
+        for symbol, op in (("!=", "!="), ("<>", "!="), ("<=", "<="), (">=", ">="), ("==", "="),
+                           ("=", "="), ("<", "<"), (">", ">")):
+            if self.text.startswith(symbol, at):
+                self.pos += len(symbol)
+                return op, at
+        word = self.word("like", "ilike", "in", "not", "is")
+        if word in ("like", "ilike", "in"):
+            return word, at
+        if word == "not":
+            second = self.word("like", "ilike", "in")
+            if second:
+                return f"not {second}", at
+            self.fail("expected IN, LIKE or ILIKE after NOT")
+        if word == "is":
+            negated = self.word("not")
+            if not self.word("null"):
+                self.fail("expected NULL or NOT NULL after IS")
+            return ("is not null" if negated else "is null"), at
+        self.fail(f"expected an operator (=, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN, IS NULL) after {ref}")
+
+    def literal_list(self, op: str) -> list[tuple[_Lit, int]]:
+        if not self.take("("):
+            self.fail(f"expected '(' and a list of values after {op.upper()}")
+        literals = []
+        while True:
+            if self.peek() == ")" and not literals:
+                self.fail(f"{op.upper()} needs at least one value")
+            literals.append(self.literal(op if not literals else ","))
+            if self.take(")"):
+                return literals
+            if not self.take(","):
+                self.fail("expected ',' or ')' in the list" if not self.at_end()
+                          else "unbalanced '(': the list has no ')'")
+
+    def literal(self, after: str) -> tuple[_Lit, int]:
+        self.skip()
+        at = self.pos
+        if self.text[at:at + 1] in ("'", '"'):
+            return _Lit("str", self.quoted()), at
+        match = _NUMBER.match(self.text, at)
+        if match:
+            self.pos = match.end()
+            return _Lit("number", _number(match.group())), at
+        match = re.compile(r"\w+").match(self.text, at)
+        word = match.group().lower() if match else None
+        if word in ("true", "false"):
+            self.pos = match.end()
+            return _Lit("bool", word == "true"), at
+        if word == "null":
+            self.fail("NULL is no value: use IS NULL or IS NOT NULL", at)
+        shown = after.upper() if after[0].isalpha() else after
+        self.fail(f"expected a value after {shown!r} (a number, a quoted string, true or false)", at)
+
+    def check_literal(self, ref: Ref, op: str, lit: _Lit, at: int) -> None:
+        if op in _LIKES and lit.kind != "str":
+            self.fail(f"{op.upper()} needs a quoted pattern", at)
+        if lit.kind == "bool" and op not in ("=", "!=", "in", "not in"):
+            self.fail(f"{op} has no meaning for {str(lit.value).lower()}; use = or !=", at)
+
+    def convert(self, ref: Ref, lit: _Lit, at: int) -> _Lit:
+        """A time attribute compared with a string reads it as ISO-8601."""
+        if ref.kind != "attribute" or ref.key not in TIME_ATTRIBUTES:
+            return lit
+        if lit.kind == "bool":
+            self.fail(f"{ref} is a time: compare it with milliseconds since the epoch or an ISO-8601 string", at)
+        if lit.kind == "str":
+            return _Lit("time", _iso_microseconds(lit.value, lambda: self.fail(
+                f"{lit.value!r} is no ISO-8601 time (e.g. '2024-05-01T12:00:00Z')", at)))
+        return lit
+
+
+_LIKES = ("like", "ilike", "not like", "not ilike")
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![\w.])"
+                     r"|(?i:infinity|inf|nan)(?!\w))")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def _number(text: str):
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return int(text)
+    return float(text)
+
+
+def _iso_microseconds(text: str, fail) -> int:
+    try:
+        moment = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        fail()
+    if moment.tzinfo is None:   # a time without a zone is UTC, like the stored times
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return (moment - _EPOCH) // _dt.timedelta(microseconds=1)
+
+
+# ---------------------------------------------------------------- public entry points
+
+def parse_filter(text: str | None, argument: str = "where") -> Filter:
+    """Reads a filter; None or a blank string keeps every run. A syntax error raises
+    InvalidArgumentError naming ``argument``, quoting the text with a caret under the
+    position (counted from 0)."""
+    if text is None:
+        return Filter(None)
+    if not isinstance(text, str):
+        raise InvalidTypeError(argument, f"expected a filter string or None, got {type(text).__name__}")
+    parser = _Parser(text, argument)
+    if parser.at_end():
+        return Filter(None, text)
+    node = parser.expression()
+    if not parser.at_end():
+        if parser.peek() == ")":
+            parser.fail("unbalanced ')': no '(' opens it")
+        parser.fail("expected AND, OR or the end")
+    return Filter(node, text)
+
+
+def parse_order_by(items, argument: str = "order_by") -> list[OrderKey]:
+    """items: None, one str or a list of str, each "<name> [ASC|DESC]" (ASC when left out)."""
+    if items is None:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise InvalidTypeError(argument, f"expected a str or a list of str, got {type(items).__name__}")
+    keys = []
+    for i, item in enumerate(items):
+        label = argument if len(items) == 1 else f"{argument}[{i}]"
+        if not isinstance(item, str):
+            raise InvalidTypeError(label, f"expected a str like 'metrics.loss.min ASC', got {type(item).__name__}")
+        parser = _Parser(item, label)
+        ref = parser.ref()
+        direction = parser.word("asc", "desc")
+        if not parser.at_end():
+            parser.fail("expected ASC, DESC or the end")
+        keys.append(OrderKey(ref, direction == "desc"))
+    return keys
+
+
+def select(filter: Filter, order: list[OrderKey], limit: int | None, columns: _Columns, n: int) -> np.ndarray:
+    """The row indices (int64) of the rows of a table of n runs that ``filter`` keeps,
+    sorted by ``order`` (nulls last in either direction, then NaN before them; ties keep
+    the table's order), at most ``limit`` of them (None: all).
+
+    ``columns(ref)`` gives the values of a ref for all n rows: one or two arrays of
+    length n, at most one non-null in a row (query/runs.py); it is called once per ref."""
+    if limit is not None and (type(limit) is not int and not isinstance(limit, np.integer)):
+        raise InvalidTypeError("limit", f"expected an int or None, got {type(limit).__name__}")
+    if limit is not None and limit < 0:
+        raise InvalidArgumentError("limit", f"expected an int >= 0 or None, got {limit}")
+    get = _cached(columns, n)
+    rows = np.arange(n, dtype=np.int64) if filter.keeps_all else np.flatnonzero(filter._node.evaluate(get, n))
+    if order and len(rows) > 1:
+        keys = [_sort_key(get(key.ref), key.descending, n)[rows] for key in order]
+        rows = rows[np.lexsort([np.arange(len(rows))] + keys[::-1])]
+    return rows.astype(np.int64, copy=False)[:limit]
+
+
+# ---------------------------------------------------------------- ordering
+
+_NAN_RANK, _NULL_RANK = 1 << 61, (1 << 61) + 1
+_SORT_CLASSES = {"int": 0, "float": 0, "time": 0, "bool": 1, "str": 2}
+
+
+def _sort_key(arrays: list, descending: bool, n: int) -> np.ndarray:
+    """An int64 key per row whose ascending order is the wanted order: numbers (and
+    times) before bools before text, reversed for DESC; NaN then nulls last either way."""
+    key = np.full(n, _NULL_RANK, np.int64)
+    offset = 0
+    for group in _group_by_class(arrays):
+        ranks = pc.rank(group, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
+        valid = _numpy(group.is_valid())
+        if pa.types.is_floating(group.type):
+            nan = _numpy(pc.is_nan(group))
+            key[nan] = _NAN_RANK
+            valid &= ~nan
+        key[valid] = offset + ranks[valid]
+        offset += int(ranks[valid].max(initial=0))
+    if descending:
+        present = key < _NAN_RANK
+        key[present] = -key[present]
+    return key
+
+
+def _group_by_class(arrays: list) -> list[pa.Array]:
+    """The arrays of one sort class merged into one (numbers, bools, text), in class order."""
+    groups: dict[int, list] = {}
+    for array in arrays:
+        kind = _array_kind(array)
+        if kind in _SORT_CLASSES:
+            if kind == "time":
+                array = _microseconds(array)
+            groups.setdefault(_SORT_CLASSES[kind], []).append(array)
+    merged = []
+    for cls in sorted(groups):
+        members = groups[cls]
+        if len(members) > 1:
+            common = pa.float64() if any(pa.types.is_floating(a.type) for a in members) else members[0].type
+            members = [pc.coalesce(*[a.cast(common) for a in members])]
+        merged.append(members[0])
+    return merged
