@@ -177,10 +177,10 @@ def empty_table(x: str = "step") -> pa.Table:
 
 
 def typed_axis(table: pa.Table, x: str) -> pa.Table:
-    """Bucket bounds as timestamps (x="time") or durations (x="relative")."""
+    """Bucket bounds, whole microseconds, as timestamps (x="time") or durations (x="relative")."""
     if x == "step":
         return table
-    kind = pa.timestamp("ns", tz="UTC") if x == "time" else pa.duration("ns")
+    kind = pa.timestamp("us", tz="UTC") if x == "time" else pa.duration("us")
     for name in (f"{x}_start", f"{x}_end"):
         table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
     return table

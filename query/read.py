@@ -23,11 +23,26 @@ _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
-RELATIVE_TYPE = pa.duration("ns")
-POINTS_SCHEMA = pa.schema([("step", pa.int64()), ("time", TIME_TYPE), ("value", pa.float64())])
+# Every table steplog returns gives times in microseconds, the unit Python's datetime,
+# pandas-free to_pylist(), Parquet readers and Spark all take; the exact nanoseconds a
+# point was logged with come beside them as "time_ns" (int64).
+TIME_TYPE = pa.timestamp("us", tz="UTC")
+RELATIVE_TYPE = pa.duration("us")
+POINTS_SCHEMA = pa.schema([("step", pa.int64()), ("time", TIME_TYPE), ("value", pa.float64()),
+                           ("time_ns", pa.int64())])
 RELATIVE_SCHEMA = pa.schema([("step", pa.int64()), ("time", TIME_TYPE), ("relative", RELATIVE_TYPE),
-                             ("value", pa.float64())])
+                             ("value", pa.float64()), ("time_ns", pa.int64())])
+
+
+def micros(ns: np.ndarray) -> np.ndarray:
+    """Nanoseconds since the epoch -> whole microseconds, rounded down (before 1970 too)."""
+    return np.floor_divide(ns, 1000)
+
+
+def time_column(ns: np.ndarray) -> pa.Array:
+    """The "time" column of nanosecond times."""
+    us = micros(np.ascontiguousarray(ns, np.int64))
+    return pa.Array.from_buffers(TIME_TYPE, len(us), [None, pa.py_buffer(us)])
 
 
 def decoder() -> BlockDecoder:
@@ -63,14 +78,14 @@ class Points:
         return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
 
     def to_arrow(self) -> pa.Table:
-        n = len(self.steps)
-        times = pa.Array.from_buffers(TIME_TYPE, n, [None, pa.py_buffer(self.times)])
-        return pa.Table.from_arrays([pa.array(self.steps), times, pa.array(self.values)], schema=POINTS_SCHEMA)
+        return pa.Table.from_arrays([pa.array(self.steps), time_column(self.times), pa.array(self.values),
+                                     pa.array(self.times)], schema=POINTS_SCHEMA)
 
 
 class RelativePoints(Points):
     """Points and their time since ``origin_ns`` (the run's start): ``to_arrow`` adds a
-    "relative" duration column after time, the axis an x="relative" view plots."""
+    "relative" duration column after time, the axis an x="relative" view plots: time
+    minus the run's start_time, both in the microseconds the tables show."""
 
     __slots__ = ("origin_ns",)
 
@@ -80,7 +95,7 @@ class RelativePoints(Points):
 
     def to_arrow(self) -> pa.Table:
         table = super().to_arrow()
-        relative = self.times - np.int64(self.origin_ns)
+        relative = micros(self.times) - micros(np.int64(self.origin_ns))
         column = pa.Array.from_buffers(RELATIVE_TYPE, len(relative), [None, pa.py_buffer(relative)])
         return table.add_column(2, RELATIVE_SCHEMA.field("relative"), column)
 

@@ -14,7 +14,7 @@ from ..engine.block import KIND_SUMMARY
 from ..engine.index import EMPTY_SERIES, IndexReader, SeriesEntry
 from ..engine.segment import SegmentReader
 from . import downsample
-from .read import Points, RelativePoints, concat, decoder, decode_blocks, select_range, sort_by_step
+from .read import Points, RelativePoints, concat, decoder, decode_blocks, micros, select_range, sort_by_step
 from .tensors import SummaryRows, buckets_table, rows_from_blocks, rows_table
 
 X_AXES = ("step", "time", "relative")
@@ -160,7 +160,8 @@ class SeriesReader:
         """Buckets even in wall-clock (or run-relative) time; they decode the range."""
         if not len(points):
             return downsample.empty_table(x)
-        axis = points.times - (run_start_ns if x == "relative" else 0)
+        # on the microsecond axis the tables show: each bound is a whole microsecond
+        axis = micros(points.times) - (micros(np.int64(run_start_ns)) if x == "relative" else 0)
         lo, hi = int(axis.min()), int(axis.max()) + 1
         plan = downsample.plan(lo, hi, n, None)
         out = downsample.Buckets(plan.count)

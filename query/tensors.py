@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from .read import TIME_TYPE
+from .read import time_column
 
 COUNT_FIELDS = ("count", "nan_count", "inf_count")
 
@@ -108,10 +108,9 @@ def _stat_columns(stats: np.ndarray) -> dict:
 
 
 def rows_table(rows: SummaryRows) -> pa.Table:
-    times = pa.Array.from_buffers(TIME_TYPE, len(rows.times), [None, pa.py_buffer(rows.times)])
-    columns = {"step": rows.steps, "time": times, **_stat_columns(rows.stats),
+    columns = {"step": rows.steps, "time": time_column(rows.times), **_stat_columns(rows.stats),
                "hist_edges": _list_column(rows.edges, np.float64),
-               "hist_counts": _list_column(rows.counts, np.int64)}
+               "hist_counts": _list_column(rows.counts, np.int64), "time_ns": rows.times}
     return pa.table(columns)
 
 

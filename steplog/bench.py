@@ -115,7 +115,7 @@ def check_points(table, steps, values, times=None) -> None:
         raise AssertionError("steps read back differ from steps written")
     if not np.array_equal(table.column("value").to_numpy(), values):
         raise AssertionError("values read back differ from values written")
-    if times is not None and not np.array_equal(table.column("time").cast("int64").to_numpy(), times):
+    if times is not None and not np.array_equal(table.column("time_ns").to_numpy(), times):
         raise AssertionError("times read back differ from times written")
 
 

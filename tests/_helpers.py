@@ -41,7 +41,7 @@ def fbits(value: float) -> int:
 def columns(table: pa.Table):
     """(steps, times, values) of a read result as numpy int64, int64, float64."""
     steps = table.column("step").to_numpy()
-    times = table.column("time").cast(pa.int64()).to_numpy()
+    times = table.column("time_ns").to_numpy()
     values = table.column("value").to_numpy()
     return steps.astype(np.int64, copy=False), times.astype(np.int64, copy=False), values
 

@@ -29,7 +29,7 @@ import steplog
 from _helpers import stored_counts
 
 BUCKET_STATS = ["count", "nan_count", "min", "max", "mean", "first", "first_step", "last", "last_step"]
-POINT_COLUMNS = ["step", "time", "value"]
+POINT_COLUMNS = ["step", "time", "value", "time_ns"]
 MEAN_RTOL = 1e-9
 HANG_SECONDS = 2      # a correct read of the small series guarded by this takes milliseconds
 TEST_SECONDS = 120    # no test here should come near this
@@ -68,7 +68,7 @@ def no_test_hangs():
 
 
 def col(table: pa.Table, name: str) -> np.ndarray:
-    """A column as numpy (timestamps and durations as int64 ns)."""
+    """A column as numpy (timestamps and durations as int64 in their unit)."""
     column = table.column(name)
     if pa.types.is_timestamp(column.type) or pa.types.is_duration(column.type):
         column = column.cast(pa.int64())
@@ -213,9 +213,10 @@ def check_step_buckets(table: pa.Table, steps, values, start, stop, n, *, sorted
     assert_stats(table, want, ties_in_any_order=s_steps if ties_in_any_order else None)
 
 
-def check_time_buckets(table: pa.Table, steps, values, times, start, stop, n, x: str, origin_ns: int = 0,
+def check_time_buckets(table: pa.Table, steps, values, times, start, stop, n, x: str, origin_us: int = 0,
                        ties_in_any_order: bool = False) -> None:
-    """``read(x="time"|"relative", buckets=n)``: rows over the axis time - origin_ns."""
+    """``read(x="time"|"relative", buckets=n)``: rows over the axis of whole microseconds,
+    time // 1000 - origin_us."""
     steps, values, times = (np.asarray(a, t) for a, t in ((steps, np.int64), (values, np.float64),
                                                           (times, np.int64)))
     keep = np.ones(len(steps), bool)
@@ -223,7 +224,7 @@ def check_time_buckets(table: pa.Table, steps, values, times, start, stop, n, x:
         keep &= steps >= start
     if stop is not None:
         keep &= steps < stop
-    steps, values, axis = steps[keep], values[keep], times[keep] - origin_ns
+    steps, values, axis = steps[keep], values[keep], times[keep] // 1000 - origin_us
     assert table.column_names == bucket_columns(x)
     assert table.num_rows <= n
     if not len(steps):
@@ -456,7 +457,7 @@ def test_empty_ranges_and_missing_series_return_no_rows(open_store):
                 assert table.num_rows == 0 and table.column_names == POINT_COLUMNS
                 table = store.read(run.id, name, start=start, stop=stop, buckets=n, method="lttb",
                                    x="relative", missing_ok=True)
-                assert table.num_rows == 0 and table.column_names == ["step", "time", "relative", "value"]
+                assert table.num_rows == 0 and table.column_names == ["step", "time", "relative", "value", "time_ns"]
     # a run with no series at all
     other = store.start_run()
     assert store.read(other.id, "m", buckets=3, missing_ok=True).num_rows == 0
@@ -701,9 +702,9 @@ def test_time_axis(timed, start, stop, n):
 
 @pytest.mark.parametrize("start, stop, n", TIME_QUERIES)
 def test_relative_axis(timed, start, stop, n):
-    """relative = time - the run's start_time. store.runs() gives start_time in
-    microseconds, so the origin is taken from the rows (time_start - relative_start, the
-    same for every row) and checked against it to the microsecond."""
+    """relative = time - the run's start_time, in the microseconds both tables show: the
+    origin taken from the rows (time_start - relative_start, the same for every row) is
+    the start_time store.runs() gives."""
     store, run_id, steps, values, times = timed
     by_time = store.read(run_id, "m", start=start, stop=stop, buckets=n, x="time")
     table = store.read(run_id, "m", start=start, stop=stop, buckets=n, x="relative")
@@ -716,8 +717,8 @@ def test_relative_axis(timed, start, stop, n):
     origin = col(by_time, "time_start") - col(table, "relative_start")
     assert (origin == origin[0]).all()
     assert (col(by_time, "time_end") - col(table, "relative_end") == origin[0]).all()
-    assert 0 <= int(origin[0]) - start_us * 1000 < 1000, "relative origin is not the run's start_time"
-    check_time_buckets(table, steps, values, times, start, stop, n, "relative", origin_ns=int(origin[0]))
+    assert int(origin[0]) == start_us, "relative origin is not the run's start_time"
+    check_time_buckets(table, steps, values, times, start, stop, n, "relative", origin_us=start_us)
 
 
 @pytest.mark.parametrize("x", ["time", "relative"])

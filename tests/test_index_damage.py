@@ -159,7 +159,7 @@ def check_points(table, s) -> None:
     expect(table.num_rows == len(order), f"{table.num_rows} points, expected {len(order)}")
     expect(np.array_equal(col(table, "step"), s["steps"][order]), "steps differ")
     expect(same_bits(col(table, "value"), s["values"][order]), "values differ (bits)")
-    expect(np.array_equal(col(table, "time"), s["times"][order]), "times differ")
+    expect(np.array_equal(col(table, "time_ns"), s["times"][order]), "times differ")
 
 
 def check_buckets(table, s, n: int) -> None:
@@ -170,7 +170,7 @@ def check_tensor(table, t) -> None:
     items = sorted(t["items"], key=lambda item: item[0])
     expect(table.num_rows == len(items), f"{table.num_rows} summaries, expected {len(items)}")
     expect(col(table, "step").tolist() == [step for step, _ in items], "summary steps differ")
-    rows = table.select([c for c in table.column_names if c != "time"]).to_pylist()
+    rows = table.select([c for c in table.column_names if c not in ("time", "time_ns")]).to_pylist()
     for row, (step, array) in zip(rows, items):
         a = np.asarray(array, np.float64).ravel()
         where = f"step {step}"
@@ -254,7 +254,7 @@ def queries(store, ids: dict, data: list[dict]):
             for s in r["series"]:
                 m = (run_col == ids[r["name"]]) & (metric_col == s["name"]) \
                     & np.array([c == canonical(s["context"]) for c in contexts], bool)
-                check_points(table.filter(pa.array(m)).select(["step", "time", "value"]), s)
+                check_points(table.filter(pa.array(m)).select(["step", "time_ns", "value"]), s)
                 total += len(s["steps"])
         expect(table.num_rows == total, f"read_many: {table.num_rows} rows, expected {total}")
         return table
@@ -600,7 +600,7 @@ def small_store(root: str, metric: str, values, **options) -> str:
 
 
 def check_bucket_rows(table, x: str, xs, steps, values, n: int) -> None:
-    """minmax buckets over ``x`` ("step" or "time", its values ``xs``), exact over the points."""
+    """minmax buckets over ``x`` ("step" or "time", its values ``xs``: steps, or microseconds), exact over the points."""
     expect(0 < table.num_rows <= n, f"{table.num_rows} buckets for buckets={n}")
     counts = col(table, "count")
     expect(int(counts.sum()) == len(steps), f"bucket counts sum to {int(counts.sum())}, expected {len(steps)}")
@@ -644,11 +644,11 @@ def check_read(table, kw: dict, truth: dict) -> None:
         expect(bool(np.all(np.diff(got) > 0)), "lttb: steps not ascending")
         at = np.searchsorted(steps, got)
         expect(bool(np.all(steps[np.minimum(at, len(steps) - 1)] == got)), "lttb: a step never logged")
-        expect(same_bits(col(table, "value"), values[at]) and np.array_equal(col(table, "time"), times[at]),
+        expect(same_bits(col(table, "value"), values[at]) and np.array_equal(col(table, "time_ns"), times[at]),
                "lttb: points differ from the logged ones")
     else:
         x = kw.get("x", "step")
-        check_bucket_rows(table, x, steps if x == "step" else times, steps, values, n)
+        check_bucket_rows(table, x, steps if x == "step" else times // 1000, steps, values, n)
 
 
 def check_metrics(table, metric: str, truth: dict) -> None:
@@ -695,7 +695,7 @@ def damaged_reads(root: str, rid: str, metric: str, values, reads: list[dict], d
     try:
         whole = store.read(rid, metric)
         truth = {"steps": np.arange(len(values)), "values": np.asarray(values, np.float64),
-                 "times": col(whole, "time")}
+                 "times": col(whole, "time_ns")}
         check_points(whole, truth)
         before = ask(store, truth)
     finally:

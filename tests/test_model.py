@@ -602,8 +602,8 @@ class StoreModel(RuleBasedStateMachine):
         want = self._expected_tensors(key, start, stop)
         where = (key, start, stop)
         assert table.column("step").to_pylist() == [r[0] for r in want], where
-        times = table.column("time").cast(pa.int64()).to_pylist()
-        rows = table.drop_columns(["time"]).to_pylist()
+        times = table.column("time_ns").to_pylist()
+        rows = table.drop_columns(["time", "time_ns"]).to_pylist()
         for i, (got, (step, t_lo, t_hi, exp)) in enumerate(zip(rows, want)):
             at = (where, i, step)
             assert t_lo <= times[i] <= t_hi, (at, times[i], t_lo, t_hi)

@@ -552,7 +552,7 @@ def check_v1(path) -> None:
 
         rng = np.random.default_rng(1)
         tensors = [rng.standard_normal(1000) for _ in range(5)]
-        grads = store.read_tensor(ids["a"], "grad/fc1").drop_columns(["time"]).to_pydict()
+        grads = store.read_tensor(ids["a"], "grad/fc1").drop_columns(["time", "time_ns"]).to_pydict()
         assert grads["step"] == list(range(5))
         assert grads["count"] == [1000.0] * 5
         assert grads["min"] == [t.min() for t in tensors]
@@ -563,7 +563,7 @@ def check_v1(path) -> None:
         for edges, tensor in zip(grads["hist_edges"], tensors):
             np.testing.assert_allclose(edges, np.linspace(tensor.min(), tensor.max(), 17), rtol=1e-12)
 
-        w = store.read_tensor(ids["a"], "w").drop_columns(["time"]).to_pydict()
+        w = store.read_tensor(ids["a"], "w").drop_columns(["time", "time_ns"]).to_pydict()
         tensor, edges = np.arange(10.0), np.linspace(0, 10, 5)
         assert w["step"] == [0]
         assert (w["count"], w["min"], w["max"]) == ([10.0], [tensor.min()], [tensor.max()])

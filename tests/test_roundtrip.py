@@ -388,7 +388,7 @@ def test_empty_run(open_store):
         assert table.schema.field("step").type == pa.int64()
         assert table.schema.field("value").type == pa.float64()
         assert pa.types.is_timestamp(table.schema.field("time").type)
-        assert table.schema.field("time").type.unit == "ns"
+        assert table.schema.field("time").type.unit == "us"
 
 
 def test_read_and_metrics_of_unknown_run_raise_not_found(store):
@@ -550,7 +550,9 @@ def test_parent_runs(open_store):
 
 # -- time column --------------------------------------------------------------------
 
-def test_time_column_is_ns_now(open_store):
+def test_times_are_microseconds_beside_exact_nanoseconds(open_store):
+    """time: timestamp[us] that to_pylist() turns into datetimes without pandas; time_ns:
+    the nanoseconds logged, exact; time is time_ns rounded down to the microsecond."""
     store = open_store()
     run = store.start_run()
     before = time.time_ns()
@@ -565,10 +567,12 @@ def test_time_column_is_ns_now(open_store):
             store = open_store()
         for name in ("m", "d", "b"):
             table = store.read(run.id, name)
-            assert pa.types.is_timestamp(table.schema.field("time").type)
-            assert table.schema.field("time").type.unit == "ns"
+            assert table.schema.field("time").type == pa.timestamp("us", tz="UTC")
             times = columns(table)[1]
             assert ((times >= before) & (times <= after)).all(), (phase, name)
+            rows = table.to_pylist()
+            assert [int(r["time"].timestamp() * 10**6 + 0.5) for r in rows] == list(times // 1000)
+            assert [r["time_ns"] for r in rows] == list(times)
         times = columns(store.read(run.id, "m"))[1]
         assert (np.diff(times) >= 0).all()
 

@@ -35,7 +35,7 @@ def index_tables(where) -> dict:
 
 
 def points(table) -> dict:
-    return {"step": table.column("step").to_pylist(), "time": table.column("time").cast("int64").to_pylist(),
+    return {"step": table.column("step").to_pylist(), "time": table.column("time_ns").to_pylist(),
             "value": table.column("value").to_pylist()}
 
 

@@ -55,7 +55,7 @@ def check(path, ids) -> None:
         loss = store.read(ids["long"], "loss")
         np.testing.assert_array_equal(loss.column("step").to_numpy(), steps)
         np.testing.assert_array_equal(loss.column("value").to_numpy(), values)
-        np.testing.assert_array_equal(loss.column("time").cast("int64").to_numpy(),
+        np.testing.assert_array_equal(loss.column("time_ns").to_numpy(),
                                       steps * 1000 + 1_700_000_000_000_000_000)
         buckets = store.read(ids["long"], "loss", buckets=7)
         assert sum(buckets.column("count").to_pylist()) == 10_000

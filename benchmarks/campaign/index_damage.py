@@ -174,7 +174,7 @@ def check_points(table, s, start=None, stop=None) -> None:
     if not np.array_equal(got_steps, steps[order]):
         raise Wrong(f"steps differ at row {int(np.flatnonzero(got_steps != steps[order])[0])}")
     expect(C.same_bits(col(table, "value"), values[order]), "values differ (bits)")
-    expect(np.array_equal(col(table, "time"), times[order]), "times differ")
+    expect(np.array_equal(col(table, "time_ns"), times[order]), "times differ")
 
 
 def check_buckets(table, steps, values, n, start=None, stop=None) -> None:
@@ -235,7 +235,7 @@ def check_tensor(table, t) -> None:
     items = sorted(t["items"], key=lambda item: item[0])
     expect(table.num_rows == len(items), f"{table.num_rows} summaries, expected {len(items)}")
     expect(list(col(table, "step")) == [step for step, _ in items], "summary steps differ")
-    rows = table.select([c for c in table.column_names if c != "time"]).to_pylist()
+    rows = table.select([c for c in table.column_names if c not in ("time", "time_ns")]).to_pylist()
     for row, (step, array) in zip(rows, items):
         stats, counts, edges = expected_summary(array, t["bins"], t["edges"])
         where = f"step {step}"
@@ -338,7 +338,7 @@ def queries(store, manifest: dict, data: list[dict]):
         for name in names:
             for metric in ("loss", "noisy"):
                 m = (run_col == ids[name]) & (metric_col == metric)
-                check_points(table.filter(pa.array(m)).select(["step", "time", "value"]), series_of(name, metric))
+                check_points(table.filter(pa.array(m)).select(["step", "time_ns", "value"]), series_of(name, metric))
         expect(table.num_rows == sum(len(series_of(n, m)["steps"]) for n in names for m in ("loss", "noisy")),
                "read_many returned points of other series")
 

@@ -235,7 +235,7 @@ def reader(store_path: str, out: str, result_path: str, mem_mb: int) -> None:
             got_values = table.column("value").to_numpy()
             import pyarrow as pa
 
-            got_times = table.column("time").cast(pa.int64()).to_numpy()
+            got_times = table.column("time_ns").to_numpy()
             pos = np.searchsorted(got_steps, steps)
             found = pos < len(got_steps)
             found[found] = got_steps[pos[found]] == steps[found]

@@ -176,14 +176,14 @@ def snapshot(store_path: str, result: str, mem_mb: int) -> None:
                 try:
                     if row["kind"] == "scalar":
                         t = store.read(run_id, row["metric"], context=context)
-                        snap["points"][key] = (t.column("step").to_numpy(), t.column("time").cast(pa.int64()).to_numpy(),
+                        snap["points"][key] = (t.column("step").to_numpy(), t.column("time_ns").to_numpy(),
                                                t.column("value").to_numpy())
                         snap["buckets"][key] = store.read(run_id, row["metric"], context=context,
                                                           buckets=50).to_pylist()
                     else:
                         t = store.read_tensor(run_id, row["metric"], context=context)
-                        snap["tensors"][key] = (t.column("time").cast(pa.int64()).to_numpy(),
-                                                t.select([c for c in t.column_names if c != "time"]).to_pylist())
+                        snap["tensors"][key] = (t.column("time_ns").to_numpy(),
+                                                t.select([c for c in t.column_names if c not in ("time", "time_ns")]).to_pylist())
                         snap["tensor_buckets"][key] = store.read_tensor(run_id, row["metric"], context=context,
                                                                         buckets=2).to_pylist()
                 except Exception as exc:   # noqa: BLE001
