@@ -1,0 +1,267 @@
+"""SQL over a store, with DuckDB as the engine (the ``sql`` extra).
+
+``run_sql(store, query)`` runs the user's query, unchanged, on an in-memory DuckDB
+connection where three tables are registered, each only when the query names it:
+
+    runs     the Store.runs() table: id, experiment, name, parent, status, start_time,
+             end_time, "params.KEY", "tags.KEY" (quote the dotted names)
+    series   one row per series: run_id, metric, context, kind, count, step_min, step_max
+    points   run_id, metric, context, step, time (timestamp[us, UTC]), time_ns (int64,
+             exact), value (float64) of the scalar series
+
+``points`` is built from the series a query asks for, not from the whole store: where a
+SELECT reads ``points`` and its WHERE clause is a conjunction (AND) holding
+``run_id = '...'``, ``metric = '...'``, ``context = '...'`` (the series' context as
+JSON text, as the series table shows it), ``context IS NULL``, or IN lists of them,
+only the series that match are read. The query is found with DuckDB's own parser
+(``json_serialize_sql``). A reference to ``points`` without such a filter (in an OR,
+only in a JOIN's ON, through a subquery's outer WHERE) reads every scalar series of the
+runs it allows, up to ``max_points`` points; past that run_sql refuses with an
+InvalidArgumentError that suggests a filter. Statements DuckDB does not serialize
+(DESCRIBE, SHOW, COPY) see every table, under the same limit.
+
+Nothing is written to the store. DuckDB's errors (syntax, unknown column) are raised as
+InvalidArgumentError("query", DuckDB's message).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ..engine.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+from .export import store_series, time_column, times_ns
+
+TABLES = ("runs", "series", "points")
+MAX_POINTS = 200_000_000
+SERIES_KEYS = ("run_id", "metric", "context")
+POINTS_SCHEMA = pa.schema([("run_id", pa.string()), ("metric", pa.string()), ("context", pa.string()),
+                           ("step", pa.int64()), ("time", pa.timestamp("us", tz="UTC")), ("time_ns", pa.int64()),
+                           ("value", pa.float64())])
+NULL = object()   # a context IS NULL in a filter: the series without a context
+
+OnRead = Callable[[str, str, "str | None"], None]
+
+
+def run_sql(store, query: str, *, max_points: int = MAX_POINTS, on_read: OnRead | None = None) -> pa.Table:
+    """The result of the SQL ``query`` over the tables runs, series and points of
+    ``store`` (module docstring), as a pyarrow Table (no rows for a statement that
+    returns none). ``on_read(run_id, metric, context)`` is called for each series read
+    into ``points``."""
+    import duckdb
+
+    if not isinstance(query, str):
+        raise InvalidTypeError("query", f"must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidArgumentError("query", "must not be empty")
+    con = duckdb.connect(":memory:")
+    try:
+        tree = _parse(con, query)
+        names = TABLES if tree is None else _table_names(tree)
+        if "runs" in names:
+            con.register("runs", store.runs())
+        if "series" in names:
+            con.register("series", store_series(store))
+        if "points" in names:
+            filters = None if tree is None else points_filters(tree)
+            con.register("points", points_table(store, filters, max_points, on_read))
+        try:
+            result = con.sql(query)
+            return pa.table({}) if result is None else result.to_arrow_table()
+        except duckdb.Error as exc:
+            raise InvalidArgumentError("query", str(exc)) from None
+    finally:
+        con.close()
+
+
+def _parse(con, query: str) -> dict | None:
+    """DuckDB's syntax tree of ``query`` as JSON; None for statements it does not
+    serialize (only SELECTs are)."""
+    rows = con.sql("SELECT json_serialize_sql(?)", params=[query]).fetchall()
+    tree = json.loads(rows[0][0])
+    if not tree.get("error"):
+        return tree
+    if tree.get("error_type") == "parser":
+        raise InvalidArgumentError("query", f"Parser Error: {tree.get('error_message')}")
+    return None
+
+
+def _walk(node) -> Iterator[dict]:
+    """Every dict in a JSON tree."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _is_table(node: dict, name: str | None = None) -> bool:
+    return (node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name")
+            and (name is None or node.get("table_name", "").lower() == name))
+
+
+def _table_names(tree: dict) -> set[str]:
+    return {n["table_name"].lower() for n in _walk(tree) if _is_table(n)} & set(TABLES)
+
+
+def points_filters(tree: dict) -> list[dict] | None:
+    """For each reference to ``points`` in the query, what its WHERE conjunction pins:
+    {"run_id": set, "metric": set, "context": set} (a key left out: any value). None
+    when one reference pins nothing (then every series is needed), or a CTE is named
+    points."""
+    if any(entry.get("key", "").lower() == "points" for n in _walk(tree) if "cte_map" in n
+           for entry in n["cte_map"].get("map", [])):
+        return None
+    references = [n for n in _walk(tree) if _is_table(n, "points")]
+    found: dict[int, dict] = {}
+    for node in _walk(tree):
+        if node.get("type") != "SELECT_NODE":
+            continue
+        tables = list(_from_tables(node.get("from_table")))
+        for table in tables:
+            if _is_table(table, "points") and not table.get("column_name_alias"):
+                alias = (table.get("alias") or "points").lower()
+                found[id(table)] = _pinned(node.get("where_clause"), alias, alone=len(tables) == 1)
+    filters = [found.get(id(ref), {}) for ref in references]
+    if any(not f for f in filters):
+        return None
+    return filters
+
+
+def _from_tables(node) -> Iterator[dict]:
+    """The tables a FROM clause joins (not those inside its subqueries)."""
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "JOIN":
+        yield from _from_tables(node.get("left"))
+        yield from _from_tables(node.get("right"))
+    else:
+        yield node
+
+
+def _pinned(where, alias: str, alone: bool) -> dict:
+    """The values each series key must take by the AND-ed terms of ``where`` that name
+    a column of the table ``alias`` (unqualified names count when it is the only table)."""
+    terms = [where] if where is not None else []
+    pinned: dict[str, set] = {}
+    while terms:
+        term = terms.pop()
+        if term.get("type") == "CONJUNCTION_AND":
+            terms.extend(term.get("children", []))
+            continue
+        found = _term_values(term, alias, alone)
+        if found is not None:
+            key, values = found
+            pinned[key] = pinned[key] & values if key in pinned else values
+    return pinned
+
+
+def _term_values(term: dict, alias: str, alone: bool) -> tuple[str, set] | None:
+    kind = term.get("type")
+    if kind == "COMPARE_EQUAL":
+        for column, constant in ((term.get("left"), term.get("right")), (term.get("right"), term.get("left"))):
+            key, value = _column_key(column, alias, alone), _string(constant)
+            if key is not None and value is not None:
+                return key, {value}
+    elif kind == "COMPARE_IN":
+        children = term.get("children", [])
+        key = _column_key(children[0], alias, alone) if children else None
+        values = [_string(c) for c in children[1:]]
+        if key is not None and values and all(v is not None for v in values):
+            return key, set(values)
+    elif kind == "OPERATOR_IS_NULL":
+        children = term.get("children", [])
+        if children and _column_key(children[0], alias, alone) == "context":
+            return "context", {NULL}
+    return None
+
+
+def _column_key(node, alias: str, alone: bool) -> str | None:
+    if not isinstance(node, dict) or node.get("class") != "COLUMN_REF":
+        return None
+    names = [n.lower() for n in node.get("column_names", [])]
+    if len(names) == 1 and alone or len(names) == 2 and names[0] == alias:
+        return names[-1] if names[-1] in SERIES_KEYS else None
+    return None
+
+
+def _string(node) -> str | None:
+    """The text of a string constant (either of the shapes DuckDB versions serialize)."""
+    if not isinstance(node, dict) or node.get("class") != "CONSTANT":
+        return None
+    literal = node.get("literal")
+    if isinstance(literal, dict):
+        return literal.get("text") if literal.get("kind") == "STRING" else None
+    value = node.get("value")
+    if isinstance(value, dict) and not value.get("is_null") and value.get("type", {}).get("id") == "VARCHAR":
+        return value.get("value")
+    return None
+
+
+def points_table(store, filters: list[dict] | None, max_points: int = MAX_POINTS,
+                 on_read: OnRead | None = None) -> pa.Table:
+    """The points of the scalar series that match any of ``filters`` (None: all)."""
+    series = _wanted_series(store, filters)
+    total = sum(row["count"] for row in series)
+    if total > max_points:
+        raise InvalidArgumentError("query", f"points would hold {total:,} points of {len(series)} series, more "
+                                   f"than max_points={max_points:,}; filter points by run_id and metric "
+                                   "(WHERE run_id = '...' AND metric IN (...))")
+    tables, labels = [], []
+    for row in series:
+        context = json.loads(row["context"]) if row["context"] else None
+        read = store.read(row["run_id"], row["metric"], context=context)
+        if on_read is not None:
+            on_read(row["run_id"], row["metric"], row["context"])
+        ns = times_ns(read)
+        tables.append(pa.Table.from_arrays([read.column("step"), time_column(ns), pa.array(ns), read.column("value")],
+                                           names=["step", "time", "time_ns", "value"]))
+        labels.append((row["run_id"], row["metric"], row["context"]))
+    if not tables:
+        return POINTS_SCHEMA.empty_table()
+    rows = np.array([t.num_rows for t in tables])
+    label_columns = [pa.array(np.repeat(np.array(column, object), rows), pa.string()) for column in zip(*labels)]
+    data = pa.concat_tables(tables)
+    return pa.Table.from_arrays(label_columns + data.columns, schema=POINTS_SCHEMA)
+
+
+def _wanted_series(store, filters: list[dict] | None) -> list[dict]:
+    """Rows of the series catalog (scalar series) that any filter matches."""
+    if filters is not None and all("run_id" in f for f in filters):
+        runs = sorted(set().union(*(f["run_id"] for f in filters)))
+        catalog = [store_series(store, [r]) for r in runs if _is_run(store, r)]
+        rows = [row for table in catalog for row in table.to_pylist()]
+    else:
+        rows = store_series(store).to_pylist()
+    rows = [r for r in rows if r["kind"] == "scalar"]
+    if filters is None:
+        return rows
+    return [r for r in rows if any(_matches(r, f) for f in filters)]
+
+
+def _is_run(store, run_id: str) -> bool:
+    """Whether the store holds a run of that id, written as the tables show ids (a
+    query may name anything)."""
+    if len(run_id) != 32 or run_id.strip("0123456789abcdef"):
+        return False
+    try:
+        store.metrics(run_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _matches(row: dict, pinned: dict) -> bool:
+    for key, values in pinned.items():
+        value = row[key]
+        if key == "context" and value is None:
+            value = NULL
+        if value not in values:
+            return False
+    return True
