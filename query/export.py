@@ -26,7 +26,8 @@ The catalog and the tensors start with "_", the mark of files beside a dataset
     polars: pl.scan_parquet("dest/*/*/points.parquet", hive_partitioning=True)
     pyarrow.parquet.read_table("dest/_runs.parquet")
 
-Names in directories are percent-encoded UTF-8 (every byte outside A-Z a-z 0-9 . _ -),
+Names in directories are percent-encoded UTF-8 (every byte outside A-Z a-z 0-9 . _ -,
+and the dots of "." and ".."),
 which pyarrow, DuckDB, Polars and Spark decode back to the name. Only an escaped name
 longer than MAX_ESCAPED_CHARS (a file name holds 255 bytes) is cut, at a whole
 character, and ends in "~" and 16 hex digits of its hash (a "~" is always escaped
@@ -92,6 +93,8 @@ def escape_name(name: str) -> str:
     """A user name as one safe path part: percent-encoded UTF-8 (module docstring)."""
     parts = ["".join(_ESCAPES[b] for b in char.encode("utf-8", "surrogatepass")) for char in name]
     text = "".join(parts)
+    if text in (".", ".."):   # a part of its own (it follows "experiment=" here) must still not be these
+        return text.replace(".", "%2E")
     if len(text) <= MAX_ESCAPED_CHARS:
         return text
     kept, size = [], 0
