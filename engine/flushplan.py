@@ -9,12 +9,15 @@ points in the flush is instead a member of a pack. Pure: no I/O, no index.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from .block import KIND_SCALAR, KIND_SUMMARY
 from .points import columns, summary_runs
+
+if TYPE_CHECKING:
+    from .aggregates import Aggregates
 
 PACK_MAX_POINTS = 32      # points of one series in a flush that go into a pack instead of a block
 PACK_MAX_MEMBERS = 4096   # members of one pack
@@ -75,6 +78,15 @@ def by_series(batch) -> list[SeriesPoints]:
         result.append(SeriesPoints(series, np.concatenate([c[0] for c in cols]),
                                    np.concatenate([c[1] for c in cols]), values))
     return result
+
+
+def aggregates(groups: list[SeriesPoints]) -> dict[int, "Aggregates"]:
+    """series_id -> the aggregates (engine.aggregates) of its points in this flush, for
+    every scalar series; the seq fields hold positions + 1 until the blocks are numbered."""
+    from .aggregates import of_points
+
+    return {group.series.series_id: of_points(group.steps, group.values)
+            for group in groups if group.series.kind == KIND_SCALAR}
 
 
 def plan(groups: list[SeriesPoints], block_points: int, summary_rows: int) -> list[Work]:

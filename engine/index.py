@@ -15,6 +15,9 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     heartbeats   run_id | host u64 BE | pid u32 BE -> pid u32 LE | host u64 LE | time_ns i64 LE
                                         (one a writer; version 2: keyed by run_id alone)
     rollups      series_id u64 BE | level u8 | page_no biased u64 BE -> rollup page (engine/rollup.py)
+    aggregates   series_id u64 BE    -> engine.aggregates AGGREGATES (a scalar series; version 4)
+    changes      change_seq u64 BE   -> run_id (16) ...: the runs one transaction changed (version 4)
+    catalog      ascii name          -> the catalog snapshot (engine/catalog.py; version 4)
 
 A small series costs no block of its own: its points are a member of a pack block
 (engine.block KIND_PACK) shared with other series, and while that is its only chunk the
@@ -46,21 +49,26 @@ from typing import Callable, Iterator, NamedTuple
 
 import lmdb
 
+from .aggregates import AGGREGATES, Aggregates, merge
 from .block import (BLOCK_MAGIC, BLOCK_VERSION, CODEC_PLANE_FRAMES, HEADER_SIZE, KIND_SCALAR, MEMBER_MAGIC,
                     MEMBER_MARK, BlockHeader, unpack_header)
 from .errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError, StepLogError,
                      ReadOnlyError, StorageFullError, StorageIOError)
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 FIRST_CHECKED_VERSION = 2      # values carry checksums from this version on
-READABLE_VERSIONS = (1, 2, 3)  # older versions are upgraded when opened to write (engine.upgrade)
+READABLE_VERSIONS = (1, 2, 3, 4)  # older versions are upgraded when opened to write (engine.upgrade)
 ROLLUP_MIN_POINTS = 4096       # a series keeps rollups from this many points on; smaller ones decode
 # The map is reserved address space, not disk: sized so that it never needs to grow (LMDB
 # forbids growing it while this process has a read transaction open).
 MAP_SIZE = 1 << 38
 _FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 MAX_READERS = 1024
-TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups")
+TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups",
+          "aggregates", "changes", "catalog")
+# Tables version 4 added: a read-only open of an older index finds them missing and reads
+# them as empty (it may not create them); an open to write creates them.
+V4_TABLES = frozenset(["aggregates", "changes", "catalog"])
 CHECKSUM = struct.Struct("<I")
 
 U64 = struct.Struct("<Q")
@@ -222,7 +230,7 @@ class Index:
         _open_indexes.add(self)
         try:
             self._check_size()
-            self._db = {name: self.env.open_db(name.encode(), create=create) for name in TABLES}
+            self._db = {name: self._open_table(name, create) for name in TABLES}
             self.env.reader_check()  # free reader slots of dead processes
             self.version = self._check_format(create)
         except lmdb.Error as exc:
@@ -231,6 +239,18 @@ class Index:
         except BaseException:
             self.close()
             raise
+
+    def _open_table(self, name: str, create: bool):
+        """The named database; None for a table of a later version that a read-only open
+        of an older index lacks."""
+        if name not in V4_TABLES:
+            return self.env.open_db(name.encode(), create=create)
+        if not self._readonly:
+            return self.env.open_db(name.encode(), create=True)
+        try:
+            return self.env.open_db(name.encode(), create=False)
+        except lmdb.NotFoundError:
+            return None
 
     def _use_lock(self) -> bool:
         """LMDB's lock file keeps writers off the pages readers use. A reader that may
@@ -293,8 +313,10 @@ class Index:
                 env = self._env()
                 try:
                     with env.begin(write=True) as txn:
-                        return fn(IndexWriter(txn, self._db, self.version >= FIRST_CHECKED_VERSION,
-                                              self.data_path))
+                        writer = IndexWriter(txn, self._db, self.version >= FIRST_CHECKED_VERSION, self.data_path)
+                        result = fn(writer)
+                        writer.log_changes()
+                        return result
                 except lmdb.MapFullError:
                     if self._map_size >= MAP_SIZE:
                         raise StorageFullError(errno.ENOSPC, f"index map of {self._map_size} bytes is full") from None
@@ -380,7 +402,13 @@ class IndexReader:
             raise self._damage(table, key, "checksum mismatch")
         return payload
 
+    def has_table(self, table: str) -> bool:
+        """False for a table of a later format version that this older index lacks."""
+        return self._db[table] is not None
+
     def _get(self, table: str, key: bytes) -> bytes | None:
+        if self._db[table] is None:
+            return None
         try:
             raw = self.txn.get(key, db=self._db[table])
         except lmdb.Error as exc:
@@ -389,6 +417,8 @@ class IndexReader:
 
     def _scan(self, table: str, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) from ``start`` (or the first key) on, checked."""
+        if self._db[table] is None:
+            return
         try:
             cursor = self.txn.cursor(db=self._db[table])
             if not (cursor.first() if start is None else cursor.set_range(start)):
@@ -428,7 +458,12 @@ class IndexReader:
             "segments": lambda k, v: self._unpack(SEGMENT_INFO, "segments", k, v),
             "heartbeats": lambda k, v: self._heartbeat(k, v),
             "rollups": lambda k, v: (self._unpack(ROLLUP_KEY, "rollups", k, k), page_arrays(v)),
+            "aggregates": lambda k, v: (self._unpack(BE_U64, "aggregates", k, k), self._aggregates(k, v)),
+            "changes": lambda k, v: (self._unpack(BE_U64, "changes", k, k), self._change(k, v)),
+            "catalog": lambda k, v: None,   # checksums; engine.catalog checks what it loads
         }
+        if self._db[table] is None:
+            return
         key, previous = b"", None
         try:
             for key, raw in self.txn.cursor(db=self._db[table]):
@@ -663,6 +698,44 @@ class IndexReader:
             found.append((page_no, value))
         return found
 
+    # -- aggregates, the change log, the catalog ---------------------------------------
+
+    def aggregates(self, series_id: int) -> Aggregates | None:
+        """The kept aggregates of a scalar series (None: no point yet, or an index of
+        version 3 or older, which keeps none)."""
+        key = BE_U64.pack(series_id)
+        raw = self._get("aggregates", key)
+        return self._aggregates(key, raw) if raw else None
+
+    def _aggregates(self, key: bytes, raw: bytes) -> Aggregates:
+        found = Aggregates._make(self._unpack(AGGREGATES, "aggregates", key, raw))
+        if not 0 < found.count or found.nan_count > found.count or not found.first_seq or not found.last_seq:
+            raise self._damage("aggregates", key, "aggregates of no points")
+        return found
+
+    def all_aggregates(self) -> Iterator[tuple[int, Aggregates]]:
+        for key, raw in self._scan("aggregates"):
+            yield self._unpack(BE_U64, "aggregates", key, key)[0], self._aggregates(key, raw)
+
+    def changes(self, after: int) -> Iterator[tuple[int, list[bytes]]]:
+        """(change_seq, run_ids) of every logged change with change_seq > ``after``, in order."""
+        for key, raw in self._scan("changes", BE_U64.pack(after + 1)):
+            yield self._unpack(BE_U64, "changes", key, key)[0], self._change(key, raw)
+
+    def _change(self, key: bytes, raw: bytes) -> list[bytes]:
+        if not raw or len(raw) % 16:
+            raise self._damage("changes", key, f"value of {len(raw)} bytes is no list of run ids")
+        return [bytes(raw[i:i + 16]) for i in range(0, len(raw), 16)]
+
+    def catalog_value(self, name: bytes) -> bytes | None:
+        return self._get("catalog", name)
+
+    def entries(self, table: str) -> int:
+        """How many keys a table holds (LMDB keeps the count: no scan)."""
+        if self._db[table] is None:
+            return 0
+        return self.txn.stat(self._db[table])["entries"]
+
     # -- segments and heartbeats -------------------------------------------------------
 
     def segment_end(self, segment_id: int) -> int | None:
@@ -693,7 +766,30 @@ class IndexReader:
 
 
 class IndexWriter(IndexReader):
-    """Reads and writes inside one LMDB write transaction (``Index.write``)."""
+    """Reads and writes inside one LMDB write transaction (``Index.write``).
+
+    Every change to a run's record, series or aggregates notes the run; at the end of
+    the transaction the runs noted are logged under one new change_seq (table
+    ``changes``), from which catalog readers learn what to read again."""
+
+    track_changes = True   # repair and upgrade build whole indexes: no catalog to keep up
+
+    def note_change(self, run_id: bytes) -> None:
+        if self.track_changes:
+            if not hasattr(self, "_changed"):
+                self._changed: dict[bytes, None] = {}
+            self._changed[bytes(run_id)] = None
+
+    def log_changes(self) -> int | None:
+        """Log the runs noted in this transaction under a new change_seq (Index.write
+        calls it last); returns it, or None when nothing was noted."""
+        changed = getattr(self, "_changed", None)
+        if not changed or self._db["changes"] is None:
+            return None
+        seq = self.next_ids(b"next_change")
+        self._put("changes", BE_U64.pack(seq), b"".join(changed))
+        changed.clear()
+        return seq
 
     def _put(self, table: str, key: bytes, value: bytes) -> None:
         if self._checked:
@@ -720,6 +816,38 @@ class IndexWriter(IndexReader):
 
     def put_run(self, run_id: bytes, record: dict) -> None:
         self._put("runs", run_id, _dumps(record))
+        self.note_change(run_id)
+
+    def merge_aggregates(self, run_id: bytes, series_id: int, new: Aggregates) -> None:
+        """Fold the aggregates of newly indexed points into those kept for the series."""
+        self.put_aggregates(series_id, merge(self.aggregates(series_id), new))
+        self.note_change(run_id)
+
+    def put_aggregates(self, series_id: int, found: Aggregates) -> None:
+        self._put("aggregates", BE_U64.pack(series_id), found.pack())
+
+    def put_catalog(self, values: dict[bytes, bytes]) -> None:
+        """Replace the catalog snapshot (engine.catalog), every value in one transaction."""
+        for name, value in values.items():
+            self._put("catalog", name, value)
+
+    def drop_catalog(self) -> None:
+        """Forget the snapshot (readers then build the catalog from the records)."""
+        keys = [bytes(key) for key, _ in self.txn.cursor(db=self._db["catalog"])]
+        for key in keys:
+            self.txn.delete(key, db=self._db["catalog"])
+
+    def trim_changes(self, through: int) -> None:
+        """Drop the change log up to and including ``through`` (a snapshot covers it)."""
+        cursor = self.txn.cursor(db=self._db["changes"])
+        keys = []
+        if cursor.first():
+            for key in cursor.iternext(values=False):
+                if BE_U64.unpack(key)[0] > through:
+                    break
+                keys.append(bytes(key))
+        for key in keys:
+            self.txn.delete(key, db=self._db["changes"])
 
     def create_series(self, run_id: bytes, name: str, context_json: str, kind: int,
                       rollup_shift: int, series_id: int | None = None) -> "SeriesEntry":
@@ -738,6 +866,7 @@ class IndexWriter(IndexReader):
         # Written at the size its first flush gives it (a pack member's reference, zero
         # here): a value that grows in place splits its page, and new ids come in order.
         self._put("series_info", BE_U64.pack(entry.series_id), SERIES_INFO.pack(*EMPTY_SERIES[:6]) + NO_PACKED)
+        self.note_change(run_id)
         return entry
 
     def add_blocks(self, segment_id: int, blocks: list[NewBlock], committed_end: int) -> dict[int, int]:

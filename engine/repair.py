@@ -3,7 +3,8 @@
 The segments are the source of truth: record blocks hold every experiment, run (each
 change, numbered in commit order) and series; data blocks hold every point. Repair
 scans every segment, keeps every whole block, builds a new index beside the old one
-(block locations, series stats, rollups recomputed from the points, counters), and
+(block locations, series stats, rollups and aggregates recomputed from the points,
+counters, a catalog snapshot), and
 swaps it in. The old index, if any, is kept under a name of its own for inspection.
 Nothing may write the store while it runs: repair refuses when a segment is locked.
 """
@@ -15,8 +16,10 @@ import os
 import secrets
 from typing import NamedTuple
 
+from .aggregates import merge, of_points
 from .block import HEADER_SIZE, KIND_PACK, KIND_RECORD, KIND_SCALAR, BlockDecoder, unpack_header
 from .errors import StepLogError
+from .catalog import refresh as refresh_catalog
 from .index import FORMAT_VERSION, ROLLUP_MIN_POINTS, Index, IndexWriter, NewBlock, member_ref
 from .layout import StoreLayout
 from .recovery import Damage, scan_segment, segment_id_of
@@ -101,6 +104,7 @@ def repair(layout: StoreLayout) -> RepairReport:
         index = Index(staging, sync=True)
         try:
             orphans = index.write(lambda txn: _fill(txn, found))
+            refresh_catalog(index, force=True)
         finally:
             index.close()
         old = None
@@ -187,9 +191,11 @@ def _chunks(segment_id: int, offset: int, data: bytes, header, decoded) -> list[
 
 def _fill(txn: IndexWriter, found: Rebuild) -> int:
     """Write everything found into an empty index; returns the orphan block count.
-    Rollups are folded, in block_seq order, for the series that hold ROLLUP_MIN_POINTS."""
+    Rollups are folded, in block_seq order, for the series that hold ROLLUP_MIN_POINTS;
+    the aggregates of every scalar series from all its points."""
     from .rollup import all_levels
 
+    txn.track_changes = False   # a new index: its catalog is built from it whole
     txn.set_format_version(FORMAT_VERSION)
     for record in found.experiments.values():
         txn.put_experiment(record)
@@ -208,14 +214,19 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
             continue
         txn.add_blocks(chunk.segment_id, [chunk.block._replace(seq=seq)], found.ends[chunk.segment_id])
         counts[chunk.block.series_id] = counts.get(chunk.block.series_id, 0) + chunk.block.header.count
-        kept.append(chunk)
-    decoder = BlockDecoder()
-    for chunk in kept:
+        kept.append((seq, chunk))
+    decoder, aggregates = BlockDecoder(), {}
+    for seq, chunk in kept:
         series_id = chunk.block.series_id
-        if chunk.scalar and counts[series_id] >= ROLLUP_MIN_POINTS:
-            steps, _, values = decoder.decode(chunk.data, "", chunk.offset, chunk.mark, KIND_SCALAR)
+        if not chunk.scalar:
+            continue
+        steps, _, values = decoder.decode(chunk.data, "", chunk.offset, chunk.mark, KIND_SCALAR)
+        aggregates[series_id] = merge(aggregates.get(series_id), of_points(steps, values, lambda _, s=seq: s))
+        if counts[series_id] >= ROLLUP_MIN_POINTS:
             for level, groups in enumerate(all_levels(steps, values, found.series[series_id]["rollup_shift"])):
                 txn.merge_rollups(series_id, level, groups)
+    for series_id, value in aggregates.items():
+        txn.put_aggregates(series_id, value)
     _set_counter(txn, b"next_series", max(found.series, default=0) + 1)
     _set_counter(txn, b"next_segment", max(found.ends, default=0) + 1)
     _set_counter(txn, b"next_record", found.max_seq + 1)

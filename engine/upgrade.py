@@ -7,8 +7,9 @@ one. Version 1 indexes carry no checksums and their segments no records: the upg
 rewrites every value with its checksum (series_info gains last_seq) and writes the
 records of every experiment, run, series and block_seq to a new segment. Version 2
 keeps rollups for every series and one heartbeat a run: the upgrade to 3 drops the
-rollups of series below ROLLUP_MIN_POINTS and keys each heartbeat by its writer. All
-steps run in one index transaction.
+rollups of series below ROLLUP_MIN_POINTS and keys each heartbeat by its writer.
+Version 3 keeps no aggregates of whole series: the upgrade to 4 decodes every scalar
+series once and stores them. All steps run in one index transaction.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def open_index(layout: StoreLayout, fsync: bool) -> Index:
     try:
         if index.version < FORMAT_VERSION:
             upgrade(layout, index, fsync)
+            from .catalog import refresh
+
+            refresh(index, force=True)   # its first readers need not build the catalog from the records
     except BaseException:
         index.close()
         raise
@@ -88,6 +92,8 @@ def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
             _from_v1(layout, txn, fsync)
         if txn.format_version() == 2:
             _from_v2(txn)
+        if txn.format_version() == 3:
+            _from_v3(layout, txn)
 
     index.write(rewrite)
     index.version = FORMAT_VERSION
@@ -103,6 +109,23 @@ def _from_v2(txn: IndexWriter) -> None:
             txn.put_heartbeat(run_id, beat)
         txn.delete_run_heartbeat(run_id)
     txn.set_format_version(3)
+
+
+def _from_v3(layout: StoreLayout, txn: IndexWriter) -> None:
+    """Version 3 to 4: the aggregates of every scalar series, from its blocks."""
+    from .catalog import stored_aggregates
+    from .segment import SegmentReader
+
+    reader = SegmentReader(layout.segment_path, max_open=4)
+    try:
+        for _, entry, _, _ in list(txn.all_series()):
+            if entry.kind == 1:
+                found = stored_aggregates(txn, reader, layout.segment_path, entry.series_id)
+                if found is not None:
+                    txn.put_aggregates(entry.series_id, found)
+    finally:
+        reader.close()
+    txn.set_format_version(4)
 
 
 def _from_v1(layout: StoreLayout, txn: IndexWriter, fsync: bool) -> None:

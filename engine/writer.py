@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from . import flushplan
+from . import aggregates, flushplan
+from .aggregates import Aggregates
 from .block import HEADER_SIZE, KIND_SCALAR, KIND_SUMMARY, BlockEncoder, encode_records, unpack_header
 from .points import columns
 from .errors import ClosedError, InvalidArgumentError, StepLogError
@@ -61,6 +62,7 @@ SEGMENT_ROLL_BYTES = 1 << 30
 ADOPT_CANDIDATES = 8       # the most recent segments a new writer tries to reuse
 SEQ_CHUNK = 4096           # block_seqs a writer reserves at a time
 HEARTBEAT_SECONDS = 10.0
+CATALOG_SECONDS = 30.0     # how often the flusher sees whether the catalog snapshot is due
 HEARTBEAT_RETRY_SECONDS = 1.0
 WAIT_CHECK_SECONDS = 1.0   # how often a waiting caller checks that the flusher still runs
 ENCODE_THREADS = 2
@@ -183,6 +185,7 @@ class Writer:
         self._segment: SegmentWriter | None = None
         self.live_runs: set[bytes] = set()     # runs whose heartbeat this writer renews
         self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        self._next_catalog = time.monotonic() + CATALOG_SECONDS
         self._next_seal = time.monotonic() + (flush_interval or float("inf"))
         self._local = threading.local()        # one BlockEncoder per encoding thread
         self._pool: ThreadPoolExecutor | None = None
@@ -307,6 +310,7 @@ class Writer:
             if self._thread.is_alive():
                 self.flush()
             self._drop_heartbeats()
+            self._refresh_catalog()
         finally:
             with self._cv:
                 self._closing = True
@@ -328,6 +332,15 @@ class Writer:
                 self.index.write(lambda txn: [txn.delete_heartbeat(run_id) for run_id in runs])
             except (StepLogError, OSError):
                 pass   # a heartbeat left behind goes stale (60 s): the run then reads as crashed
+
+    def _refresh_catalog(self) -> None:
+        """A new catalog snapshot when enough changed (engine.catalog.refresh)."""
+        from .catalog import refresh
+
+        try:
+            refresh(self.index)
+        except (StepLogError, OSError):
+            pass   # derived state: readers read the change log, or the records, instead
 
     def _check_usable(self) -> None:
         if self._closing:
@@ -403,13 +416,17 @@ class Writer:
             work = flushplan.plan(groups, self.block_points, SUMMARY_BLOCK_ROWS)
             encoding = self._start_encoding(work)
             rollups = self._batch_rollups(groups)   # on this thread, while the pool encodes
+            found = flushplan.aggregates(groups)
             encoded = self._encoded(work, encoding)
             with self.segment_lock:
                 segment, start, blocks = self._append_blocks(groups, work, encoded)
+                found = self._placed_aggregates(groups, found, blocks)
 
                 def commit(txn: IndexWriter) -> None:
                     before = txn.add_blocks(segment.segment_id, blocks, segment.size)
                     self._fold_rollups(txn, groups, rollups, before, {block.seq for block in blocks})
+                    for run_id, series_id, aggregates in found:
+                        txn.merge_aggregates(run_id, series_id, aggregates)
 
                 with self.publish_lock:
                     try:
@@ -439,6 +456,9 @@ class Writer:
         if time.monotonic() >= self._next_seal:
             self._next_seal = time.monotonic() + self.flush_interval
             self.seal_all()  # make buffered points visible to other processes
+        if time.monotonic() >= self._next_catalog:
+            self._next_catalog = time.monotonic() + CATALOG_SECONDS
+            self._refresh_catalog()
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
             runs, beat = list(self.live_runs), Heartbeat.now()
@@ -450,7 +470,7 @@ class Writer:
 
     def _next_batch(self) -> list[Sealed] | None:
         """Pending items to write; [] when a timer is due; None to stop."""
-        deadline = min(self._next_seal, self._next_heartbeat)
+        deadline = min(self._next_seal, self._next_heartbeat, self._next_catalog)
         with self._cv:
             while True:
                 if self._closing:
@@ -516,6 +536,24 @@ class Writer:
             offset += len(data)
         segment.append(head + b"".join(encoded))
         return segment, start, blocks
+
+    def _placed_aggregates(self, groups: list[flushplan.SeriesPoints], found: dict,
+                           blocks: list[NewBlock]) -> list[tuple[bytes, int, Aggregates]]:
+        """(run_id, series_id, aggregates) of each scalar series of the flush, each chosen
+        point's position replaced by the block_seq of its chunk: a series' points fill
+        its blocks of block_points in order, or are one pack member."""
+        seqs: dict[int, list[int]] = {}
+        for block in blocks:
+            seqs.setdefault(block.series_id, []).append(block.seq)
+        per_block = self.block_points
+        placed = []
+        for group in groups:
+            series_id = group.series.series_id
+            if series_id in found:
+                mine = seqs[series_id]
+                placed.append((group.series.key.run_id, series_id, aggregates.placed(
+                    found[series_id], lambda pos, mine=mine: mine[min(pos // per_block, len(mine) - 1)])))
+        return placed
 
     def _reserve_seqs(self, n: int) -> int:
         """The first of ``n`` block_seqs for this writer's next commit. They are reserved

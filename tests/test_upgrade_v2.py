@@ -1,5 +1,5 @@
 """A version-2 store (tests/fixtures/store-v2, made by make_store_v2.py with the
-version-2 code) opens upgraded to version 3, reads back what was logged, verifies
+version-2 code) opens upgraded to the current version, reads back what was logged, verifies
 clean and survives repair."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_v2_store_opens_upgraded_and_reads_back(v2):
     assert all(before["rollups"].get(sid) for sid, n in before["counts"].items() if n)   # v2: every scalar series
     check(path, ids)
     after = index_state(path)
-    assert after["version"] == FORMAT_VERSION == 3
+    assert after["version"] == FORMAT_VERSION == 4
     assert [sid for sid in after["rollups"]] == [sid for sid, n in after["counts"].items() if n >= ROLLUP_MIN_POINTS]
     assert set(after["heartbeat_keys"]) <= {28}
     layout = StoreLayout(str(path))
