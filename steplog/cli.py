@@ -1,45 +1,62 @@
-"""The command line: ``steplog demo | bench | verify | repair``."""
+"""The command line: ``steplog ls | show | read | plot | sql | export | import | verify |
+repair | demo | bench | warm-up`` (also ``python -m steplog``).
+
+Exit codes: 0 done, 1 failed (``steplog: error: ...`` on stderr, no traceback), 2 a
+usage error (argparse's). verify keeps its own: 1 damage found, 2 not a store.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+
+from .commands import COMMANDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="steplog", description="steplog: a store for experiment metrics",
+                                     epilog="example:\n  steplog ls runs.steplog --columns params.lr,metrics.loss.min\n\n"
+                                            "`steplog COMMAND --help` shows a command's options and an example.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"steplog {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
+    args = build_parser().parse_args(argv)
+    from .engine.errors import StepLogError
 
-    parser = argparse.ArgumentParser(prog="steplog", description="steplog: a store for experiment metrics")
-    parser.add_argument("--version", action="version", version=f"steplog {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="simulate a hyper-parameter sweep, then query it")
-    demo.add_argument("--store", default="demo.steplog", help="store directory (replaced if it holds a demo)")
-    demo.add_argument("--points", type=_positive_int, default=12_000_000, help="points to log in all (about)")
-    bench = sub.add_parser("bench", help="measure ingest, size and read figures")
-    bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    verify = sub.add_parser("verify", help="check every index value and every block; exit 1 if any is damaged")
-    verify.add_argument("path", help="store directory")
-    repair = sub.add_parser("repair", help="rebuild the index from the segments (no process may use the store)")
-    repair.add_argument("path", help="store directory")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import run_demo
-
-        return run_demo(args.store, args.points)
-    if args.command == "bench":
-        from .bench import run_bench
-
-        return run_bench(quick=args.quick)
-    from .verify import run_repair, run_verify
-
-    return run_verify(args.path) if args.command == "verify" else run_repair(args.path)
+    try:
+        return args.handler(args)
+    except StepLogError as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:   # `steplog ls | head`: the reader left; not an error of ours
+        _quiet_stdout()
+        return 0
+    except OSError as exc:   # an output file that cannot be written, a full disk
+        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
+    except KeyboardInterrupt:
+        return 130
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _fail(message: str) -> int:
+    sys.stdout.flush()
+    print(f"steplog: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,14 @@ def curves(params: dict, steps: np.ndarray, rng: np.random.Generator) -> dict[st
     return {"loss": loss.astype(np.float64), "accuracy": accuracy.astype(np.float64), "lr": lr}
 
 
+_logged = None   # in a trial process: the shared count of points logged, for the progress bar
+
+
+def _share_count(count) -> None:
+    global _logged
+    _logged = count
+
+
 def trial(path: str, params: dict, steps_per_trial: int, seed: int) -> tuple[str, int]:
     """One trial in its own process: log_batch per chunk of steps, an eval point per EVAL_EVERY."""
     rng = np.random.default_rng(seed)
@@ -48,6 +56,9 @@ def trial(path: str, params: dict, steps_per_trial: int, seed: int) -> tuple[str
                     run.log("loss", float(curves(params, np.array([step]), rng)["loss"][0]) + 0.05,
                             step=int(step), context={"subset": "val"})
                     points += 1
+                if _logged is not None:
+                    with _logged.get_lock():
+                        _logged.value += 3 * len(steps)
             return run.id, points
 
 
@@ -66,6 +77,18 @@ def warm_up(path: str) -> None:
         print(f"compiled the numba kernels in {time.perf_counter() - began:.0f} s (cached from now on)")
 
 
+def run_trials(path: str, steps_per_trial: int, progress=None) -> list[tuple[str, int]]:
+    """Every trial in a process of its own; (run id, points) of each, in TRIALS order."""
+    context = multiprocessing.get_context("spawn")
+    logged = context.Value("q", 0) if progress is not None else None
+    with context.Pool(len(TRIALS), initializer=_share_count, initargs=(logged,)) as pool:
+        pending = pool.starmap_async(trial, [(path, p, steps_per_trial, i) for i, p in enumerate(TRIALS)])
+        while progress is not None and not pending.ready():
+            progress(logged.value, 3 * steps_per_trial * len(TRIALS))
+            pending.wait(0.1)
+        return pending.get()
+
+
 def _rate(per_second: float) -> str:
     if per_second >= 1e6:
         return f"{per_second / 1e6:.1f} M points/s"
@@ -76,7 +99,8 @@ def store_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
 
-def run_demo(path: str, total_points: int) -> int:
+def run_demo(path: str, total_points: int, progress=None) -> int:
+    """The demo; ``progress(done, total)`` (optional) is called as the trials log."""
     if os.path.exists(path):
         if not os.path.exists(os.path.join(path, MARKER)):
             print(f"{path} exists and is not a demo store; choose another --store")
@@ -89,8 +113,7 @@ def run_demo(path: str, total_points: int) -> int:
           f"3 metrics per step, into {path}")
     warm_up(path)
     started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(len(TRIALS)) as pool:
-        results = pool.starmap(trial, [(path, p, steps_per_trial, i) for i, p in enumerate(TRIALS)])
+    results = run_trials(path, steps_per_trial, progress)
     elapsed = time.perf_counter() - started
     points = sum(n for _, n in results)
     print(f"ingest: {points:,} points in {elapsed:.1f} s = {_rate(points / elapsed)} "

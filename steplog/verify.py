@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 from .engine.errors import FormatVersionError, StepLogError
 from .engine.layout import StoreLayout
@@ -20,20 +21,25 @@ CHILD = "import sys; from steplog.verify import verify_here; sys.exit(verify_her
 
 
 def run_verify(path: str) -> int:
+    """Verify in a child process, printing its lines as they come."""
     if not os.path.isdir(StoreLayout(path).index_dir):
         print(f"{path}: not a steplog store (no index/; `steplog repair` rebuilds one from segments/)")
         return 2
-    child = subprocess.run([sys.executable, "-c", CHILD, path], capture_output=True, text=True)
-    lines = child.stdout.splitlines()
-    for line in lines:
-        print(line)
+    with tempfile.TemporaryFile("w+") as errors:   # a file, not a pipe: a long stderr cannot stall the child
+        child = subprocess.Popen([sys.executable, "-c", CHILD, path], stdout=subprocess.PIPE, stderr=errors,
+                                 text=True)
+        with child:
+            for line in child.stdout:
+                print(line, end="", flush=True)
+        errors.seek(0)
+        stderr = errors.read()
     if child.returncode < 0:
         name = signal.Signals(-child.returncode).name
         print(f"DAMAGED {StoreLayout(path).index_dir}: the index reader died of {name} (LMDB found the index "
               "damaged); `steplog repair` rebuilds it from the segments")
         return 1
     if child.returncode not in (0, 1, 2):
-        print(child.stderr[-2000:], end="")
+        print(stderr[-2000:], end="")
         print(f"verify failed (exit {child.returncode})")
         return 1
     return child.returncode

@@ -1,0 +1,192 @@
+"""What the commands print: tables for people, CSV / JSON lines / Parquet for programs,
+and progress bars.
+
+A table on a terminal is drawn by rich and fits its width; anywhere else (a pipe, a
+file) it is plain text aligned with spaces, with no escape codes. Progress bars go to
+stderr, only when stderr is a terminal and the command was not given ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import sys
+from typing import Callable, Iterator, Sequence
+
+Progress = Callable[[int, "int | None"], None]   # progress(done, total)
+SCREEN_ROWS = 40   # a table of more rows shows its first and last SCREEN_ROWS / 2
+
+
+def is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):   # no isatty, or closed
+        return False
+
+
+def cell(value) -> str:
+    """A value as a person reads it in a table cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)   # nan, inf, -inf
+    if isinstance(value, datetime.datetime):
+        return local_time(value)
+    if isinstance(value, datetime.timedelta):
+        return duration(value.total_seconds())
+    return str(value)
+
+
+def local_time(value: datetime.datetime, zone: bool = False) -> str:
+    """A timestamp in this machine's time zone, to the second (as ``git log`` shows it)."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %z" if zone else "%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: 0.42s, 12.3s, 4m05s, 2h07m, 3d04h."""
+    if seconds < 60:
+        return f"{seconds * 1e3:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours == 0:
+        return f"{minutes}m{secs:02d}s"
+    days, hours = divmod(hours, 24)
+    return f"{hours}h{minutes:02d}m" if days == 0 else f"{days}d{hours:02d}h"
+
+
+def screen_rows(table) -> list[list[str]]:
+    """The cells of an Arrow table's rows as a screen shows them: all, or the first and
+    last SCREEN_ROWS / 2 around a row of "..."; times to the microsecond, floats to 9 digits."""
+    half = SCREEN_ROWS // 2
+    if table.num_rows <= SCREEN_ROWS:
+        return [_row_cells(row) for row in table.to_pylist()]
+    head = [_row_cells(row) for row in table.slice(0, half).to_pylist()]
+    tail = [_row_cells(row) for row in table.slice(table.num_rows - half).to_pylist()]
+    return head + [["..."] * table.num_columns] + tail
+
+
+def _row_cells(row: dict) -> list[str]:
+    return [v.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime.datetime) else
+            f"{v:.9g}" if isinstance(v, float) and math.isfinite(v) else cell(v) for v in row.values()]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] = frozenset(),
+                stream=None) -> None:
+    """Rows of cells (strings) under headers; columns whose index is in ``right`` are
+    aligned right (numbers)."""
+    stream = stream or sys.stdout
+    if is_terminal(stream):
+        _rich_table(headers, rows, right, stream)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        stream.write("  ".join(cells).rstrip() + "\n")
+
+
+def print_arrow(table, stream=None) -> None:
+    """An Arrow table for people: its columns, aligned right, and the rows of ``screen_rows``."""
+    stream = stream or sys.stdout
+    print_table(table.column_names, screen_rows(table), right=set(range(table.num_columns)), stream=stream)
+    if table.num_rows > SCREEN_ROWS:
+        stream.write(f"{table.num_rows:,} rows (--format csv writes them all)\n")
+
+
+def _rich_table(headers, rows, right, stream) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for i, header in enumerate(headers):   # one line a row; too wide a column ends in an ellipsis
+        table.add_column(Text(header), justify="right" if i in right else "left", no_wrap=True,
+                         overflow="ellipsis", min_width=min(len(header), 8))
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))   # Text: a value holding [brackets] is no markup
+    Console(file=stream, highlight=False).print(table)
+
+
+def emit(table, fmt: str, output: str | None) -> None:
+    """An Arrow table in ``fmt`` ("table" for people, or a ``write_table`` format), to
+    ``output`` or stdout."""
+    if fmt != "table":
+        write_table(table, fmt, output)
+    elif output is None:
+        print_arrow(table)
+    else:
+        with open(output, "w") as stream:
+            print_arrow(table, stream)
+
+
+def write_table(table, fmt: str, output: str | None) -> None:
+    """Write an Arrow table as csv, json (JSON lines) or parquet, to ``output`` or stdout.
+
+    JSON lines: one object per row; timestamps as ISO 8601 text, durations in seconds,
+    NaN and infinities as NaN, Infinity and -Infinity (Python's json, pandas and
+    DuckDB read them back)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output)
+        return
+    with _opened(output) as stream:
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(table, stream)
+        else:
+            for batch in table.to_batches(max_chunksize=65536):
+                stream.write(b"".join((json.dumps(row, default=_json_value) + "\n").encode()
+                                      for row in batch.to_pylist()))
+        stream.flush()
+
+
+@contextlib.contextmanager
+def _opened(output: str | None):
+    if output is None:
+        yield sys.stdout.buffer
+    else:
+        with open(output, "wb") as stream:
+            yield stream
+
+
+def _json_value(value):
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, quiet: bool = False, counted: bool = True) -> Iterator[Progress | None]:
+    """A bar on stderr, gone when the work ends; yields the ``progress(done, total)``
+    callback to hand to the work, or None (no bar) when quiet or stderr is no terminal.
+    ``counted`` False: a spinner with the time spent, for work that tells no progress."""
+    if quiet or not is_terminal(sys.stderr):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    if counted:
+        columns[2:2] = [BarColumn(), MofNCompleteColumn()]
+        columns.append(TimeRemainingColumn())
+    # stdout lines go above the bar when both are this terminal; redirected, they stay in their file
+    with Progress(*columns, console=Console(stderr=True), transient=True,
+                  redirect_stdout=is_terminal(sys.stdout), redirect_stderr=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

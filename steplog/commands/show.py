@@ -1,0 +1,91 @@
+"""``steplog show PATH RUN``: one run: its record, params, tags and series."""
+
+from __future__ import annotations
+
+import json
+
+from ._parsing import add_command
+
+SERIES_COLUMNS = ("metric", "context", "kind", "count", "step_min", "step_max", "last")
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "show", "show a run: params, tags, status, times and its series",
+                    "steplog show runs.steplog 3f2a9c41\nsteplog show runs.steplog 3f2a9c41 --format json | jq .params")
+    p.add_argument("path", help="store directory")
+    p.add_argument("run", help="run id, or a unique prefix of one")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from ._runs import RunIds, open_store
+
+    with open_store(args.path) as store:
+        runs = store.runs()
+        ids = RunIds.of(store, runs)
+        run_id = ids.resolve(args.run)
+        import pyarrow.compute as pc
+
+        row = runs.filter(pc.equal(runs.column("id"), run_id)).to_pylist()[0]
+        series = _series(store, run_id)
+    record = _record(row)
+    if args.format == "json":
+        print(json.dumps({**record, "series": series}, default=str, indent=2))
+    else:
+        _print(record, series)
+    return 0
+
+
+def _record(row: dict) -> dict:
+    """The runs-table row of a run, its params and tags as {flattened key: value}."""
+    record = {k: row[k] for k in ("id", "experiment", "name", "parent", "status", "start_time", "end_time")}
+    for group in ("params", "tags"):
+        values = {}
+        for key, value in row.items():
+            prefix, _, name = key.partition(".")
+            if value is not None and prefix in (group, f"{group}_text"):
+                values[name] = value
+        record[group] = dict(sorted(values.items()))
+    return record
+
+
+def _series(store, run_id: str) -> list[dict]:
+    """The run's series; ``last`` from the store's metrics() when it has the column,
+    else from a one-bucket read of each scalar series."""
+    table = store.metrics(run_id)
+    rows = table.to_pylist()
+    for row in rows:
+        if "last" not in row:
+            row["last"] = None
+            if row["kind"] == "scalar" and row["count"]:
+                context = json.loads(row["context"]) if row["context"] else None
+                bucket = store.read(run_id, row["metric"], context=context, buckets=1).to_pylist()
+                row["last"] = bucket[0]["last"] if bucket else None
+    return [{k: row.get(k) for k in SERIES_COLUMNS} for row in rows]
+
+
+def _print(record: dict, series: list[dict]) -> None:
+    from ._console import cell, duration, local_time, print_table
+
+    start, end = record["start_time"], record["end_time"]
+    lines = [("run", record["id"]), ("experiment", record["experiment"]), ("name", record["name"]),
+             ("parent", record["parent"]), ("status", record["status"]),
+             ("started", local_time(start, zone=True) if start else None),
+             ("ended", local_time(end, zone=True) if end else None),
+             ("duration", duration((end - start).total_seconds()) if start and end else None)]
+    for label, value in lines:
+        if value is not None:
+            print(f"{label:<11} {value}")
+    for group in ("params", "tags"):
+        values = record[group]
+        print(f"\n{group} ({len(values)})")
+        width = max((len(k) for k in values), default=0)
+        for key, value in values.items():
+            print(f"  {key:<{width}}  {cell(value)}")
+    print(f"\nseries ({len(series)})")
+    if series:
+        print_table(["metric", "context", "kind", "count", "steps", "last"],
+                    [[s["metric"], s["context"] or "", s["kind"], f"{s['count']:,}",
+                      "" if s["step_min"] is None else f"{s['step_min']}..{s['step_max']}", cell(s["last"])]
+                     for s in series], right={3, 5})

@@ -1,0 +1,121 @@
+"""Plots of a metric over runs: for each run a band from the min to the max of every
+bucket and a line through the bucket means, runs overlaid with a legend (the ``plot``
+extra: matplotlib, imported here only).
+
+    import steplog, steplog.plot
+    with steplog.open("runs.steplog", mode="r") as store:
+        steplog.plot.plot(store, [run_a, run_b], "loss", "loss.png", buckets=1000, logy=True)
+
+The band comes from ``Store.read(buckets=N)``, whose min and max are exact over the
+raw points, so a spike in a 100 M-point series shows however few pixels it gets.
+Drawing uses matplotlib's object API (``Figure``, no pyplot): it leaves the caller's
+backend and figures alone, and needs no display.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+X_AXES = ("step", "time", "relative")
+SIZE_INCHES = (10, 5.5)
+DPI = 100
+BAND_ALPHA = 0.25
+SPARSE = 3   # a curve of fewer points gets markers: a lone point draws no line
+
+
+def plot(store, runs: list[str], metric: str, output: str, *, context: dict | None = None, buckets: int = 1000,
+         x: str = "step", logy: bool = False, labels: dict[str, str] | None = None,
+         title: str | None = None) -> None:
+    """Draw ``metric`` (under ``context``) of the runs ``runs`` (full run ids) into the
+    file ``output``; its extension chooses the format (png, svg, pdf, ...).
+
+    Each run is one ``store.read(run, metric, context=context, buckets=buckets, x=x)``:
+    x "step", "time" (wall clock, UTC) or "relative" (time since the run started).
+    ``labels`` maps run ids to legend text; by default a run's name, with its id's
+    first 8 digits where runs share a name, or those digits alone for a run without one.
+    NaN and infinite values leave gaps; with ``logy`` so do values <= 0. A run without
+    the series raises NotFoundError, as ``Store.read`` does."""
+    from matplotlib.figure import Figure
+
+    if x not in X_AXES:
+        from .engine.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("x", f"must be one of {X_AXES}, got {x!r}")
+    tables = {run_id: store.read(run_id, metric, context=context, buckets=buckets, x=x) for run_id in runs}
+    labels = labels or run_labels(store, runs)
+    figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    unit = _time_unit(tables.values()) if x == "relative" else None
+    for run_id, table in tables.items():
+        xs, low, high, mean = _curve(table, x, unit)
+        (line,) = axes.plot(xs, mean, linewidth=1.2, label=labels.get(run_id, run_id[:8]),
+                            marker="o" if len(xs) < SPARSE else None, markersize=3)
+        axes.fill_between(xs, low, high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+    if logy:
+        axes.set_yscale("log", nonpositive="mask")
+    if not any(t.num_rows for t in tables.values()):
+        axes.text(0.5, 0.5, "no points", transform=axes.transAxes, ha="center", va="center")
+    axes.set_xlabel({"step": "step", "time": "time (UTC)"}.get(x) or f"time since the run started ({unit[0]})")
+    axes.set_ylabel(metric)
+    axes.set_title(title or f"{metric}{_context_text(context)}: mean per bucket, band from min to max")
+    axes.grid(True, alpha=0.3)
+    if tables:
+        axes.legend(fontsize="small", ncols=1 + len(tables) // 13)
+    figure.savefig(output)
+
+
+def run_labels(store, runs: list[str]) -> dict[str, str]:
+    """Legend text for each run id, from the store's run names (see ``labels_for``)."""
+    table = store.runs()
+    return labels_for(runs, dict(zip(table.column("id").to_pylist(), table.column("name").to_pylist())))
+
+
+def labels_for(runs: list[str], names: dict, short: int = 8) -> dict[str, str]:
+    """A run's name; "name (id prefix)" where shown runs share the name; the prefix for
+    a run without a name."""
+    shared = [names.get(r) for r in runs]
+    return {r: (f"{names[r]} ({r[:short]})" if shared.count(names[r]) > 1 else names[r]) if names.get(r)
+            else r[:short] for r in runs}
+
+
+def _curve(table, x: str, unit) -> tuple:
+    """Bucket midpoints and the min, max and mean columns, NaN where not finite."""
+    if x == "time":
+        start, end = (table.column(f"time_{side}").to_numpy() for side in ("start", "end"))
+        xs = start + (end - start) // 2   # datetime64 (UTC), which matplotlib draws as dates
+    else:
+        start, end = (_int64(table.column(f"{x}_{side}")) for side in ("start", "end"))
+        xs = start / 2 + end / 2   # in float64: no int64 overflow at the ends of the axis
+        if unit is not None:
+            xs = xs / unit[1]
+    return (xs,) + tuple(_finite(table.column(name).to_numpy()) for name in ("min", "max", "mean"))
+
+
+def _int64(column) -> np.ndarray:
+    """Steps, or durations as nanoseconds."""
+    import pyarrow as pa
+
+    if pa.types.is_duration(column.type):
+        column = column.cast(pa.duration("ns"))
+    return column.cast(pa.int64()).to_numpy().astype(np.float64)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _time_unit(tables) -> tuple[str, float]:
+    """Seconds, minutes or hours (and nanoseconds in one), whichever keeps the longest
+    run's axis readable."""
+    longest = max((_int64(t.column("relative_end")).max() for t in tables if t.num_rows), default=0.0)
+    for name, size in (("h", 3600e9), ("min", 60e9)):
+        if longest >= 2 * size:
+            return name, size
+    return "s", 1e9
+
+
+def _context_text(context: dict | None) -> str:
+    if not context:
+        return ""
+    return " {" + ", ".join(f"{k}={v}" for k, v in context.items()) + "}"
