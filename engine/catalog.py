@@ -144,10 +144,9 @@ def _tables(records: list[dict], params: list, series: list) -> tuple:
 
 
 def _aggregate_field(found: Aggregates, name: str):
-    value = getattr(found, name)
-    if name in ("min", "min_step", "max", "max_step") and not found.min_seq:
-        return None   # every value NaN: no min or max point
-    return value
+    if name in ("min_step", "max_step") and not found.min_seq:
+        return None   # every value NaN: min and max are NaN, at no step
+    return getattr(found, name)
 
 
 def _rows_of(txn: IndexReader, run_ids, first_row: int, aggregates_of=None) -> tuple:

@@ -137,13 +137,32 @@ SERIES_KINDS = {1: "scalar", 2: "tensor"}
 
 
 def series_table(rows: list) -> pa.Table:
-    """rows: (metric name, context JSON, kind, SeriesInfo)."""
+    """rows: (metric name, context JSON, kind, SeriesInfo, engine.aggregates.Aggregates
+    or None): the table of ``Store.metrics``."""
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
-    return pa.table({
+    columns = {
         "metric": pa.array([r[0] for r in rows], pa.string()),
         "context": pa.array([r[1] or None for r in rows], pa.string()),
         "kind": pa.array([SERIES_KINDS[r[2]] for r in rows], pa.string()),
         "count": pa.array([r[3].count for r in rows], pa.int64()),
         "step_min": pa.array([r[3].step_min if r[3].count else None for r in rows], pa.int64()),
         "step_max": pa.array([r[3].step_max if r[3].count else None for r in rows], pa.int64()),
-    })
+    }
+    found = [r[4] for r in rows]
+    for name, kind in AGGREGATE_FIELDS:
+        columns[name] = pa.array([_aggregate(a, name) for a in found], kind)
+    return pa.table(columns)
+
+
+AGGREGATE_FIELDS = [("nan_count", pa.int64()), ("first", pa.float64()), ("first_step", pa.int64()),
+                    ("last", pa.float64()), ("last_step", pa.int64()), ("min", pa.float64()),
+                    ("min_step", pa.int64()), ("max", pa.float64()), ("max_step", pa.int64()),
+                    ("mean", pa.float64())]
+
+
+def _aggregate(found, name: str):
+    """One field of a series' aggregates (None: tensor series; the steps of min and max
+    when every value is NaN)."""
+    if found is None or (name in ("min_step", "max_step") and not found.min_seq):
+        return None
+    return getattr(found, name)

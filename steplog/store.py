@@ -33,10 +33,11 @@ from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_
 from .query import read as _read
 from .query.downsample import empty_table as empty_bucket_table
 from .query.reader import X_AXES, SeriesReader
-from .query.runs import runs_table, series_table
+from .query.runs import RUN_COLUMNS, series_table
 from .run import Run, exit_status
 
 DURABILITY = ("fsync", "commit", "none")
+_UNFLUSHED_SEQ = 1 << 62   # block_seqs of the points not flushed yet, for their aggregates: after every stored one
 MODES = ("a", "r")
 _time_ns = _time.time_ns
 _open_stores: "set[Store]" = set()   # kept until closed: a dropped handle is still flushed at exit
@@ -132,6 +133,8 @@ class _Shared:
         self.options = options
         self.handles = 0
         self.pid = os.getpid()
+        self.catalog_lock = threading.Lock()
+        self.catalog_view = None   # query.catalog.CatalogView, kept between queries
 
     @classmethod
     def open(cls, layout: StoreLayout, mode: str, options: tuple) -> "_Shared":
@@ -317,15 +320,171 @@ class Store:
         self._writer.live_runs.discard(run_id)
         self._runs.pop(run_id, None)
 
-    def runs(self) -> pa.Table:
-        """One row per run: id, experiment, name, parent, status, times, params.*, tags.*."""
+    def runs(self, where: str | None = None, order_by=None, limit: int | None = None,
+             experiment: "str | Iterable[str] | None" = None) -> pa.Table:
+        """One row per run: id, experiment, name, parent, status, times, params.*, tags.*
+        (query/runs.py types them), ordered by start time unless ``order_by``.
+
+        where: a filter (query/search.py: ``"params.lr < 0.01 and metrics.val_loss.min
+        < 0.2"``); order_by: "<name> [ASC|DESC]" or a list of them; limit: at most this
+        many rows; experiment: a name or a list of names (NotFoundError, with the closest
+        names, for one the store does not hold). Metric values are those of the flushed
+        points: ``Run.flush()`` makes a run's latest count. With any of these, param and
+        tag columns that no selected run holds are left out.
+        Repeated calls are fast: the catalog is kept and brought up to date from the
+        index's change log, so every committed change of every process is seen."""
         self._check_open()
+        view, table, rows = self._select_runs(where, order_by, limit, experiment)
+        if rows is None:
+            return table
+        picked = table.take(pa.array(rows, pa.int64()))
+        fixed = {name for name, _ in RUN_COLUMNS}
+        return picked.select([name for name in picked.column_names
+                              if name in fixed or picked.column(name).null_count < picked.num_rows])
+
+    def series(self, where: str | None = None, experiment: "str | Iterable[str] | None" = None,
+               runs: "Iterable[str] | None" = None) -> pa.Table:
+        """One row per series of the selected runs (``where`` and ``experiment`` as in
+        ``runs()``; ``runs``: run ids), by run (start time), metric and context: run_id,
+        metric, context (JSON text, null for none), kind ("scalar" or "tensor"), count,
+        nan_count, step_min, step_max, first, first_step, last, last_step, min, min_step,
+        max, max_step, mean, over the flushed points, from the kept aggregates (no point
+        is decoded). min and max skip NaN (NaN, at a null step, when every value is
+        NaN); mean = sum of the non-NaN values / their count. Tensor series have counts
+        and steps only."""
+        self._check_open()
+        view, table, rows = self._select_runs(where, None, None, experiment)
+        if runs is not None:
+            wanted = [self._run_id_arg(r, "runs").hex() for r in _list_arg(runs, "runs")]
+            ids = table.column("id").to_pylist()
+            at = {run_id: i for i, run_id in enumerate(ids)}
+            missing = [r for r in wanted if r not in at]
+            if missing:
+                raise NotFoundError("runs: no run " + ", ".join(missing))
+            chosen = np.array(sorted({at[r] for r in wanted}), np.int64)
+            rows = chosen if rows is None else np.intersect1d(rows, chosen)
+        return view.series_table(rows)
+
+    def analytics(self, where: str | None = None, metrics: "Iterable[str] | None" = None,
+                  aggs: Iterable[str] = ("last", "min", "max", "mean", "count"),
+                  contexts: "Iterable[dict] | None" = None, params: "Iterable[str] | None" = None,
+                  experiment: "str | Iterable[str] | None" = None) -> pa.Table:
+        """One row per selected run (``where``, ``experiment`` as in ``runs()``): id,
+        experiment, name, status, start_time, end_time, the params (all, or the keys
+        ``params`` names, "lr" or "params.lr"), then a column per series and aggregate,
+        named ``val_loss.min`` (``loss{subset=val}.min`` for a series with a context);
+        min and max also get ``.min_step`` / ``.max_step``. aggs: of last, first, min,
+        max, mean, count, sum, nan_count. metrics: names (None: every scalar metric of
+        the selected runs); contexts: context dicts to keep ({} is no context; None:
+        every one). From the kept aggregates of the flushed points; no point is decoded.
+        Null where a run has no such series. A metric no selected run holds raises
+        NotFoundError with the closest names; an unknown aggregate InvalidArgumentError."""
+        import pyarrow.compute as pc
+
+        from .query.catalog import AGGS, context_label
+
+        self._check_open()
+        aggs = _list_arg(aggs, "aggs")
+        unknown = [a for a in aggs if a not in AGGS]
+        if unknown or not aggs:
+            raise InvalidArgumentError("aggs", f"unknown aggregate {unknown[0]!r}; one of {', '.join(AGGS)}"
+                                       if unknown else "name at least one aggregate")
+        names = None if metrics is None else [_args.lookup_name_arg(m, "metrics") for m in _list_arg(metrics, "metrics")]
+        wanted_contexts = None if contexts is None else {_args.context_arg(c, limits=False)
+                                                         for c in _list_arg(contexts, "contexts")}
+        keep = None if params is None else [p if p.startswith("params.") else f"params.{p}"
+                                            for p in (_args.lookup_name_arg(p, "params")
+                                                      for p in _list_arg(params, "params"))]
+        view, table, rows = self._select_runs(where, None, None, experiment)
+        rows = np.arange(table.num_rows, dtype=np.int64) if rows is None else rows
+        take = pa.array(rows, pa.int64())
+        picked = table.take(take)
+        columns = {name: picked.column(name) for name in ("id", "experiment", "name", "status", "start_time",
+                                                         "end_time")}
+        for name in picked.column_names:
+            root = name.split(".", 1)[0]
+            if root in ("params", "params_text") and (keep is None or name in keep
+                                                       or name.replace("params_text.", "params.", 1) in keep):
+                columns[name] = picked.column(name)
+        series = view.series_table(rows)
+        scalar = series.filter(pc.equal(series.column("kind"), "scalar"))
+        held = sorted(set(zip(scalar.column("metric").to_pylist(), scalar.column("context").to_pylist())),
+                      key=lambda p: (p[0], p[1] or ""))
+        if names is not None:
+            missing = [n for n in names if n not in {m for m, _ in held}]
+            if missing:
+                raise NotFoundError(f"metrics: no selected run holds a metric {missing[0]!r}"
+                                    f"{_did_you_mean(missing[0], [m for m, _ in held])}")
+            held = [p for p in held if p[0] in names]
+        if wanted_contexts is not None:
+            held = [p for p in held if (p[1] or "") in wanted_contexts]
+        for name, context in held:
+            stem = context_label(name, context)
+            for agg in aggs:
+                columns[f"{stem}.{agg}"] = view.metric_column(name, context or "", agg).take(take)
+                if agg in ("min", "max"):
+                    columns[f"{stem}.{agg}_step"] = view.metric_column(name, context or "", f"{agg}_step").take(take)
+        return pa.table(columns)
+
+    def _select_runs(self, where, order_by, limit, experiment):
+        """(catalog view, the runs table, the rows selected in it or None for all)."""
+        import pyarrow.compute as pc
+
+        from .query.search import parse_filter, parse_order_by, select
+
+        filt, order = parse_filter(where), parse_order_by(order_by)
+        experiments = None if experiment is None else [
+            _args.lookup_name_arg(e, "experiment")
+            for e in ([experiment] if isinstance(experiment, str) else _list_arg(experiment, "experiment"))]
         with self._index.read() as txn:
-            return runs_table(list(txn.runs()), txn.heartbeats())
+            view = self._catalog_view(txn)
+            heartbeats = txn.heartbeats()
+            for name in experiments or ():
+                if txn.get_experiment(name) is None:
+                    held = [e["name"] for e in txn.experiments()]
+                    raise NotFoundError(f"experiment: no experiment {name!r}{_did_you_mean(name, held)}")
+        table = view.table(heartbeats)
+        if filt.keeps_all and not order and limit is None and experiments is None:
+            return view, table, None
+        subset = None
+        if experiments is not None:
+            subset = np.flatnonzero(np.asarray(pc.is_in(table.column("experiment"),
+                                                        value_set=pa.array(experiments, pa.string()))))
+
+        def columns(ref):
+            found = ([table.column(ref.key).combine_chunks()] if ref.kind == "attribute"
+                     and ref.key in table.column_names else view.columns(ref))
+            return found if subset is None else [a.take(pa.array(subset)) for a in found]
+
+        rows = select(filt, order, limit, columns, table.num_rows if subset is None else len(subset))
+        return view, table, rows if subset is None else subset[rows]
+
+    def _catalog_view(self, txn):
+        """The catalog as of ``txn``, kept by this process's handles of the store and
+        brought up to date from the change log (query/catalog.py)."""
+        from .engine.catalog import load, stored_aggregates
+        from .query.catalog import CatalogView
+
+        aggregates_of = None
+        if not txn.has_table("aggregates"):   # a version-3 index, read-only: decode the blocks
+            def aggregates_of(series_id):
+                return stored_aggregates(txn, self._segments, self._layout.segment_path, series_id)
+        shared = self._shared
+        with shared.catalog_lock:
+            view = shared.catalog_view
+            found = load(txn, None if view is None else view.catalog, aggregates_of)
+            if view is None or found is not view.catalog:
+                view = shared.catalog_view = CatalogView(found)
+            return view
 
     def metrics(self, run_id: str) -> pa.Table:
-        """The series of a run: metric, context, kind, count, step_min, step_max, over
-        the stored points and those this process logged and has not flushed yet."""
+        """The series of a run: metric, context, kind, count, step_min, step_max, then the
+        aggregates of ``series()`` (nan_count, first, first_step, last, last_step, min,
+        min_step, max, max_step, mean), over the stored points and those this process
+        logged and has not flushed yet."""
+        from .engine.aggregates import merge, of_points
+        from .engine.catalog import stored_aggregates
+
         self._check_open()
         key = self._existing_run(run_id)
         with self._writer.publish_lock:
@@ -334,19 +493,28 @@ class Store:
                       if k.run_id == key]
             unflushed = self._writer.unflushed_many(logged)
         with txn:
-            rows = {(name, context): (entry.kind, txn.series_info(entry.series_id))
-                    for entry, name, context in txn.run_series(key)}
+            rows = {}
+            for entry, name, context in txn.run_series(key):
+                info, found = txn.series_info(entry.series_id), None
+                if entry.kind == KIND_SCALAR and info.count:
+                    found = (txn.aggregates(entry.series_id) if txn.has_table("aggregates") else
+                             stored_aggregates(txn, self._segments, self._layout.segment_path, entry.series_id))
+                rows[(name, context)] = (entry.kind, info, found)
         for k, chunks in unflushed.items():
-            steps = [chunk[0] for chunk in chunks if len(chunk[0])]
-            if not steps:
+            chunks = [chunk for chunk in chunks if len(chunk[0])]
+            if not chunks:
                 continue
-            kind, info = rows.get((k.name, k.context), (self._writer.kind_of(k), None))
+            kind, info, found = rows.get((k.name, k.context), (self._writer.kind_of(k), None, None))
+            steps = [chunk[0] for chunk in chunks]
             count = sum(map(len, steps)) + (info.count if info else 0)
             lows, highs = [int(s.min()) for s in steps], [int(s.max()) for s in steps]
             if info and info.count:
                 lows.append(info.step_min), highs.append(info.step_max)
-            rows[(k.name, k.context)] = (kind, SeriesCounts(count, min(lows), max(highs)))
-        return series_table([(name, context, kind, info) for (name, context), (kind, info) in rows.items()])
+            if kind == KIND_SCALAR:   # written after every stored point: numbered past them
+                for i, chunk in enumerate(chunks):
+                    found = merge(found, of_points(chunk[0], chunk[2], lambda _, i=i: _UNFLUSHED_SEQ + i))
+            rows[(k.name, k.context)] = (kind, SeriesCounts(count, min(lows), max(highs)), found)
+        return series_table([(name, context, *row) for (name, context), row in rows.items()])
 
     # -- reads -------------------------------------------------------------------------
 
