@@ -34,10 +34,12 @@ AGGREGATES = ("last", "first", "min", "max", "mean", "count")
 # MLflow's attribute names (and steplog's own column names) -> steplog's run columns.
 ATTRIBUTES = {"run_id": "id", "id": "id", "run_uuid": "id",
               "run_name": "name", "name": "name",
-              "status": "status", "start_time": "start_time", "end_time": "end_time",
+              "run name": "name", "status": "status", "start_time": "start_time", "created": "start_time",
+              "end_time": "end_time",
               "experiment_id": "experiment", "experiment": "experiment",
               "parent": "parent", "parent_run_id": "parent"}
 TIME_ATTRIBUTES = ("start_time", "end_time")
+_ATTRIBUTE_LIST = ", ".join(sorted(name for name in ATTRIBUTES if " " not in name))
 
 _PREFIXES = {"params": "param", "param": "param", "parameter": "param", "parameters": "param",
              "metrics": "metric", "metric": "metric",
@@ -419,11 +421,11 @@ class _Parser:
             literals = self.literal_list(op)
         else:
             literals = [self.literal(op)]
+        if ref.kind == "attribute" and ref.key in TIME_ATTRIBUTES and op in _LIKES:
+            self.fail(f"{op.upper()} needs text; {ref} is a time", op_at)
         for lit, at in literals:
             self.check_literal(ref, op, lit, at)
         literals = [self.convert(ref, lit, at) for lit, at in literals]
-        if ref.kind == "attribute" and ref.key in TIME_ATTRIBUTES and op in _LIKES:
-            self.fail(f"{op.upper()} needs text; {ref} is a time", op_at)
         return _Clause(ref, op, literals, fold=ref == Ref("attribute", "status"))
 
     # ref := prefix '.' segment ('.' segment)* [context] ['.' aggregate] | attribute name
@@ -441,14 +443,16 @@ class _Parser:
             return self.prefixed(_PREFIXES[head], start)
         if head in ATTRIBUTES:
             return Ref("attribute", ATTRIBUTES[head])
+        if head in _PREFIXES:
+            self.fail(f"expected '.' and a name after {match.group()!r}")
         self.fail(f"unknown name {match.group()!r}: expected params., metrics., tags. or "
-                  f"attributes. before a name, or one of {', '.join(sorted(ATTRIBUTES))}", start)
+                  f"attributes. before a name, or one of {_ATTRIBUTE_LIST}", start)
 
     def prefixed(self, kind: str, start: int) -> Ref:
         segments = self.segments()
         if kind == "attribute":
-            if len(segments) > 1 or segments[0][1] or segments[0][0].lower() not in ATTRIBUTES:
-                self.fail(f"unknown attribute; one of {', '.join(sorted(ATTRIBUTES))}", segments[0][2])
+            if len(segments) > 1 or segments[0][0].lower() not in ATTRIBUTES:
+                self.fail(f"unknown attribute; one of {_ATTRIBUTE_LIST}", segments[0][2])
             return Ref("attribute", ATTRIBUTES[segments[0][0].lower()])
         if kind != "metric":
             if self.text[self.pos:self.pos + 1] == "{":
