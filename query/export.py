@@ -122,6 +122,15 @@ def times_ns(table: pa.Table) -> np.ndarray:
     return column.to_numpy()
 
 
+def time_columns(table: pa.Table) -> tuple:
+    """(time as timestamp[us, UTC], exact int64 ns) of a read table, taken as they are
+    where the read has both."""
+    ns = times_ns(table)
+    if "time_ns" in table.column_names and table.schema.field("time").type == TIME_TYPE:
+        return table.column("time"), ns
+    return time_column(ns), ns
+
+
 def time_column(ns: np.ndarray) -> pa.Array:
     """timestamp[us, UTC] of int64 ns, rounded down (to the microsecond before, for
     times before 1970 too)."""
@@ -273,13 +282,13 @@ def _write_points(store, run_id: str, rows: list[dict], path: str, summary: dict
         for row in rows:
             read = store.read(run_id, row["metric"], context=_context(row))
             n = read.num_rows
-            ns = times_ns(read)
+            time, ns = time_columns(read)
             metric = pa.DictionaryArray.from_arrays(pa.array(np.full(n, metric_code[row["metric"]], np.int32)),
                                                     metrics)
             code = context_code.get(row["context"])
             indices = pa.nulls(n, pa.int32()) if code is None else pa.array(np.full(n, code, np.int32))
             context = pa.DictionaryArray.from_arrays(indices, contexts)
-            pending.append(pa.Table.from_arrays([metric, context, read.column("step"), time_column(ns), ns,
+            pending.append(pa.Table.from_arrays([metric, context, read.column("step"), time, ns,
                                                  read.column("value")], schema=POINTS_SCHEMA))
             summary["points"] += n
             if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS // 2:
@@ -297,11 +306,11 @@ def _write_tensors(store, run_id: str, rows: list[dict], path: str, summary: dic
     tables = []
     for row in rows:
         read = store.read_tensor(run_id, row["metric"], context=_context(row))
-        ns = times_ns(read)
+        time, ns = time_columns(read)
         n = read.num_rows
         read = read.drop_columns([c for c in ("time", "time_ns") if c in read.column_names])
         labels = [pa.array([row["metric"]] * n, pa.string()), pa.array([row["context"]] * n, pa.string()),
-                  read.column("step"), time_column(ns), pa.array(ns)]
+                  read.column("step"), time, pa.array(ns)]
         rest = [c for c in read.column_names if c != "step"]
         tables.append(pa.Table.from_arrays(labels + [read.column(c) for c in rest],
                                            names=["metric", "context", "step", "time", "time_ns"] + rest))

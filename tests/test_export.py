@@ -213,8 +213,9 @@ def test_round_trip_import_is_bit_for_bit(filled, open_store, tmp_path, monkeypa
     for run_id, _, metric, context in series:
         _assert_same_points(_read(target, run_id, metric, context), _read(filled, run_id, metric, context))
     for run_id in filled.runs().column("id").to_pylist():   # tensor summaries are not imported
+        columns = ["metric", "context", "kind", "count", "step_min", "step_max"]
         want = filled.metrics(run_id).filter(pa.compute.equal(filled.metrics(run_id).column("kind"), "scalar"))
-        assert target.metrics(run_id).equals(want)
+        assert target.metrics(run_id).select(columns).equals(want.select(columns))
     with target._index.read() as txn, filled._index.read() as txn2:
         for run_id in filled.runs().column("id").to_pylist():
             assert txn.get_run(bytes.fromhex(run_id)) == txn2.get_run(bytes.fromhex(run_id))
