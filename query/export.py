@@ -42,8 +42,9 @@ _runs.parquet is the ``Store.runs()`` table of the exported runs, and after it t
 exact record for ``steplog.transfer.import_dataset``: params_json and tags_json (the
 params and tags as stored, JSON), start_time_ns and end_time_ns.
 
-Each series is read whole (memory: its largest series) from its own snapshot: points
-that writers flush during an export may be in it or not. The dataset is written under
+The series exported are those ``Store.series()`` lists (flushed points: flush before an
+export). Each series is read whole (memory: its largest series) from its own snapshot:
+points that writers flush during an export may be in it or not. The dataset is written under
 a temporary name beside ``dest`` and renamed into place once complete, so a failed
 export leaves nothing at ``dest``.
 """
@@ -51,7 +52,6 @@ export leaves nothing at ``dest``.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import secrets
@@ -139,32 +139,16 @@ def time_column(ns: np.ndarray) -> pa.Array:
 
 
 def store_series(store, run_ids: list[str] | None = None) -> pa.Table:
-    """One row per series of ``run_ids`` (default every run): run_id, metric, context
-    (JSON or null), kind ("scalar" or "tensor"), count, step_min, step_max."""
-    if run_ids is None:
-        run_ids = store.runs().column("id").to_pylist()
-    tables = []
-    for run_id in run_ids:
-        table = store.metrics(run_id)
-        tables.append(table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.string())))
-    if not tables:
-        return pa.table({"run_id": pa.array([], pa.string()), "metric": pa.array([], pa.string()),
-                         "context": pa.array([], pa.string()), "kind": pa.array([], pa.string()),
-                         "count": pa.array([], pa.int64()), "step_min": pa.array([], pa.int64()),
-                         "step_max": pa.array([], pa.int64())})
-    return pa.concat_tables(tables)
+    """``Store.series()`` of ``run_ids`` (default every run): one row per series, with
+    run_id, metric, context (JSON or null), kind ("scalar" or "tensor"), count and the
+    aggregates, over the flushed points."""
+    return store.series() if run_ids is None else store.series(runs=run_ids)
 
 
 def select_runs(store, runs=None, where: str | None = None) -> pa.Table:
-    """The ``Store.runs()`` rows of ``runs`` (run ids; default all) that match ``where``
-    (an MLflow-style filter, as Store.runs takes it). An id the store does not hold
-    raises NotFoundError."""
-    if where is None:
-        table = store.runs()
-    elif "where" in inspect.signature(store.runs).parameters:
-        table = store.runs(where=where)
-    else:
-        raise InvalidArgumentError("where", "this store's runs() takes no filter yet")
+    """The ``Store.runs(where=where)`` rows of ``runs`` (run ids; default all). An id
+    the store does not hold raises NotFoundError."""
+    table = store.runs(where=where)
     if runs is None:
         return table
     if isinstance(runs, (str, bytes)) or not hasattr(runs, "__iter__"):

@@ -5,7 +5,8 @@ connection where three tables are registered, each only when the query names it:
 
     runs     the Store.runs() table: id, experiment, name, parent, status, start_time,
              end_time, "params.KEY", "tags.KEY" (quote the dotted names)
-    series   one row per series: run_id, metric, context, kind, count, step_min, step_max
+    series   the Store.series() table: run_id, metric, context, kind, count, nan_count,
+             step_min, step_max, first, last, min, max, mean (and their steps)
     points   run_id, metric, context, step, time (timestamp[us, UTC]), time_ns (int64,
              exact), value (float64) of the scalar series
 
@@ -38,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from ..engine.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+from ..engine.errors import InvalidArgumentError, InvalidTypeError
 from .export import store_series, time_columns
 
 TABLES = ("runs", "series", "points")
@@ -273,27 +274,16 @@ def _label_columns(labels: list[tuple], rows: list[int]) -> list[pa.Array]:
 def _wanted_series(store, filters: list[dict] | None) -> list[dict]:
     """Rows of the series catalog (scalar series) that any filter matches."""
     if filters is not None and all("run_id" in f for f in filters):
-        runs = sorted(set().union(*(f["run_id"] for f in filters)))
-        catalog = [store_series(store, [r]) for r in runs if _is_run(store, r)]
-        rows = [row for table in catalog for row in table.to_pylist()]
+        held = set(store.runs().column("id").to_pylist())   # a query may name anything
+        runs = sorted(set().union(*(f["run_id"] for f in filters)) & held)
+        catalog = store_series(store, runs)
     else:
-        rows = store_series(store).to_pylist()
-    rows = [r for r in rows if r["kind"] == "scalar"]
+        catalog = store_series(store)
+    rows = [r for r in catalog.select(["run_id", "metric", "context", "kind", "count"]).to_pylist()
+            if r["kind"] == "scalar"]
     if filters is None:
         return rows
     return [r for r in rows if any(_matches(r, f) for f in filters)]
-
-
-def _is_run(store, run_id: str) -> bool:
-    """Whether the store holds a run of that id, written as the tables show ids (a
-    query may name anything)."""
-    if len(run_id) != 32 or run_id.strip("0123456789abcdef"):
-        return False
-    try:
-        store.metrics(run_id)
-    except NotFoundError:
-        return False
-    return True
 
 
 def _matches(row: dict, pinned: dict) -> bool:
