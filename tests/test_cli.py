@@ -49,3 +49,271 @@ def test_bad_points_argument():
     done = cli("demo", "--points", "0")
     assert done.returncode == 2
     assert "--points" in done.stderr
+
+
+# -- the commands over one store -------------------------------------------------------
+#
+# One store for the module: 20 runs (more runs than hex digits, so two ids share a first
+# digit), a loss series with NaN and inf in it, a val series under a context, and a tensor.
+
+import io
+import json
+import os
+import pty
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+RUNS = 20
+POINTS = 3000
+COMMANDS = ["ls", "show", "read", "plot", "sql", "export", "import", "verify", "repair", "demo", "bench",
+            "warm-up"]
+
+
+def loss_values(i: int) -> np.ndarray:
+    values = np.random.default_rng(i).standard_normal(POINTS) + i
+    values[[7, 1500]] = np.nan
+    values[99] = np.inf
+    return values
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """The store and, independently of it, what was logged: {run id: (experiment, name, lr)}."""
+    path = str(tmp_path_factory.mktemp("cli") / "runs.steplog")
+    runs = {}
+    with steplog.open(path) as store:
+        for i in range(RUNS):
+            experiment = "sweep" if i < RUNS - 2 else "other"
+            with store.start_run(experiment=experiment, name=f"trial-{i}", params={"lr": 0.5 / (i + 1), "i": i},
+                                 tags={"team": "cli"}) as run:
+                run.log_batch("loss", np.arange(POINTS), loss_values(i))
+                run.log("loss", 0.25 + i, step=10, context={"subset": "val"})
+                run.log_tensor("w", np.arange(10.0), step=0)
+            runs[run.id] = (experiment, f"trial-{i}", 0.5 / (i + 1))
+    return path, runs
+
+
+def assert_same_table(got: pa.Table, want: pa.Table) -> None:
+    """Equal schemas and columns, NaN equal to NaN (Table.equals holds NaN unequal)."""
+    assert got.schema == want.schema
+    for name in want.column_names:
+        a, b = got.column(name).to_numpy(), want.column(name).to_numpy()
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+
+
+def rows_of(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().splitlines()]
+
+
+def test_ls_lists_every_run_newest_first_with_unique_short_ids(logged):
+    path, runs = logged
+    done = cli("ls", path, "--limit", "0")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout + done.stderr
+    header, *rows = rows_of(done.stdout)
+    assert header == ["id", "experiment", "name", "status", "start", "duration"]
+    assert len(rows) == RUNS
+    names = [r[2] for r in rows]
+    assert names == [f"trial-{i}" for i in reversed(range(RUNS))]   # newest first
+    for row in rows:
+        short = row[0]
+        assert len(short) >= 8
+        matches = [run_id for run_id in runs if run_id.startswith(short)]
+        assert len(matches) == 1 and runs[matches[0]][:2] == (row[1], row[2])
+        assert row[3] == "finished"
+
+
+def test_ls_limit_experiment_and_columns(logged):
+    path, runs = logged
+    done = cli("ls", path, "--limit", "5")
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 + 5 + 1 and f"{RUNS - 5} more runs" in lines[-1], done.stdout
+    done = cli("ls", path, "--experiment", "other", "--columns", "params.lr,metrics.loss.min,metrics.loss.count")
+    assert done.returncode == 0, done.stderr
+    header, *rows = rows_of(done.stdout)
+    assert header[-3:] == ["params.lr", "metrics.loss.min", "metrics.loss.count"]
+    assert sorted(r[2] for r in rows) == sorted(name for e, name, _ in runs.values() if e == "other")
+    for row in rows:
+        i = int(row[2].split("-")[1])
+        values = loss_values(i)
+        assert float(row[-3]) == pytest.approx(0.5 / (i + 1), rel=1e-5)
+        assert float(row[-2]) == pytest.approx(np.nanmin(values), rel=1e-5)
+        assert int(row[-1]) == POINTS   # NaN points count, as in read(buckets=...)
+    done = cli("ls", path, "--columns", "params.nope")
+    assert done.returncode == 1 and "params.nope" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ls_csv_and_json_hold_full_ids_and_values(logged):
+    path, runs = logged
+    done = cli("ls", path, "--limit", "0", "--format", "csv", "--columns", "params.*")
+    table = pcsv.read_csv(io.BytesIO(done.stdout.encode()))
+    assert sorted(table.column("id").to_pylist()) == sorted(runs)
+    for row in table.to_pylist():
+        assert (row["experiment"], row["name"]) == runs[row["id"]][:2]
+        assert row["params.lr"] == runs[row["id"]][2]
+    done = cli("ls", path, "--limit", "3", "--format", "json")
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 3 and all(runs[r["id"]][1] == r["name"] for r in rows)
+
+
+def test_show_prints_record_params_series_and_last_values(logged):
+    path, runs = logged
+    run_id = next(i for i, (_, name, _) in runs.items() if name == "trial-3")
+    done = cli("show", path, run_id[:10])
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert run_id in out and "trial-3" in out and "sweep" in out and "finished" in out
+    assert "team" in out and "cli" in out and f"{0.5 / 4:.6g}" in out
+    lines = out.split("series (3)")[1].strip().splitlines()[1:]
+    loss, val, tensor = (line.split() for line in lines)   # sorted by metric, then context
+    assert loss[:3] == ["loss", "scalar", f"{POINTS:,}"]
+    assert float(loss[-1]) == pytest.approx(loss_values(3)[-1], rel=1e-5)
+    assert val[:2] == ["loss", '{"subset":"val"}'] and float(val[-1]) == pytest.approx(0.25 + 3)
+    assert tensor[:2] == ["w", "tensor"]
+    record = json.loads(cli("show", path, run_id, "--format", "json").stdout)
+    assert record["params"] == {"i": 3, "lr": 0.5 / 4} and record["tags"] == {"team": "cli"}
+    assert [(r["metric"], r["count"], r["last"]) for r in record["series"]] == \
+        [("loss", POINTS, loss_values(3)[-1]), ("loss", 1, 3.25), ("w", 1, None)]
+
+
+def test_read_csv_json_parquet_equal_the_store_and_what_was_logged(logged, tmp_path):
+    path, runs = logged
+    run_id = next(i for i, (_, name, _) in runs.items() if name == "trial-1")
+    with steplog.open(path, mode="r") as store:
+        want = store.read(run_id, "loss", start=5, stop=2000)
+        buckets = store.read(run_id, "loss", buckets=10)
+    steps, values = np.arange(5, 2000), loss_values(1)[5:2000]
+    csv = cli("read", path, run_id[:9], "loss", "--start", "5", "--stop", "2000")   # a pipe: csv
+    got = pcsv.read_csv(io.BytesIO(csv.stdout.encode()),
+                        convert_options=pcsv.ConvertOptions(null_values=[], strings_can_be_null=False))
+    assert got.column("step").to_pylist() == steps.tolist() == want.column("step").to_pylist()
+    assert np.array_equal(got.column("value").to_numpy(), values, equal_nan=True)
+    lines = cli("read", path, run_id, "loss", "--start", "5", "--stop", "2000", "--format", "json").stdout
+    rows = [json.loads(line) for line in lines.splitlines()]
+    assert [r["step"] for r in rows] == steps.tolist()
+    assert np.array_equal(np.array([r["value"] for r in rows]), values, equal_nan=True)
+    out = str(tmp_path / "loss.parquet")
+    done = cli("read", path, run_id, "loss", "--buckets", "10", "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert_same_table(pq.read_table(out), buckets)
+    val = cli("read", path, run_id, "loss", "--context", "subset=val", "--format", "json").stdout
+    assert [json.loads(line)["value"] for line in val.splitlines()] == [1.25]
+
+
+def test_run_prefixes_unique_ambiguous_unknown(logged):
+    path, runs = logged
+    ids = sorted(runs)
+    shared = next(a[0] for a, b in zip(ids, ids[1:]) if a[0] == b[0])   # 20 runs, 16 digits
+    done = cli("read", path, shared, "loss", "--stop", "1")
+    assert done.returncode == 1 and "ambiguous" in done.stderr
+    for run_id in ids:
+        if run_id.startswith(shared):
+            assert run_id in done.stderr
+    unused = next(f"{d:02x}" for d in range(256) if not any(i.startswith(f"{d:02x}") for i in ids))
+    done = cli("show", path, unused)
+    assert done.returncode == 1 and f"no run {unused}" in done.stderr
+    done = cli("show", path, "not-hex")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    done = cli("read", path, "0" * 32, "loss")   # a whole id the store does not hold
+    assert done.returncode == 1 and "no run" in done.stderr
+
+
+def test_errors_exit_codes_and_nothing_created(logged, tmp_path):
+    path, runs = logged
+    missing = tmp_path / "nothing.steplog"
+    for args in (["ls", str(missing)], ["show", str(missing), "abc"], ["read", str(missing), "abc", "loss"],
+                 ["sql", str(missing), "select 1"]):
+        done = cli(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.startswith("steplog: error:") and "Traceback" not in done.stderr
+        assert not missing.exists()
+    run_id = next(iter(runs))
+    done = cli("read", path, run_id, "lost")
+    assert done.returncode == 1 and "loss" in done.stderr   # did you mean
+    for args in (["read", path, run_id, "loss", "--format", "parquet"], ["read", path, run_id, "loss", "--buckets", "0"],
+                 ["ls"], ["nope"], ["plot", path, run_id, "loss"], ["read", path, run_id, "loss", "--context", "x"]):
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+
+
+def test_every_command_help_has_an_example():
+    # one process prints every --help (a process each would cost a second more in all)
+    code = ("import contextlib, io, json, sys; from steplog.cli import main\n"
+            "helps = {}\n"
+            "for command in sys.argv[1:]:\n"
+            "    out = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            "        main([command, '--help'])\n"
+            "    helps[command] = out.getvalue()\n"
+            "print(json.dumps(helps))")
+    done = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, timeout=60)
+    helps = json.loads(done.stdout)
+    for command in COMMANDS:
+        example = helps[command].partition("\nexample")[2]
+        assert re.search(rf"^  steplog {command}( |$)", example, re.M), (command, helps[command])
+
+
+def test_the_parser_loads_no_optional_library():
+    code = ("import sys, steplog.cli; steplog.cli.build_parser(); "
+            "print([m for m in ('rich', 'matplotlib', 'pandas', 'duckdb', 'numba', 'polars') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_sql_export_import_round_trip(logged, tmp_path):
+    path, runs = logged
+    done = cli("sql", path, "select name, \"params.lr\" from runs where experiment = 'other' order by name",
+               "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    table = pcsv.read_csv(io.BytesIO(done.stdout.encode()))
+    assert table.column("name").to_pylist() == sorted(n for e, n, _ in runs.values() if e == "other")
+    dest, copy = str(tmp_path / "dataset"), str(tmp_path / "copy.steplog")
+    chosen = sorted(runs)[:2]
+    done = cli("export", path, dest, "--runs", ",".join(r[:12] for r in chosen))
+    assert done.returncode == 0, done.stderr
+    assert "exported 2 runs" in done.stdout and "\x1b" not in done.stderr
+    done = cli("import", copy, dest)
+    assert done.returncode == 0, done.stderr
+    with steplog.open(copy, mode="r") as store:
+        assert sorted(store.runs().column("id").to_pylist()) == chosen
+        for run_id in chosen:
+            i = int(runs[run_id][1].split("-")[1])
+            got = store.read(run_id, "loss").column("value").to_numpy()
+            assert np.array_equal(got, loss_values(i), equal_nan=True)
+    done = cli("import", copy, dest)   # the runs are there already: refused
+    assert done.returncode == 1 and "already holds" in done.stderr
+
+
+def on_terminal(*args) -> tuple[int, str, bytes]:
+    """Run the command with stderr on a pseudo-terminal: (exit code, stdout, terminal bytes)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "steplog", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=slave, env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"})
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:   # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    out = proc.stdout.read().decode()
+    proc.stdout.close()
+    return proc.wait(timeout=120), out, seen
+
+
+def test_progress_on_a_terminal_and_quiet(logged, tmp_path):
+    path, _ = logged
+    code, out, seen = on_terminal("export", path, str(tmp_path / "a"))
+    assert code == 0 and "exported" in out
+    assert b"exporting series" in seen and b"\x1b" in seen
+    code, out, seen = on_terminal("export", path, str(tmp_path / "b"), "--quiet")
+    assert code == 0 and "exported" in out
+    assert seen == b""
