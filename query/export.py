@@ -43,7 +43,8 @@ exact record for ``steplog.transfer.import_dataset``: params_json and tags_json 
 params and tags as stored, JSON), start_time_ns and end_time_ns.
 
 The series exported are those ``Store.series()`` lists (flushed points: flush before an
-export). Each series is read whole (memory: its largest series) from its own snapshot:
+export). EXPORT_THREADS runs are written at once; each series is read whole (memory:
+that many of the largest series and row groups) from its own snapshot:
 points that writers flush during an export may be in it or not. The dataset is written under
 a temporary name beside ``dest`` and renamed into place once complete, so a failed
 export leaves nothing at ``dest``.
@@ -54,14 +55,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import secrets
 import shutil
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from ..engine.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+from ..engine.threads import leave_signals_to_main_thread
 
 FORMATS = ("parquet",)
 POINTS_FILE = "points.parquet"
@@ -70,6 +74,7 @@ TENSORS_DIR = "_tensors"
 RUNS_FILE = "_runs.parquet"
 POINTS_GLOB = "*/*/" + POINTS_FILE          # below dest: every points file and nothing else
 ROW_GROUP_ROWS = 1 << 20
+EXPORT_THREADS = min(4, os.cpu_count() or 1)  # runs written at once (memory: a series and a row group each)
 MAX_ESCAPED_CHARS = 200                      # + "experiment=" stays within a 255-byte file name
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -185,22 +190,11 @@ def export_store(store, dest, format: str = "parquet", runs=None, where: str | N
     partial = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.{secrets.token_hex(4)}.partial")
     os.makedirs(partial)
     try:
-        done = 0
-        if progress is not None:
-            progress(0, total)
         by_run = _rows_by_run(series)
-        for run_id in run_ids:
-            for kind, write in (("scalar", _write_points), ("tensor", _write_tensors)):
-                rows = [r for r in by_run.get(run_id, []) if r["kind"] == kind]
-                if not rows:
-                    continue
-                root = partial if kind == "scalar" else os.path.join(partial, TENSORS_DIR)
-                path = os.path.join(root, run_dir(experiments[run_id], run_id))
-                os.makedirs(path)
-                for _ in write(store, run_id, rows, path, summary):
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
+        jobs = [(run_id, experiments[run_id], by_run.get(run_id, [])) for run_id in run_ids]
+        for points, tensor_rows in _in_parallel(store, jobs, partial, total, progress):
+            summary["points"] += points
+            summary["tensor_rows"] += tensor_rows
         _write_runs(store, catalog, os.path.join(partial, RUNS_FILE))
         summary["files"], summary["bytes"] = _files_and_bytes(partial)
         _move_into_place(partial, dest)
@@ -208,6 +202,47 @@ def export_store(store, dest, format: str = "parquet", runs=None, where: str | N
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return summary
+
+
+def _in_parallel(store, jobs: list[tuple], root: str, total: int, progress: Progress | None) -> list[tuple]:
+    """Export the runs of ``jobs`` on EXPORT_THREADS threads (Parquet encoding and zstd
+    release the GIL), calling ``progress`` from this thread; (points, tensor rows) of each."""
+    ticks: queue.SimpleQueue = queue.SimpleQueue()
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    with ThreadPoolExecutor(max_workers=EXPORT_THREADS, thread_name_prefix="steplog-export",
+                            initializer=leave_signals_to_main_thread) as pool:
+        futures = [pool.submit(_export_run, store, *job, root, ticks.put) for job in jobs]
+        try:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()   # the first failure stops the export
+                while not ticks.empty():
+                    done += ticks.get()
+                    if progress is not None:
+                        progress(done, total)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return [future.result() for future in futures]
+
+
+def _export_run(store, run_id: str, experiment: str, rows: list[dict], root: str, tick) -> tuple[int, int]:
+    """Write the points file and the tensors file of one run; ``tick(1)`` a series."""
+    counts = {"points": 0, "tensor_rows": 0}
+    for kind, write in (("scalar", _write_points), ("tensor", _write_tensors)):
+        chosen = [r for r in rows if r["kind"] == kind]
+        if not chosen:
+            continue
+        path = os.path.join(root if kind == "scalar" else os.path.join(root, TENSORS_DIR), run_dir(experiment, run_id))
+        os.makedirs(path)
+        for _ in write(store, run_id, chosen, path, counts):
+            tick(1)
+    return counts["points"], counts["tensor_rows"]
 
 
 def _dest_arg(dest) -> str:
