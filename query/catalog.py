@@ -32,8 +32,7 @@ class CatalogView:
         self.catalog = catalog
         runs = catalog.runs
         self.n = runs.num_rows
-        self.order = np.asarray(pc.sort_indices(runs, [("start_time", "ascending"), ("id", "ascending")]),
-                                np.int64)
+        self.order = pc.sort_indices(runs, [("start_time", "ascending"), ("id", "ascending")]).to_numpy()
         self.position = np.empty(self.n, np.int64)
         self.position[self.order] = np.arange(self.n)
         self._base: pa.Table | None = None
@@ -61,7 +60,7 @@ class CatalogView:
     def statuses(self, heartbeats: dict) -> pa.Array:
         """The status column: "crashed" for a running run whose writers all stopped."""
         status = self.base_table().column("status").combine_chunks()
-        running = np.flatnonzero(np.asarray(pc.equal(status, "running").fill_null(False)))
+        running = np.flatnonzero(_bools(pc.equal(status, "running")))
         if not len(running):
             return status
         values = status.to_pylist()
@@ -105,8 +104,8 @@ class CatalogView:
         found = self._metric_rows.get(key)
         if found is None:
             series = self.catalog.series
-            rows = np.flatnonzero(np.asarray(pc.and_(pc.equal(series.column("metric"), name),
-                                                     pc.equal(series.column("kind"), 1)).fill_null(False)))
+            rows = np.flatnonzero(_bools(pc.and_(pc.equal(series.column("metric"), name),
+                                                 pc.equal(series.column("kind"), 1))))
             contexts = series.column("context").take(pa.array(rows)).to_pylist()
             wanted = [self._context_matches(c, context) for c in contexts]
             rows = rows[np.array(wanted, bool)] if len(rows) else rows
@@ -152,6 +151,13 @@ class CatalogView:
             columns[name] = picked.column(name)
         columns["mean"] = aggregate_values(picked, np.arange(picked.num_rows), "mean")
         return pa.table(columns)
+
+
+def _bools(mask) -> np.ndarray:
+    """A pyarrow bool array or chunked array as numpy, null as False (no pandas import)."""
+    if isinstance(mask, pa.ChunkedArray):
+        mask = mask.combine_chunks()
+    return mask.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def aggregate_values(series: pa.Table, rows: np.ndarray, agg: str) -> pa.Array:

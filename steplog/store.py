@@ -448,8 +448,8 @@ class Store:
             return view, table, None
         subset = None
         if experiments is not None:
-            subset = np.flatnonzero(np.asarray(pc.is_in(table.column("experiment"),
-                                                        value_set=pa.array(experiments, pa.string()))))
+            subset = np.flatnonzero(pc.is_in(table.column("experiment").combine_chunks(),
+                                             value_set=pa.array(experiments, pa.string())).to_numpy(zero_copy_only=False))
 
         def columns(ref):
             found = ([table.column(ref.key).combine_chunks()] if ref.kind == "attribute"
