@@ -25,9 +25,10 @@ SPARSE = 3   # a curve of fewer points gets markers: a lone point draws no line
 
 def plot(store, runs: list[str], metric: str, output: str, *, context: dict | None = None, buckets: int = 1000,
          x: str = "step", logy: bool = False, labels: dict[str, str] | None = None,
-         title: str | None = None) -> None:
+         title: str | None = None):
     """Draw ``metric`` (under ``context``) of the runs ``runs`` (full run ids) into the
-    file ``output``; its extension chooses the format (png, svg, pdf, ...).
+    file ``output``, whose extension chooses the format (png, svg, pdf, ...), and return
+    the matplotlib Figure (to restyle and save again).
 
     Each run is one ``store.read(run, metric, context=context, buckets=buckets, x=x)``:
     x "step", "time" (wall clock, UTC) or "relative" (time since the run started).
@@ -46,8 +47,10 @@ def plot(store, runs: list[str], metric: str, output: str, *, context: dict | No
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     unit = _time_unit(tables.values()) if x == "relative" else None
-    for run_id, table in tables.items():
-        xs, low, high, mean = _curve(table, x, unit)
+    curves = {run_id: _curve(table, x, unit) for run_id, table in tables.items()}
+    if logy:
+        curves = _positive(curves)
+    for run_id, (xs, low, high, mean) in curves.items():
         (line,) = axes.plot(xs, mean, linewidth=1.2, label=labels.get(run_id, run_id[:8]),
                             marker="o" if len(xs) < SPARSE else None, markersize=3)
         axes.fill_between(xs, low, high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
@@ -62,6 +65,7 @@ def plot(store, runs: list[str], metric: str, output: str, *, context: dict | No
     if tables:
         axes.legend(fontsize="small", ncols=1 + len(tables) // 13)
     figure.savefig(output)
+    return figure
 
 
 def run_labels(store, runs: list[str]) -> dict[str, str]:
@@ -98,6 +102,16 @@ def _int64(column) -> np.ndarray:
     if pa.types.is_duration(column.type):
         column = column.cast(pa.duration("ns"))
     return column.cast(pa.int64()).to_numpy().astype(np.float64)
+
+
+def _positive(curves: dict) -> dict:
+    """For a log axis: values <= 0 become gaps, except a band's low end, which goes down
+    to the smallest positive value drawn (the band still reaches the bottom)."""
+    positive = [v[v > 0] for _, *columns in curves.values() for v in columns]
+    floor = min((v.min() for v in positive if v.size), default=1.0)
+    gap = lambda v: np.where(v > 0, v, np.nan)   # noqa: E731
+    return {run_id: (xs, np.where(low > 0, low, np.where(high > 0, floor, np.nan)), gap(high), gap(mean))
+            for run_id, (xs, low, high, mean) in curves.items()}
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
