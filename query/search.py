@@ -263,10 +263,32 @@ def _match_text(array, kind: str, op: str, value: str, fold: bool) -> np.ndarray
         return np.zeros(len(array), bool)
     if kind == "bool" and op == "=":   # true = 'TRUE' too
         fold = True
+    if kind in ("int", "float") and op == "=":
+        return _equal_number_text(array, kind, value)
     text = _text(array, kind)
     if fold:
         text, value = pc.utf8_lower(text), value.lower()
     return _numpy(_COMPARE[op](text, pa.scalar(value, pa.string())))
+
+
+def _equal_number_text(array, kind: str, value: str) -> np.ndarray:
+    """Which numbers have ``value`` as their text, without writing each one's text: only
+    the number that value reads as can, and only when value is that number's own text."""
+    zeros = np.zeros(len(array), bool)
+    try:
+        number = int(value) if kind == "int" else float(value)
+    except ValueError:
+        return zeros
+    if (str(number) if kind == "int" else repr(number)) != value:
+        return zeros
+    if kind == "int":
+        return _compare_ints(array, "=", number)
+    if math.isnan(number):
+        return _numpy(pc.is_nan(array))
+    equal = _numpy(pc.equal(array, number))
+    if number == 0:   # "0.0" is not the text of -0.0
+        equal &= np.signbit(array.to_numpy(zero_copy_only=False)) == (math.copysign(1, number) < 0)
+    return equal
 
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -325,8 +347,11 @@ NUMBER_TEXT = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:in
 
 
 def _parse_numbers(array: pa.Array) -> pa.Array:
-    readable = pc.match_substring_regex(array, NUMBER_TEXT)
-    return pc.if_else(readable, array, pa.scalar(None, pa.string())).cast(pa.float64())
+    """float64 of each str that reads as a number, else null; read once per distinct str."""
+    encoded = pc.dictionary_encode(array)
+    words = encoded.dictionary
+    readable = pc.if_else(pc.match_substring_regex(words, NUMBER_TEXT), words, pa.scalar(None, pa.string()))
+    return readable.cast(pa.float64()).take(encoded.indices)
 
 
 def _text(array: pa.Array, kind: str) -> pa.Array:
@@ -708,35 +733,55 @@ def select(filter: Filter, order: list[OrderKey], limit: int | None, columns: _C
     get = _cached(columns, n)
     rows = np.arange(n, dtype=np.int64) if filter.keeps_all else np.flatnonzero(filter._node.evaluate(get, n))
     if order and len(rows) > 1:
-        keys = [_sort_key(get(key.ref), key.descending, n)[rows] for key in order]
-        rows = rows[np.lexsort([np.arange(len(rows))] + keys[::-1])]
+        rows = rows[_ordering(get, order, rows, n, limit)]
     return rows.astype(np.int64, copy=False)[:limit]
 
 
 # ---------------------------------------------------------------- ordering
 
-_NAN_RANK, _NULL_RANK = 1 << 61, (1 << 61) + 1
 _SORT_CLASSES = {"int": 0, "float": 0, "time": 0, "bool": 1, "str": 2}
 
 
-def _sort_key(arrays: list, descending: bool, n: int) -> np.ndarray:
-    """An int64 key per row whose ascending order is the wanted order: numbers (and
-    times) before bools before text, reversed for DESC; NaN then nulls last either way."""
-    key = np.full(n, _NULL_RANK, np.int64)
-    offset = 0
+def _ordering(get, order: list[OrderKey], rows: np.ndarray, n: int, limit: int | None) -> np.ndarray:
+    """Positions in ``rows`` in the wanted order (the first ``limit`` of them at least)."""
+    m = len(rows)
+    taken = pa.array(rows)
+    keys = [_sort_key([a if m == n else a.take(taken) for a in get(key.ref)], key.descending, m)
+            for key in order]
+    if math.prod(size for _, size in keys) >= 1 << 62:   # too many keys to fold into one int64
+        return np.lexsort([np.arange(m)] + [key for key, _ in keys[::-1]])
+    combined = keys[0][0]
+    for key, size in keys[1:]:
+        combined = combined * size + key
+    if limit is not None and limit < m:   # sort only the rows that can make the cut
+        cut = np.partition(combined, limit)[limit] if limit else -1
+        candidates = np.flatnonzero(combined <= cut)
+        return candidates[np.argsort(combined[candidates], kind="stable")]
+    return np.argsort(combined, kind="stable")
+
+
+def _sort_key(arrays: list, descending: bool, m: int) -> tuple[np.ndarray, int]:
+    """(an int64 key per row whose ascending order is the wanted order, its bound):
+    numbers (and times) before bools before text, reversed for DESC, then NaN, then
+    nulls, whatever the direction."""
+    key = np.zeros(m, np.int64)
+    nan = np.zeros(m, bool)
+    valid_any = np.zeros(m, bool)
+    total = 0
     for group in _group_by_class(arrays):
         ranks = pc.rank(group, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
         valid = _numpy(group.is_valid())
         if pa.types.is_floating(group.type):
-            nan = _numpy(pc.is_nan(group))
-            key[nan] = _NAN_RANK
+            nan |= _numpy(pc.is_nan(group))
             valid &= ~nan
-        key[valid] = offset + ranks[valid]
-        offset += int(ranks[valid].max(initial=0))
+        key[valid] = total + ranks[valid]
+        total += int(ranks[valid].max(initial=0))
+        valid_any |= valid
     if descending:
-        present = key < _NAN_RANK
-        key[present] = -key[present]
-    return key
+        key[valid_any] = total + 1 - key[valid_any]
+    key[~valid_any] = total + 2     # null
+    key[nan] = total + 1
+    return key, total + 3
 
 
 def _group_by_class(arrays: list) -> list[pa.Array]:

@@ -228,7 +228,7 @@ def render(tree, style) -> str:
 
 # ---------------------------------------------------------------- strategies
 
-TEXTS = ["adam", "Adam", "1", "1.5", "-2", "nan", "1e3", "", "True", "true", "a%b", "ab_c", "x'y", 'q"', "b\\",
+TEXTS = ["adam", "Adam", "1", "1.5", "-2", "nan", "1e3", "", "0.0", "-0.0", "0.5", "True", "true", "a%b", "ab_c", "x'y", 'q"', "b\\",
          "ünï", "日本"]
 NUMBERS = [0, 1, -2, 3, 2**62, -(2**63), 0.5, -0.0, 1.5, 1e20, 1e-5, math.nan, math.inf, -math.inf]
 METRIC_VALUES = [0.5, -0.0, 0.0, 1.5, 2.0, 1e20, 1e-5, math.nan, math.inf, -math.inf]
