@@ -146,3 +146,29 @@ def test_duckdb_filters_numbers(runs):
     assert [r[0] for r in got.fetchall()] == ["a", "c"]
     got = duckdb.sql("""SELECT name FROM runs WHERE "params_text.batch" = 'auto'""")
     assert [r[0] for r in got.fetchall()] == ["b"]
+
+
+def test_the_catalog_types_params_as_the_records_do(open_store):
+    """runs() comes from the columnar catalog; query/runs.py runs_table over the decoded
+    records is the independent reference, mixed kinds, nesting and big ints included."""
+    from steplog.engine.catalog import refresh
+    from steplog.query.runs import runs_table
+
+    store = open_store()
+    for name, params in SWEEP + [("e", {"big": 2**70, "huge": 10**400, "lr": 3}), ("f", {"batch": True})]:
+        with store.start_run(experiment="sweep", name=name, params=params, tags={"team": name}):
+            pass
+    with store._index.read() as txn:
+        want = runs_table(list(txn.runs()), txn.heartbeats())
+    assert same(store.runs(), want)
+    refresh(store._index, force=True)   # from the snapshot too
+    store._shared.catalog_view = None
+    assert same(store.runs(), want)
+
+
+def same(a: pa.Table, b: pa.Table) -> bool:
+    """Equal schemas and values, NaN equal to NaN (Table.equals says NaN != NaN)."""
+    def plain(table):
+        return {name: ["nan" if isinstance(v, float) and math.isnan(v) else v for v in values]
+                for name, values in table.to_pydict().items()}
+    return a.schema.equals(b.schema) and plain(a) == plain(b)
