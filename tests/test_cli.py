@@ -147,6 +147,24 @@ def test_ls_limit_experiment_and_columns(logged):
     assert done.returncode == 1 and "params.nope" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_ls_where_and_order_by(logged):
+    path, runs = logged
+    done = cli("ls", path, "--where", "params.i >= 15 and tags.team = 'cli'", "--order-by", "params.lr DESC",
+               "--columns", "params.i")
+    assert done.returncode == 0, done.stderr
+    header, *rows = rows_of(done.stdout)
+    assert [r[2] for r in rows] == [f"trial-{i}" for i in range(15, RUNS)]   # lr falls as i grows
+    assert [int(r[-1]) for r in rows] == list(range(15, RUNS))
+    for row in rows:   # short ids stay unique among all runs, not only the runs shown
+        assert len([run_id for run_id in runs if run_id.startswith(row[0])]) == 1
+    done = cli("ls", path, "--where", "metrics.loss.min < 2", "--limit", "0", "--format", "csv")
+    got = pcsv.read_csv(io.BytesIO(done.stdout.encode())).column("name").to_pylist()
+    want = {f"trial-{i}" for i in range(RUNS) if np.nanmin(loss_values(i)) < 2}
+    assert 0 < len(want) < RUNS and set(got) == want
+    done = cli("ls", path, "--where", "params.lr <")
+    assert done.returncode == 1 and done.stderr.startswith("steplog: error: where") and "Traceback" not in done.stderr
+
+
 def test_ls_csv_and_json_hold_full_ids_and_values(logged):
     path, runs = logged
     done = cli("ls", path, "--limit", "0", "--format", "csv", "--columns", "params.*")

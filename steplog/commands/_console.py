@@ -141,7 +141,7 @@ def write_table(table, fmt: str, output: str | None) -> None:
             pcsv.write_csv(table, stream)
         else:
             for batch in table.to_batches(max_chunksize=65536):
-                stream.write(b"".join((json.dumps(row, default=_json_value) + "\n").encode()
+                stream.write(b"".join((json.dumps(row, default=json_value) + "\n").encode()
                                       for row in batch.to_pylist()))
         stream.flush()
 
@@ -155,7 +155,8 @@ def _opened(output: str | None):
             yield stream
 
 
-def _json_value(value):
+def json_value(value):
+    """``json.dumps(default=json_value)``: times as ISO 8601, durations in seconds."""
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
     if isinstance(value, datetime.timedelta):

@@ -43,8 +43,8 @@ def run(args) -> int:
         everything = store.runs()
         selected = _select(store, everything, args)
         shown = selected if args.limit <= 0 else selected.slice(0, args.limit)
-        names = _columns(args.columns, everything.column_names)
-        extra = {name: _values(store, shown, name) for name in names}
+        extra = _extra_columns(store, shown, _columns(args.columns, everything.column_names),
+                               everything.column_names)
     if args.format != "table":
         from ._console import write_table
 
@@ -61,15 +61,9 @@ def run(args) -> int:
 
 def _select(store, everything, args):
     """The runs the arguments choose, in the order asked (default: newest first)."""
-    if args.where is None and args.order_by is None:
-        table = everything
-        if args.experiment is not None:
-            import pyarrow.compute as pc
-
-            table = table.filter(pc.equal(table.column("experiment"), args.experiment))
-        return table.take(list(range(table.num_rows - 1, -1, -1)))   # runs() is oldest first
-    options = {"where": args.where, "order_by": args.order_by or ["start_time DESC"], "experiment": args.experiment}
-    return store.runs(**{k: v for k, v in options.items() if v is not None})
+    if args.where is None and args.order_by is None and args.experiment is None:
+        return everything.take(list(range(everything.num_rows - 1, -1, -1)))   # runs() is oldest first
+    return store.runs(where=args.where, order_by=args.order_by or ["start_time DESC"], experiment=args.experiment)
 
 
 def _columns(text: str | None, held: list[str]) -> list[str]:
@@ -93,20 +87,33 @@ def _columns(text: str | None, held: list[str]) -> list[str]:
     return names
 
 
-def _values(store, runs, name: str) -> list:
-    """The column ``name`` for the rows of ``runs``: a runs column, or metrics.NAME[.AGG]
-    over the series of that name without a context (blank where a run has none)."""
-    if name in runs.column_names:
-        return runs.column(name).to_pylist()
-    metric, agg = name[len("metrics."):], "last"
-    head, _, tail = metric.rpartition(".")
-    if head and tail in AGGREGATES:
-        metric, agg = head, tail
-    values = []
-    for run_id in runs.column("id").to_pylist():
-        row = store.read(run_id, metric, buckets=1, missing_ok=True).to_pylist()
-        values.append(row[0][agg] if row else None)
-    return values
+def _extra_columns(store, shown, names: list[str], held: list[str]) -> dict[str, list]:
+    """The values of each column of ``names`` for the rows of ``shown``: a runs column
+    (None where a filtered table left it out: none of its runs holds it) or a metric."""
+    metrics = _metric_values(store, shown, [n for n in names if n not in held])
+    return {name: metrics[name] if name in metrics else
+            shown.column(name).to_pylist() if name in shown.column_names else [None] * shown.num_rows
+            for name in names}
+
+
+def _metric_values(store, runs, names: list[str]) -> dict[str, list]:
+    """metrics.NAME[.AGG] for the rows of ``runs``, from the store's kept aggregates of
+    the series NAME without a context (None where a run has none)."""
+    wanted = {}
+    for name in names:
+        metric, agg = name[len("metrics."):], "last"
+        head, _, tail = metric.rpartition(".")
+        if head and tail in AGGREGATES:
+            metric, agg = head, tail
+        wanted[name] = (metric, agg)
+    ids = runs.column("id").to_pylist()
+    found = {}
+    if wanted and ids:
+        for row in store.series(runs=ids).to_pylist():
+            if row["context"] is None:
+                found[(row["run_id"], row["metric"])] = row
+    return {name: [found.get((run_id, metric), {}).get(agg) for run_id in ids]
+            for name, (metric, agg) in wanted.items()}
 
 
 def _print_runs(runs, extra: dict, ids) -> None:
@@ -134,5 +141,6 @@ def _machine_table(runs, extra: dict):
     table = runs.select(["id", "experiment", "name", "parent", "status", "start_time", "end_time"])
     for name, values in extra.items():
         if name not in table.column_names:
-            table = table.append_column(name, runs.column(name) if name in runs.column_names else pa.array(values))
+            table = table.append_column(name, runs.column(name) if name in runs.column_names
+                                        else pa.array(values))
     return table

@@ -31,7 +31,9 @@ def run(args) -> int:
         series = _series(store, run_id)
     record = _record(row)
     if args.format == "json":
-        print(json.dumps({**record, "series": series}, default=str, indent=2))
+        from ._console import json_value
+
+        print(json.dumps({**record, "series": series}, default=json_value, indent=2))
     else:
         _print(record, series)
     return 0
@@ -51,18 +53,8 @@ def _record(row: dict) -> dict:
 
 
 def _series(store, run_id: str) -> list[dict]:
-    """The run's series; ``last`` from the store's metrics() when it has the column,
-    else from a one-bucket read of each scalar series."""
-    table = store.metrics(run_id)
-    rows = table.to_pylist()
-    for row in rows:
-        if "last" not in row:
-            row["last"] = None
-            if row["kind"] == "scalar" and row["count"]:
-                context = json.loads(row["context"]) if row["context"] else None
-                bucket = store.read(run_id, row["metric"], context=context, buckets=1).to_pylist()
-                row["last"] = bucket[0]["last"] if bucket else None
-    return [{k: row.get(k) for k in SERIES_COLUMNS} for row in rows]
+    """The run's series with their counts, steps and last values."""
+    return [{k: row.get(k) for k in SERIES_COLUMNS} for row in store.metrics(run_id).to_pylist()]
 
 
 def _print(record: dict, series: list[dict]) -> None:
