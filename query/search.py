@@ -323,14 +323,17 @@ def _constant(array: pa.Array, op: str, above: bool) -> np.ndarray:
 
 
 def _compare_floats(array: pa.Array, op: str, value) -> np.ndarray:
+    """An int literal that no float64 holds (past 2**53, or past float64's range) still
+    compares exactly: no float lies between it and the float nearest to it."""
     try:
         number = float(value)
-    except OverflowError:   # an int past float64's range: beyond every finite float
+    except OverflowError:
+        number = math.inf if value > 0 else -math.inf
+    if number != value and not math.isnan(number):   # only an int literal can differ
         if op == "=":
             return np.zeros(len(array), bool)
-        number = math.inf if value > 0 else -math.inf
-        if op in ("<", ">"):
-            op += "="
+        below = op in ("<", "<=")
+        op = ("<" if below else ">=") if number > value else ("<=" if below else ">")
     return _numpy(_COMPARE[op](array.cast(pa.float64()), pa.scalar(number, pa.float64())))
 
 

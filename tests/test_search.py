@@ -350,6 +350,8 @@ def test_order_by_sorts_as_the_brute_force_does(runs, keys, style, limit):
     ("metrics.loss.\"min\" < 0.1", Ref("metric", "loss.min", "last")),
     ("metrics.min < 0.1", Ref("metric", "min", "last")),
     ("metrics.loss{subset=val}.min < 1", Ref("metric", "loss", "min", (("subset", "val"),))),
+    ("metrics.loss{}.max < 1", Ref("metric", "loss", "max")),
+    ("metrics.loss{lr=0.5, tag=a/b-c}.first < 1", Ref("metric", "loss", "first", (("lr", "0.5"), ("tag", "a/b-c")))),
     ("metrics.loss{subset='val', rank=0} < 1", Ref("metric", "loss", "last", (("rank", "0"), ("subset", "val")))),
     ('metrics.loss{ rank = "0" ,subset=val } < 1', Ref("metric", "loss", "last", (("rank", "0"), ("subset", "val")))),
     ("attributes.status = 'finished'", Ref("attribute", "status")),
@@ -478,6 +480,14 @@ def test_big_ints_compare_exactly():
     assert runs.select("params.s < 7.5 and params.s > 6.5") == [3]
     assert runs.select(f"params.s < {2**70}") == [0, 1, 2, 3]
     assert runs.select("params.s <= -1e30") == []
+    floats = Runs([{"f": 2.0**53}, {"f": 2.0**53 + 2}, {"f": math.inf}, {"f": -math.inf}, {"f": math.nan}])
+    assert floats.select(f"params.f = {2**53 + 1}") == []                  # no float64 holds 2**53 + 1
+    assert floats.select(f"params.f < {2**53 + 1}") == [0, 3]
+    assert floats.select(f"params.f >= {2**53 + 1}") == [1, 2]
+    assert floats.select(f"params.f < {10**400}") == [0, 1, 3]             # past float64's range, below inf
+    assert floats.select(f"params.f > {10**400}") == [2]
+    assert floats.select(f"params.f >= {-10**400}") == [0, 1, 2]
+    assert floats.select(f"params.f != {10**400}") == [0, 1, 2, 3, 4]
 
 
 def test_times_compare_with_milliseconds_and_iso_strings():
@@ -524,6 +534,7 @@ def test_keywords_any_case_and_nested_parentheses():
     assert runs.select("((params.a = 1) oR (params.b In ('y')))") == [0, 1]
     assert runs.select("NoT (params.a = 1 AnD params.b = 'x')") == [1, 2]
     assert runs.select("not not params.a = 1") == [0]
+    assert runs.select("params.a <> 1 and params.a == 2") == [1]
     assert runs.select("params.a >= 2 and params.b is NULL") == [2]
     assert runs.select("params.a > 1 or params.a < 1 and params.b = 'x'") == [1, 2]   # AND binds first
 
