@@ -66,6 +66,7 @@ import pyarrow as pa
 
 from ..engine.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
 from ..engine.threads import leave_signals_to_main_thread
+from .read import time_column
 
 FORMATS = ("parquet",)
 POINTS_FILE = "points.parquet"
@@ -134,13 +135,6 @@ def time_columns(table: pa.Table) -> tuple:
     if "time_ns" in table.column_names and table.schema.field("time").type == TIME_TYPE:
         return table.column("time"), ns
     return time_column(ns), ns
-
-
-def time_column(ns: np.ndarray) -> pa.Array:
-    """timestamp[us, UTC] of int64 ns, rounded down (to the microsecond before, for
-    times before 1970 too)."""
-    us = np.floor_divide(ns, 1000)
-    return pa.Array.from_buffers(TIME_TYPE, len(us), [None, pa.py_buffer(us)])
 
 
 def store_series(store, run_ids: list[str] | None = None) -> pa.Table:

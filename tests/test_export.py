@@ -248,6 +248,12 @@ def test_runs_argument_selects_runs(filled, tmp_path):
     table = ds.dataset(tmp_path / "out", partitioning=HIVE_STRINGS).to_table()
     assert set(table.column("run").to_pylist()) == set(ids) and summary["runs"] == 2
     assert sorted(pq.read_table(tmp_path / "out" / RUNS_FILE).column("id").to_pylist()) == sorted(ids)
+    runs = filled.runs().to_pandas()
+    want = set(runs[(runs["params.lr"] < 0.45) & (runs["tags.team"] == "vision")]["id"])
+    export_store(filled, tmp_path / "where", where="params.lr < 0.45 and tags.team = 'vision'")
+    assert set(pq.read_table(tmp_path / "where" / RUNS_FILE).column("id").to_pylist()) == want and len(want) == 2
+    both = export_store(filled, tmp_path / "both", runs=ids, where="tags.team = 'vision'")
+    assert both["runs"] == len(set(ids) & set(runs[runs["tags.team"] == "vision"]["id"]))
 
 
 def test_refusals_leave_everything_as_it_was(filled, open_store, tmp_path):
