@@ -191,3 +191,22 @@ def test_resumed_run_and_repair_keep_them(store_path):
         check(store, run_id, "loss")
     assert after._replace(sum=0.0).pack() == before._replace(sum=0.0).pack()   # bit for bit
     assert after.sum == pytest.approx(before.sum, rel=1e-12)
+
+
+def test_a_check_against_the_blocks_finds_a_changed_value(open_store):
+    from steplog.engine.catalog import aggregates_mismatches
+    from steplog.engine.segment import SegmentReader
+
+    store = open_store()
+    with store.start_run() as run:
+        for i in range(5):
+            run.log_batch("a", np.arange(i, 100, 5), np.cos(np.arange(i, 100, 5)))
+            run.flush()
+    reader = SegmentReader(store._layout.segment_path)
+    with store._index.read() as txn:
+        assert aggregates_mismatches(txn, reader, store._layout.segment_path) == []
+        series_id = next(iter(txn.all_aggregates()))[0]
+    store._index.write(lambda txn: txn.put_aggregates(series_id, txn.aggregates(series_id)._replace(max_step=3)))
+    with store._index.read() as txn:
+        assert len(aggregates_mismatches(txn, reader, store._layout.segment_path)) == 1
+    reader.close()
