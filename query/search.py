@@ -39,6 +39,7 @@ ATTRIBUTES = {"run_id": "id", "id": "id", "run_uuid": "id",
               "experiment_id": "experiment", "experiment": "experiment",
               "parent": "parent", "parent_run_id": "parent"}
 TIME_ATTRIBUTES = ("start_time", "end_time")
+MAX_DEPTH = 64
 _ATTRIBUTE_LIST = ", ".join(sorted(name for name in ATTRIBUTES if " " not in name))
 
 _PREFIXES = {"params": "param", "param": "param", "parameter": "param", "parameters": "param",
@@ -122,10 +123,12 @@ class _Bool(_Node):
         return {ref for part in self.parts for ref in part.refs()}
 
     def evaluate(self, get, n):
-        combine = np.logical_and if self.op == "and" else np.logical_or
+        both = self.op == "and"
         result = self.parts[0].evaluate(get, n)
         for part in self.parts[1:]:
-            result = combine(result, part.evaluate(get, n))
+            if not result.any() if both else result.all():   # the rest cannot change it
+                break
+            result = (result & part.evaluate(get, n)) if both else (result | part.evaluate(get, n))
         return result
 
 
@@ -385,12 +388,12 @@ class _Parser:
     """Recursive descent over the text; ``pos`` moves forward only."""
 
     def __init__(self, text: str, argument: str):
-        self.text, self.argument, self.pos = text, argument, 0
+        self.text, self.argument, self.pos, self.depth = text, argument, 0, 0
 
     def fail(self, message: str, pos: int | None = None):
         pos = self.pos if pos is None else pos
-        shown = re.sub(r"\s", " ", self.text)   # one line, so that the caret lines up
-        raise InvalidArgumentError(self.argument, f"{message} at position {pos}:\n  {shown}\n  {' ' * pos}^")
+        shown, column = _excerpt(re.sub(r"\s", " ", self.text), pos)   # one line: the caret lines up
+        raise InvalidArgumentError(self.argument, f"{message} at position {pos}:\n  {shown}\n  {' ' * column}^")
 
     def skip(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
@@ -406,7 +409,7 @@ class _Parser:
     def word(self, *words: str) -> str | None:
         """Takes the next word when it is one of ``words`` (any case)."""
         self.skip()
-        match = re.compile(r"\w+").match(self.text, self.pos)
+        match = _WORD.match(self.text, self.pos)
         if match and match.group().lower() in words:
             self.pos = match.end()
             return match.group().lower()
@@ -426,6 +429,15 @@ class _Parser:
         return parts[0] if len(parts) == 1 else _Bool("and", parts)
 
     def negation(self) -> _Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:   # well before Python's recursion limit
+            self.fail(f"nested deeper than {MAX_DEPTH} parentheses or NOTs")
+        try:
+            return self.negated_or_grouped()
+        finally:
+            self.depth -= 1
+
+    def negated_or_grouped(self) -> _Node:
         if self.word("not"):
             return _Not(self.negation())
         if self.peek() != "(":
@@ -460,7 +472,7 @@ class _Parser:
     def ref(self) -> Ref:
         self.skip()
         start = self.pos
-        match = re.compile(r"\w+").match(self.text, self.pos)
+        match = _WORD.match(self.text, self.pos)
         if not match:
             self.fail("expected a name (params.x, metrics.x, tags.x, attributes.x)"
                       + ("" if self.pos < len(self.text) else ", not the end"))
@@ -501,7 +513,7 @@ class _Parser:
         if self.text[self.pos:self.pos + 1] == ".":
             self.pos += 1
             at = self.pos
-            match = re.compile(r"\w+").match(self.text, self.pos)
+            match = _WORD.match(self.text, self.pos)
             if not match or match.group() not in AGGREGATES:
                 self.fail(f"unknown aggregate; one of {', '.join(AGGREGATES)}", at)
             self.pos, agg = match.end(), match.group()
@@ -522,7 +534,7 @@ class _Parser:
             if not text:
                 self.fail("empty name", at)
             return text, True, at
-        match = re.compile(r"[\w/\-]+").match(self.text, at)
+        match = _SEGMENT.match(self.text, at)
         if not match:
             self.fail("expected a name after '.' (quote it with ` or \" if it holds other characters)")
         self.pos = match.end()
@@ -571,7 +583,7 @@ class _Parser:
         self.skip()
         if self.text[self.pos:self.pos + 1] in ("'", '"', "`"):
             return self.quoted()
-        match = re.compile(r"[\w/.+\-]+").match(self.text, self.pos)
+        match = _CONTEXT_WORD.match(self.text, self.pos)
         if not match:
             self.fail(f"expected {what}" + ("" if self.pos < len(self.text) else "; the context has no '}'"))
         self.pos = match.end()
@@ -629,7 +641,7 @@ class _Parser:
         if match:
             self.pos = match.end()
             return _Lit("number", _number(match.group())), at
-        match = re.compile(r"\w+").match(self.text, at)
+        match = _WORD.match(self.text, at)
         word = match.group().lower() if match else None
         if word in ("true", "false"):
             self.pos = match.end()
@@ -658,9 +670,21 @@ class _Parser:
 
 
 _LIKES = ("like", "ilike", "not like", "not ilike")
+_WORD = re.compile(r"\w+")
+_SEGMENT = re.compile(r"[\w/\-]+")            # a bare name segment: train/loss, my-param
+_CONTEXT_WORD = re.compile(r"[\w/.+\-]+")     # a bare context key or value: val, 0, 0.5
 _NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![\w.])"
                      r"|(?i:infinity|inf|nan)(?!\w))")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def _excerpt(text: str, pos: int, width: int = 100) -> tuple[str, int]:
+    """At most ``width`` characters of a long text around pos, and pos in them."""
+    if len(text) <= width:
+        return text, pos
+    start = max(0, min(pos - width // 2, len(text) - width))
+    head, tail = ("..." if start else ""), ("..." if start + width < len(text) else "")
+    return head + text[start:start + width] + tail, pos - start + len(head)
 
 
 def _number(text: str):

@@ -662,6 +662,27 @@ def test_syntax_errors_point_at_the_place(text, message, target):
     assert_points_at(error.value, "where", message, text, at)
 
 
+def test_deep_nesting_is_an_error_not_a_crash():
+    runs = Runs([{"a": 1}])
+    assert runs.select("(" * 60 + "params.a = 1" + ")" * 60) == [0]
+    assert runs.select("not " * 61 + "params.a = 1") == []
+    text = "(" * 5000 + "params.a = 1" + ")" * 5000
+    with pytest.raises(InvalidArgumentError) as error:
+        parse_filter(text)
+    assert "nested deeper than" in str(error.value) and error.value.argument == "where"
+
+
+def test_a_long_filter_is_quoted_around_the_error():
+    text = " and ".join(f"params.p{i} = {i}" for i in range(40)) + " and params.q < and " + "params.r = 1 and " * 20
+    with pytest.raises(InvalidArgumentError) as error:
+        parse_filter(text)
+    at = text.index("< and") + 2
+    first, shown, caret = str(error.value).split("\n")
+    assert first.endswith(f"at position {at}:") and len(shown) < 120
+    assert shown.startswith("  ...") and shown.endswith("...")
+    assert shown[caret.index("^"):].startswith("and params.r = 1")
+
+
 def test_the_argument_name_is_the_callers():
     with pytest.raises(InvalidArgumentError) as error:
         parse_filter("params.a <", argument="filter_string")
