@@ -698,3 +698,30 @@ def test_literal_decoding_round_trips_any_string(value, quote):
     literal = quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
     runs = Runs([{"v": value}, {"v": value + "x"}])
     assert runs.select(f"params.v = {literal}") == [0]
+
+
+TOKENS = ["params", "metrics", "tags", "attributes", "experiment", ".", "lr", "loss", "min", "`a b`", '"q"', "'v'",
+          "'unterminated", "{", "}", "=", ",", "(", ")", "<", ">=", "!=", "and", "OR", "not", "in", "like", "is",
+          "null", "true", "1", "-2.5e3", "nan", " ", "\\", "asc", "desc", "é", "/"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=14).map("".join))
+def test_any_text_parses_or_raises_a_located_error(text):
+    for parse, argument in ((parse_filter, "where"), (parse_order_by, "order_by")):
+        try:
+            parsed = parse(text)
+        except InvalidArgumentError as error:
+            first, shown, caret = str(error).split("\n")
+            assert error.argument == argument and first.startswith(f"{argument}: ")
+            at = int(re.search(r"at position (\d+):$", first).group(1))
+            one_line = re.sub(r"\s", " ", text)
+            assert 0 <= at <= len(text) and caret.strip() == "^"
+            assert shown[len(caret) - 1:len(caret)] == one_line[at:at + 1]   # the caret sits under text[at]
+            if len(text) <= 100:
+                assert shown == "  " + one_line and len(caret) == 3 + at
+        else:
+            if parse is parse_filter:   # what parses also evaluates
+                Runs([{"lr": 1}, {"lr": "x"}]).select(text)
+            else:
+                assert all(isinstance(key, OrderKey) for key in parsed)
