@@ -760,6 +760,8 @@ def select(filter: Filter, order: list[OrderKey], limit: int | None, columns: _C
     get = _cached(columns, n)
     rows = np.arange(n, dtype=np.int64) if filter.keeps_all else np.flatnonzero(filter._node.evaluate(get, n))
     if order and len(rows) > 1:
+        if limit is not None and limit < len(rows):
+            rows = _may_make_the_cut(get(order[0].ref), order[0].descending, rows, n, limit)
         rows = rows[_ordering(get, order, rows, n, limit)]
     return rows.astype(np.int64, copy=False)[:limit]
 
@@ -785,6 +787,25 @@ def _ordering(get, order: list[OrderKey], rows: np.ndarray, n: int, limit: int |
         candidates = np.flatnonzero(combined <= cut)
         return candidates[np.argsort(combined[candidates], kind="stable")]
     return np.argsort(combined, kind="stable")
+
+
+def _may_make_the_cut(arrays: list, descending: bool, rows: np.ndarray, n: int, limit: int) -> np.ndarray:
+    """The rows that can be among the first ``limit`` when the first sort key is one
+    numeric array (a top 10 by val_loss): a partition on its values, no ranking. Their
+    float64 copies keep the order (maybe merging ties), so nothing that belongs is cut."""
+    arrays = [a for a in arrays if a.null_count < len(a)]
+    if len(arrays) != 1 or _array_kind(arrays[0]) not in ("int", "float", "time"):
+        return rows
+    array = arrays[0] if len(rows) == n else arrays[0].take(pa.array(rows))
+    if _array_kind(array) == "time":
+        array = _microseconds(array)
+    values = array.to_numpy(zero_copy_only=False).astype(np.float64)   # a null reads as NaN
+    if descending:
+        values = -values
+    values[np.isnan(values)] = np.inf   # NaN and nulls sort last either way
+    if limit == 0:
+        return rows[:0]
+    return rows[values <= np.partition(values, limit - 1)[limit - 1]]
 
 
 def _sort_key(arrays: list, descending: bool, m: int) -> tuple[np.ndarray, int]:
