@@ -9,8 +9,9 @@ there, the reasons are here.
 
 A value reaches ``select`` as one or two arrays per ref (query/runs.py: a typed column
 and a text column for a key whose runs disagree in kind, at most one non-null in a row).
-Each predicate is evaluated on each array, false where the array is null, and the arrays'
-answers are OR-ed: a row is kept when the array that holds its value says so.
+Each predicate is evaluated on each array (query/predicates.py), false where the array
+is null, and the arrays' answers are OR-ed: a row is kept when the array that holds its
+value says so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..engine.errors import InvalidArgumentError, InvalidTypeError
+from .predicates import Literal, array_kind, as_numpy, match_any, microseconds, present
 
 __all__ = ["Ref", "OrderKey", "Filter", "parse_filter", "parse_order_by", "select",
            "AGGREGATES", "ATTRIBUTES"]
@@ -68,13 +70,7 @@ class OrderKey(NamedTuple):
     descending: bool = False
 
 
-class _Lit(NamedTuple):
-    kind: str       # "number" | "str" | "bool" | "time" (microseconds since the epoch)
-    value: object
-
-
 _Columns = Callable[[Ref], Sequence[pa.Array]]
-_COMPARE = {"=": pc.equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal}
 _NEGATED = {"!=": "=", "not in": "in", "not like": "like", "not ilike": "ilike"}
 
 
@@ -155,14 +151,14 @@ class _Clause(_Node):
     def evaluate(self, get, n):
         arrays = get(self.ref)
         if self.op in ("is null", "is not null"):
-            present = _present(arrays, n)
-            return present if self.op == "is not null" else ~present
+            found = present(arrays, n)
+            return found if self.op == "is not null" else ~found
         if self.op in _NEGATED:
             positive = _Clause(self.ref, _NEGATED[self.op], self.literals, self.fold)
-            return _present(arrays, n) & ~positive.evaluate(get, n)
+            return present(arrays, n) & ~positive.evaluate(get, n)
         result = np.zeros(n, bool)
         for array in arrays:
-            result |= _match_any(array, self.op, self.literals, self.fold)
+            result |= match_any(array, self.op, self.literals, self.fold)
         return result
 
 
@@ -182,204 +178,6 @@ def _cached(columns: _Columns, n: int):
         return cache[ref]
 
     return get
-
-
-# ---------------------------------------------------------------- evaluation of one array
-
-def _present(arrays: list, n: int) -> np.ndarray:
-    result = np.zeros(n, bool)
-    for array in arrays:
-        result |= _numpy(array.is_valid())
-    return result
-
-
-def _numpy(mask) -> np.ndarray:
-    """A pyarrow bool result as numpy, null read as false."""
-    return mask.fill_null(False).to_numpy(zero_copy_only=False)
-
-
-def _array_kind(array: pa.Array) -> str:
-    t = array.type
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t):
-        return "float"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "str"
-    if pa.types.is_timestamp(t):
-        return "time"
-    return "null" if pa.types.is_null(t) else "other"
-
-
-def _match_any(array: pa.Array, op: str, literals: list, fold: bool) -> np.ndarray:
-    """Rows of one array that op keeps; "in" keeps a row equal to any literal."""
-    kind = _array_kind(array)
-    if kind in ("null", "other") or array.null_count == len(array):
-        return np.zeros(len(array), bool)
-    if op != "in":
-        return _match(array, kind, op, literals[0], fold)
-    strings = [lit.value for lit in literals if lit.kind == "str"]
-    if kind == "str" and len(strings) == len(literals):   # the common case, in one pass
-        if fold:
-            array, strings = pc.utf8_lower(array), [s.lower() for s in strings]
-        return _numpy(pc.is_in(array, pa.array(strings, pa.string())))
-    result = np.zeros(len(array), bool)
-    for lit in literals:
-        result |= _match(array, kind, "=", lit, fold)
-    return result
-
-
-def _match(array: pa.Array, kind: str, op: str, lit: _Lit, fold: bool) -> np.ndarray:
-    if op in ("like", "ilike"):
-        return _numpy(pc.match_like(_text(array, kind), _like_pattern(lit.value),
-                                    ignore_case=op == "ilike" or fold))
-    if lit.kind == "bool":   # only = reaches here: the parser refuses < with true/false
-        if kind == "bool":
-            return _numpy(pc.equal(array, lit.value))
-        if kind == "str":
-            return _numpy(pc.equal(pc.utf8_lower(array), "true" if lit.value else "false"))
-        return np.zeros(len(array), bool)
-    if lit.kind in ("number", "time"):
-        return _match_number(array, kind, op, lit)
-    return _match_text(array, kind, op, lit.value, fold)
-
-
-def _match_number(array, kind: str, op: str, lit: _Lit) -> np.ndarray:
-    value = lit.value
-    if kind == "time":
-        if lit.kind == "number":
-            value = value * 1000   # MLflow's milliseconds; the column holds microseconds
-        return _compare_ints(_microseconds(array), op, value)
-    if kind == "int":
-        return _compare_ints(array.cast(pa.int64()), op, value)
-    if kind == "float":
-        return _compare_floats(array, op, value)
-    if kind == "str":
-        return _compare_floats(_parse_numbers(array), op, value)
-    return np.zeros(len(array), bool)   # a bool is no number
-
-
-def _match_text(array, kind: str, op: str, value: str, fold: bool) -> np.ndarray:
-    if kind == "time":
-        return np.zeros(len(array), bool)
-    if kind == "bool" and op == "=":   # true = 'TRUE' too
-        fold = True
-    if kind in ("int", "float") and op == "=":
-        return _equal_number_text(array, kind, value)
-    text = _text(array, kind)
-    if fold:
-        text, value = pc.utf8_lower(text), value.lower()
-    return _numpy(_COMPARE[op](text, pa.scalar(value, pa.string())))
-
-
-def _equal_number_text(array, kind: str, value: str) -> np.ndarray:
-    """Which numbers have ``value`` as their text, without writing each one's text: only
-    the number that value reads as can, and only when value is that number's own text."""
-    zeros = np.zeros(len(array), bool)
-    try:
-        number = int(value) if kind == "int" else float(value)
-    except ValueError:
-        return zeros
-    if (str(number) if kind == "int" else repr(number)) != value:
-        return zeros
-    if kind == "int":
-        return _compare_ints(array, "=", number)
-    if math.isnan(number):
-        return _numpy(pc.is_nan(array))
-    equal = _numpy(pc.equal(array, number))
-    if number == 0:   # "0.0" is not the text of -0.0
-        equal &= np.signbit(array.to_numpy(zero_copy_only=False)) == (math.copysign(1, number) < 0)
-    return equal
-
-
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-
-
-def _compare_ints(array: pa.Array, op: str, value) -> np.ndarray:
-    """Exact comparison of int64 values with an int or float literal (no rounding of
-    big ints through float64)."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return np.zeros(len(array), bool)
-        if math.isinf(value):
-            return _constant(array, op, value > 0)
-        if value.is_integer():
-            value = int(value)
-        elif op == "=":
-            return np.zeros(len(array), bool)
-        elif op in ("<", "<="):
-            op, value = "<=", math.floor(value)
-        else:
-            op, value = ">=", math.ceil(value)
-    if not _INT64[0] <= value <= _INT64[1]:
-        return _constant(array, op, value > 0)
-    return _numpy(_COMPARE[op](array, pa.scalar(value, pa.int64())))
-
-
-def _constant(array: pa.Array, op: str, above: bool) -> np.ndarray:
-    """Every value is below the literal (above=True) or above it, like a comparison
-    with inf or with an int past int64."""
-    keep = op in ("<", "<=") if above else op in (">", ">=")
-    return _numpy(array.is_valid()) if keep else np.zeros(len(array), bool)
-
-
-def _compare_floats(array: pa.Array, op: str, value) -> np.ndarray:
-    """An int literal that no float64 holds (past 2**53, or past float64's range) still
-    compares exactly: no float lies between it and the float nearest to it."""
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf if value > 0 else -math.inf
-    if number != value and not math.isnan(number):   # only an int literal can differ
-        if op == "=":
-            return np.zeros(len(array), bool)
-        below = op in ("<", "<=")
-        op = ("<" if below else ">=") if number > value else ("<=" if below else ">")
-    return _numpy(_COMPARE[op](array.cast(pa.float64()), pa.scalar(number, pa.float64())))
-
-
-def _microseconds(array: pa.Array) -> pa.Array:
-    if array.type.unit != "us":
-        array = array.cast(pa.timestamp("us", array.type.tz), safe=False)
-    return array.cast(pa.int64())
-
-
-# A str reads as a number when it is written as one: digits with an optional sign,
-# point and exponent, or inf / infinity / nan (any case). Arrow's cast reads each the
-# way Python's float() does.
-NUMBER_TEXT = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
-
-
-def _parse_numbers(array: pa.Array) -> pa.Array:
-    """float64 of each str that reads as a number, else null; read once per distinct str."""
-    encoded = pc.dictionary_encode(array)
-    words = encoded.dictionary
-    readable = pc.if_else(pc.match_substring_regex(words, NUMBER_TEXT), words, pa.scalar(None, pa.string()))
-    return readable.cast(pa.float64()).take(encoded.indices)
-
-
-def _text(array: pa.Array, kind: str) -> pa.Array:
-    """The text of each value: a str as is, str() of an int, repr() of a float, true /
-    false for a bool."""
-    if kind == "str":
-        return array
-    if kind == "int":
-        return array.cast(pa.string())
-    if kind == "bool":
-        return pc.if_else(array, "true", "false")
-    if kind == "float":   # Arrow writes 1.0 as "1"; repr per distinct value instead
-        encoded = pc.dictionary_encode(array)
-        texts = [None if v is None else repr(v) for v in encoded.dictionary.to_pylist()]
-        return pa.array(texts, pa.string()).take(encoded.indices)
-    return pa.nulls(len(array), pa.string())
-
-
-def _like_pattern(pattern: str) -> str:
-    """Arrow drops a trailing lone backslash; steplog reads it as a backslash."""
-    trailing = len(pattern) - len(pattern.rstrip("\\"))
-    return pattern + "\\" if trailing % 2 else pattern
 
 
 # ---------------------------------------------------------------- the parser
@@ -618,7 +416,7 @@ class _Parser:
             return ("is not null" if negated else "is null"), at
         self.fail(f"expected an operator (=, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN, IS NULL) after {ref}")
 
-    def literal_list(self, op: str) -> list[tuple[_Lit, int]]:
+    def literal_list(self, op: str) -> list[tuple[Literal, int]]:
         if not self.take("("):
             self.fail(f"expected '(' and a list of values after {op.upper()}")
         literals = []
@@ -632,39 +430,39 @@ class _Parser:
                 self.fail("expected ',' or ')' in the list" if not self.at_end()
                           else "unbalanced '(': the list has no ')'")
 
-    def literal(self, after: str) -> tuple[_Lit, int]:
+    def literal(self, after: str) -> tuple[Literal, int]:
         self.skip()
         at = self.pos
         if self.text[at:at + 1] in ("'", '"'):
-            return _Lit("str", self.quoted()), at
+            return Literal("str", self.quoted()), at
         match = _NUMBER.match(self.text, at)
         if match:
             self.pos = match.end()
-            return _Lit("number", _number(match.group())), at
+            return Literal("number", _number(match.group())), at
         match = _WORD.match(self.text, at)
         word = match.group().lower() if match else None
         if word in ("true", "false"):
             self.pos = match.end()
-            return _Lit("bool", word == "true"), at
+            return Literal("bool", word == "true"), at
         if word == "null":
             self.fail("NULL is no value: use IS NULL or IS NOT NULL", at)
         shown = after.upper() if after[0].isalpha() else after
         self.fail(f"expected a value after {shown!r} (a number, a quoted string, true or false)", at)
 
-    def check_literal(self, ref: Ref, op: str, lit: _Lit, at: int) -> None:
+    def check_literal(self, ref: Ref, op: str, lit: Literal, at: int) -> None:
         if op in _LIKES and lit.kind != "str":
             self.fail(f"{op.upper()} needs a quoted pattern", at)
         if lit.kind == "bool" and op not in ("=", "!=", "in", "not in"):
             self.fail(f"{op} has no meaning for {str(lit.value).lower()}; use = or !=", at)
 
-    def convert(self, ref: Ref, lit: _Lit, at: int) -> _Lit:
+    def convert(self, ref: Ref, lit: Literal, at: int) -> Literal:
         """A time attribute compared with a string reads it as ISO-8601."""
         if ref.kind != "attribute" or ref.key not in TIME_ATTRIBUTES:
             return lit
         if lit.kind == "bool":
             self.fail(f"{ref} is a time: compare it with milliseconds since the epoch or an ISO-8601 string", at)
         if lit.kind == "str":
-            return _Lit("time", _iso_microseconds(lit.value, lambda: self.fail(
+            return Literal("time", _iso_microseconds(lit.value, lambda: self.fail(
                 f"{lit.value!r} is no ISO-8601 time (e.g. '2024-05-01T12:00:00Z')", at)))
         return lit
 
@@ -794,11 +592,11 @@ def _may_make_the_cut(arrays: list, descending: bool, rows: np.ndarray, n: int, 
     numeric array (a top 10 by val_loss): a partition on its values, no ranking. Their
     float64 copies keep the order (maybe merging ties), so nothing that belongs is cut."""
     arrays = [a for a in arrays if a.null_count < len(a)]
-    if len(arrays) != 1 or _array_kind(arrays[0]) not in ("int", "float", "time"):
+    if len(arrays) != 1 or array_kind(arrays[0]) not in ("int", "float", "time"):
         return rows
     array = arrays[0] if len(rows) == n else arrays[0].take(pa.array(rows))
-    if _array_kind(array) == "time":
-        array = _microseconds(array)
+    if array_kind(array) == "time":
+        array = microseconds(array)
     values = array.to_numpy(zero_copy_only=False).astype(np.float64)   # a null reads as NaN
     if descending:
         values = -values
@@ -818,9 +616,9 @@ def _sort_key(arrays: list, descending: bool, m: int) -> tuple[np.ndarray, int]:
     total = 0
     for group in _group_by_class(arrays):
         ranks = pc.rank(group, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
-        valid = _numpy(group.is_valid())
+        valid = as_numpy(group.is_valid())
         if pa.types.is_floating(group.type):
-            nan |= _numpy(pc.is_nan(group))
+            nan |= as_numpy(pc.is_nan(group))
             valid &= ~nan
         key[valid] = total + ranks[valid]
         total += int(ranks[valid].max(initial=0))
@@ -836,10 +634,10 @@ def _group_by_class(arrays: list) -> list[pa.Array]:
     """The arrays of one sort class merged into one (numbers, bools, text), in class order."""
     groups: dict[int, list] = {}
     for array in arrays:
-        kind = _array_kind(array)
+        kind = array_kind(array)
         if kind in _SORT_CLASSES:
             if kind == "time":
-                array = _microseconds(array)
+                array = microseconds(array)
             groups.setdefault(_SORT_CLASSES[kind], []).append(array)
     merged = []
     for cls in sorted(groups):

@@ -15,7 +15,6 @@ import datetime as dt
 import math
 import re
 
-import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, event, given, settings

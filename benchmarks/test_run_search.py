@@ -3,7 +3,7 @@ synthetic runs whose columns are already resolved (the catalog's part is not tim
 here). Target: a few ms for a param clause AND a latest-metric clause, so that
 runs(where=...) over 100,000 runs stays within 100 ms in all.
 
-    .venv/bin/python -m pytest benchmarks/test_search.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/test_run_search.py --benchmark-only
 
 Under --benchmark-disable (CI) the run set is 1,000 rows and each case runs once.
 """
