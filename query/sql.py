@@ -37,7 +37,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from ..engine.errors import InvalidArgumentError, InvalidTypeError
 from .export import store_series, time_columns
@@ -264,9 +263,13 @@ def _label_columns(labels: list[tuple], rows: list[int]) -> list[pa.Array]:
     for values in zip(*labels):
         distinct = list(dict.fromkeys(v for v in values if v is not None))
         code = {v: i for i, v in enumerate(distinct)}
-        indices = pa.array(np.repeat(np.array([code.get(v, -1) for v in values], np.int32), rows))
-        if None in values:
-            indices = pa.compute.if_else(pa.compute.equal(indices, -1), pa.scalar(None, pa.int32()), indices)
+        codes = np.repeat(np.array([code.get(v, 0) for v in values], np.int32), rows)
+        if None not in values:
+            indices = pa.array(codes)
+        elif not distinct:
+            indices = pa.nulls(len(codes), pa.int32())
+        else:
+            indices = pa.array(codes, mask=np.repeat(np.array([v is None for v in values]), rows))
         columns.append(pa.DictionaryArray.from_arrays(indices, pa.array(distinct, pa.string())))
     return columns
 
