@@ -128,6 +128,18 @@ class CatalogView:
         values = aggregate_values(self.catalog.series, rows, agg)
         return scatter(values, at, self.n)
 
+    def scalar_series_names(self, positions: np.ndarray | None) -> list[tuple[str, str | None]]:
+        """(metric, context JSON or None) of every scalar series of the runs at
+        ``positions`` (None: all), sorted."""
+        series = self.catalog.series
+        keep = _bools(pc.equal(series.column("kind"), 1))
+        if positions is not None:
+            keep &= np.isin(self.position[series.column("run").to_numpy()], positions)
+        pairs = series.filter(pa.array(keep)).select(["metric", "context"]).group_by(["metric", "context"]) \
+            .aggregate([])
+        return sorted(zip(pairs.column("metric").to_pylist(), pairs.column("context").to_pylist()),
+                      key=lambda p: (p[0], p[1] or ""))
+
     # -- the series table -----------------------------------------------------------
 
     def series_table(self, positions: np.ndarray | None) -> pa.Table:

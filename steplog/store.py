@@ -406,10 +406,7 @@ class Store:
             if root in ("params", "params_text") and (keep is None or name in keep
                                                        or name.replace("params_text.", "params.", 1) in keep):
                 columns[name] = picked.column(name)
-        series = view.series_table(rows)
-        scalar = series.filter(pc.equal(series.column("kind"), "scalar"))
-        held = sorted(set(zip(scalar.column("metric").to_pylist(), scalar.column("context").to_pylist())),
-                      key=lambda p: (p[0], p[1] or ""))
+        held = view.scalar_series_names(None if picked.num_rows == view.n else rows)
         if names is not None:
             missing = [n for n in names if n not in {m for m, _ in held}]
             if missing:
