@@ -306,11 +306,13 @@ def test_sql_export_import_round_trip(logged, tmp_path):
     assert done.returncode == 1 and "already holds" in done.stderr
 
 
-def on_terminal(*args) -> tuple[int, str, bytes]:
-    """Run the command with stderr on a pseudo-terminal: (exit code, stdout, terminal bytes)."""
+def on_terminal(*args, columns: int = 100, stdout_too: bool = False) -> tuple[int, str, bytes]:
+    """Run the command with stderr (and stdout) on a pseudo-terminal ``columns`` wide:
+    (exit code, stdout if piped, terminal bytes)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "steplog", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=slave, env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"})
+    proc = subprocess.Popen([sys.executable, "-m", "steplog", *args], cwd=ROOT,
+                            stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
+                            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns)})
     os.close(slave)
     seen = b""
     while True:
@@ -322,8 +324,9 @@ def on_terminal(*args) -> tuple[int, str, bytes]:
             break
         seen += data
     os.close(master)
-    out = proc.stdout.read().decode()
-    proc.stdout.close()
+    out = "" if stdout_too else proc.stdout.read().decode()
+    if not stdout_too:
+        proc.stdout.close()
     return proc.wait(timeout=120), out, seen
 
 
@@ -335,3 +338,17 @@ def test_progress_on_a_terminal_and_quiet(logged, tmp_path):
     code, out, seen = on_terminal("export", path, str(tmp_path / "b"), "--quiet")
     assert code == 0 and "exported" in out
     assert seen == b""
+
+
+def test_ls_on_a_terminal_fits_its_width(logged):
+    path, runs = logged
+    for columns in (70, 200):
+        code, _, seen = on_terminal("ls", path, "--columns", "params.lr,tags.team", columns=columns,
+                                    stdout_too=True)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode())
+        lines = text.replace("\r", "").splitlines()
+        assert code == 0 and max(map(len, lines)) <= columns, text
+        shown = {line.split()[0] for line in lines if line.strip() and line.split()[0] != "id"}
+        if columns == 200:   # a table: every id, and the names whole
+            assert len([i for i in runs for s in shown if i.startswith(s)]) == RUNS, text
+            assert all(name in text for _, name, _ in runs.values())

@@ -16,6 +16,7 @@ import sys
 from typing import Callable, Iterator, Sequence
 
 Progress = Callable[[int, "int | None"], None]   # progress(done, total)
+MIN_CUT = 8        # a column cut to fit a terminal keeps at least this many characters
 SCREEN_ROWS = 40   # a table of more rows shows its first and last SCREEN_ROWS / 2
 
 
@@ -41,9 +42,9 @@ def cell(value) -> str:
     return str(value)
 
 
-def local_time(value: datetime.datetime, zone: bool = False) -> str:
-    """A timestamp in this machine's time zone, to the second (as ``git log`` shows it)."""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %z" if zone else "%Y-%m-%d %H:%M:%S")
+def local_time(value: datetime.datetime, zone: bool = False, seconds: bool = True) -> str:
+    """A timestamp in this machine's time zone (as ``git log`` shows it)."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else "") + (" %z" if zone else ""))
 
 
 def duration(seconds: float) -> str:
@@ -60,7 +61,7 @@ def duration(seconds: float) -> str:
 
 def screen_rows(table) -> list[list[str]]:
     """The cells of an Arrow table's rows as a screen shows them: all, or the first and
-    last SCREEN_ROWS / 2 around a row of "..."; times to the microsecond, floats to 9 digits."""
+    last SCREEN_ROWS / 2 around a row of "..."; times to the microsecond."""
     half = SCREEN_ROWS // 2
     if table.num_rows <= SCREEN_ROWS:
         return [_row_cells(row) for row in table.to_pylist()]
@@ -71,16 +72,19 @@ def screen_rows(table) -> list[list[str]]:
 
 def _row_cells(row: dict) -> list[str]:
     return [v.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime.datetime) else
-            f"{v:.9g}" if isinstance(v, float) and math.isfinite(v) else cell(v) for v in row.values()]
+            cell(v) for v in row.values()]
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] = frozenset(),
-                stream=None) -> None:
+                fixed: set[int] = frozenset(), stream=None) -> None:
     """Rows of cells (strings) under headers; columns whose index is in ``right`` are
-    aligned right (numbers)."""
+    aligned right (numbers). On a terminal too narrow for the table, the columns in
+    ``fixed`` keep their width and the others are cut (to no less than MIN_CUT
+    characters) with an ellipsis; where even that does not fit, each row is printed as
+    lines of "column  value"."""
     stream = stream or sys.stdout
     if is_terminal(stream):
-        _rich_table(headers, rows, right, stream)
+        _rich_table(headers, rows, right, fixed, stream)
         return
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     for line in [headers, *rows]:
@@ -96,19 +100,40 @@ def print_arrow(table, stream=None) -> None:
         stream.write(f"{table.num_rows:,} rows (--format csv writes them all)\n")
 
 
-def _rich_table(headers, rows, right, stream) -> None:
+def _rich_table(headers, rows, right, fixed, stream) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for i, header in enumerate(headers):   # one line a row; too wide a column ends in an ellipsis
+    console = Console(file=stream, highlight=False)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    least = [w if i in fixed else min(w, MIN_CUT) for i, w in enumerate(widths)]
+    room = console.width - 2 * len(widths)   # each column but the last: a space of padding, one between
+    if sum(least) > room:   # no cut fits: a block of lines per row
+        _records(headers, rows, console)
+        return
+    while sum(widths) > room:   # cut the widest column that may be cut, a character at a time
+        i = max((i for i in range(len(widths)) if widths[i] > least[i]), key=lambda i: widths[i])
+        widths[i] -= 1
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    for i, header in enumerate(headers):
         table.add_column(Text(header), justify="right" if i in right else "left", no_wrap=True,
-                         overflow="ellipsis", min_width=min(len(header), 8))
+                         overflow="ellipsis", width=widths[i])
     for row in rows:
         table.add_row(*(Text(c) for c in row))   # Text: a value holding [brackets] is no markup
-    Console(file=stream, highlight=False).print(table)
+    console.print(table)
+
+
+def _records(headers, rows, console) -> None:
+    from rich.text import Text
+
+    width = max(len(h) for h in headers)
+    for n, row in enumerate(rows):
+        if n:
+            console.print()
+        for header, value in zip(headers, row):
+            console.print(Text(f"{header:<{width}}  {value}"), overflow="fold")
 
 
 def emit(table, fmt: str, output: str | None) -> None:

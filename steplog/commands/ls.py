@@ -126,12 +126,12 @@ def _print_runs(runs, extra: dict, ids) -> None:
     for i, r in enumerate(rows):
         start, end = r["start_time"], r["end_time"] or (now if r["status"] == "running" else None)
         lines.append([r["id"][:width], cell(r["experiment"]), cell(r["name"]), r["status"],
-                      local_time(start) if start else "",
+                      local_time(start, seconds=False) if start else "",
                       duration((end - start).total_seconds()) if start and end else ""]
                      + [cell(values[i]) for values in extra.values()])
     numeric = {len(BASE) - 1} | {len(BASE) + j for j, values in enumerate(extra.values())
                                  if all(isinstance(v, (int, float)) or v is None for v in values)}
-    print_table(list(BASE) + list(extra), lines, right=numeric)
+    print_table(list(BASE) + list(extra), lines, right=numeric, fixed={0, 3, 4, 5})
 
 
 def _machine_table(runs, extra: dict):

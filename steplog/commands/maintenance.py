@@ -76,7 +76,7 @@ def run_warm_up(args) -> int:
     from ..engine.jit import warm_up
 
     print("compiling the numba kernels of the write and read paths and of the tensor summaries into "
-          "numba's cache (a minute or so)...", flush=True)
+          "numba's cache (a minute or two after an install, seconds when the cache is full)...", flush=True)
     began = time.perf_counter()
     ok = warm_up()
     took = time.perf_counter() - began
