@@ -23,7 +23,6 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 
 import steplog
 from steplog.bench import standard_curve, store_bytes, warm_up

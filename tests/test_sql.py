@@ -27,7 +27,8 @@ def logged(store_path):
     with steplog.open(store_path, block_points=64, flush_interval=None) as store:
         for i, lr in enumerate(LRS):
             with store.start_run(experiment="sweep" if i < 3 else "other", name=f"lr={lr}",
-                                 params={"lr": lr, "depth": 10 * i}, tags={"team": "vision" if i % 2 else "nlp"}) as run:
+                                 params={"lr": lr, "depth": 10 * i},
+                                 tags={"team": "vision" if i % 2 else "nlp"}) as run:
                 for metric, context, n in (("loss", None, 150 + i), ("loss", {"subset": "val"}, 20), ("acc", None, 40)):
                     steps = np.sort(rng.choice(10_000, n, replace=False)).astype(np.int64)
                     values = rng.normal(size=n)
@@ -93,7 +94,8 @@ def test_series_view_equals_pandas(logged):
 def test_points_join_runs_equals_pandas_merge(logged):
     store, frame = logged
     reads = []
-    got = run_sql(store, """SELECT r.name, p.step, p.value, epoch_us(p.time) AS us FROM points p JOIN runs r ON r.id = p.run_id
+    got = run_sql(store, """SELECT r.name, p.step, p.value, epoch_us(p.time) AS us
+                            FROM points p JOIN runs r ON r.id = p.run_id
                             WHERE p.metric = 'acc' AND r."params.lr" > 0.02""",
                   on_read=lambda *series: reads.append(series))
     runs = store.runs().to_pandas()
@@ -132,7 +134,8 @@ def test_points_read_only_the_series_the_where_pins(logged):
         expected = sum(((plain.run_id == r) & (plain.metric == m) & (plain.context == (c or ""))).sum()
                        for r, m, c in want)
         assert sum(got.column(0).to_pylist()) == expected, query
-    everything = {(r, m, c if isinstance(c, str) else None) for r, m, c in zip(frame.run_id, frame.metric, frame.context)}
+    everything = {(r, m, c if isinstance(c, str) else None)
+                  for r, m, c in zip(frame.run_id, frame.metric, frame.context)}
     for query in (f"SELECT count(*) FROM points WHERE run_id = '{run_id}' OR metric = 'acc'",
                   "SELECT count(*) FROM points",
                   f"SELECT count(*) FROM points a JOIN points b USING (step) WHERE a.run_id = '{run_id}'"):
