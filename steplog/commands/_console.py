@@ -93,9 +93,14 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: se
 
 
 def print_arrow(table, stream=None) -> None:
-    """An Arrow table for people: its columns, aligned right, and the rows of ``screen_rows``."""
+    """An Arrow table for people: its columns (numbers and times aligned right) and the
+    rows of ``screen_rows``."""
+    import pyarrow as pa
+
     stream = stream or sys.stdout
-    print_table(table.column_names, screen_rows(table), right=set(range(table.num_columns)), stream=stream)
+    right = {i for i, field in enumerate(table.schema) if pa.types.is_integer(field.type) or
+             pa.types.is_floating(field.type) or pa.types.is_decimal(field.type) or pa.types.is_temporal(field.type)}
+    print_table(table.column_names, screen_rows(table), right=right, stream=stream)
     if table.num_rows > SCREEN_ROWS:
         stream.write(f"{table.num_rows:,} rows (--format csv writes them all)\n")
 
