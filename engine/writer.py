@@ -36,6 +36,9 @@ import numpy as np
 
 from . import aggregates, flushplan
 from .aggregates import Aggregates
+# imported here, not when a store closes at exit: an import then would make a Ctrl-C end
+# the process with status 1 instead of by SIGINT
+from .catalog import refresh as refresh_catalog
 from .block import HEADER_SIZE, KIND_SCALAR, KIND_SUMMARY, BlockEncoder, encode_records, unpack_header
 from .points import columns
 from .errors import ClosedError, InvalidArgumentError, StepLogError
@@ -335,10 +338,8 @@ class Writer:
 
     def _refresh_catalog(self) -> None:
         """A new catalog snapshot when enough changed (engine.catalog.refresh)."""
-        from .catalog import refresh
-
         try:
-            refresh(self.index)
+            refresh_catalog(self.index)
         except (StepLogError, OSError):
             pass   # derived state: readers read the change log, or the records, instead
 
