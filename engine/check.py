@@ -12,7 +12,9 @@ from .block import HEADER_SIZE, MEMBER_MAGIC, MEMBER_MARK, BlockDecoder, Pack
 from .errors import CorruptionError
 from .index import BE_U64, TABLES, Index
 from .layout import StoreLayout
+from .catalog import aggregates_mismatches
 from .recovery import Damage, ScannedBlock, scan_segment
+from .segment import SegmentReader
 
 
 def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
@@ -58,6 +60,9 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
                 damage.append(Damage(index.data_path, 0, f"index table series_info, key "
                                      f"{BE_U64.pack(series_id).hex()}: counts {info.count} points, its blocks "
                                      f"hold {count}"))
+        if not damage:   # blocks decode, so their aggregates can be taken again and compared
+            damage.extend(Damage(index.data_path, 0, reason) for reason in
+                          aggregates_mismatches(txn, SegmentReader(layout.segment_path), layout.segment_path))
     return checked, damage
 
 

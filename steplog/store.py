@@ -520,8 +520,8 @@ class Store:
              x: str = "step", missing_ok: bool = False) -> pa.Table:
         """One series, start <= step < stop, including points not yet flushed.
 
-        Without ``buckets``: every point, a table of step, time, value sorted by step (ties
-        in write order). With ``buckets=N`` and method "minmax": at most N rows of
+        Without ``buckets``: every point, a table of step, time (microseconds), value and
+        time_ns (the exact nanoseconds logged) sorted by step (ties in write order). With ``buckets=N`` and method "minmax": at most N rows of
         ``{x}_start``, ``{x}_end`` (end exclusive), count, nan_count, min, max, mean, first,
         first_step, last, last_step, exact over the raw points (empty buckets left out;
         at least N/2 rows when the range holds N steps); x is "step" (from rollups),
@@ -643,6 +643,26 @@ class Store:
                                          unflushed.get(key, []))
                        for key in keys}
             yield txn, readers
+
+    # -- other tools -------------------------------------------------------------------
+
+    def sql(self, query: str) -> pa.Table:
+        """Run a DuckDB query over the views runs, series and points (needs
+        ``steplog[sql]``); a filter on points by run_id and metric reads only those
+        series (query/sql.py)."""
+        from .query.sql import run_sql
+
+        self._check_open()
+        return run_sql(self, query)
+
+    def export(self, dest: str | os.PathLike, format: str = "parquet", runs: Iterable[str] | None = None,
+               where: str | None = None, progress=None) -> dict:
+        """Write the runs (all, ``runs=`` ids, or those ``where=`` selects) to a
+        Hive-partitioned Parquet dataset at ``dest`` (query/export.py); -> a summary."""
+        from .query.export import export_store
+
+        self._check_open()
+        return export_store(self, dest, format, runs, where, progress)
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -63,9 +63,11 @@ def verify_here(path: str) -> int:
         print(f"DAMAGED {exc}")
         print("the index does not open; `steplog repair` rebuilds it from the segments")
         return 1
-    if index.version < FORMAT_VERSION:
-        print(f"format version {index.version}: its index values carry no checksums; opening the store "
+    if index.version == 1:
+        print(f"format version 1: its index values carry no checksums; opening the store "
               f"upgrades it to version {FORMAT_VERSION}")
+    elif index.version < FORMAT_VERSION:
+        print(f"format version {index.version}: opening the store to write upgrades it to version {FORMAT_VERSION}")
     try:
         checked, damage = verify(layout, index)
     finally:
