@@ -5,13 +5,14 @@
 -> bytes) that the store keeps once per content, so ten thousand runs started from one
 environment store their package list, machine description and code state once.
 
-    record = {"shared": "<sha256 of the shared blob>",   # every captured part below but argv and env
+    record = {"shared": "<sha256 of the shared blob>",   # every captured part but what follows
               "argv": ["train.py", "--lr", "0.1"],        # "script": the part that differs between runs
-              "env": {"RANK": "0", "WORLD_SIZE": "8"}}    # "env": the allow-listed job variables
+              "env": {"LOCAL_RANK": "0", "RANK": "0"}}    # "env": ranks and ids (ENV_PER_PROCESS), if any
 
 The shared blob is compact JSON (sorted keys) holding ``python``, ``gpus``, ``git``
 (commit, branch, remote, dirty flag, the sha256 and size of the uncommitted diff, the
-untracked files) and ``script`` (path, module, working directory) inline, and the
+untracked files), ``script`` (path, module, working directory) and ``env`` (the other
+allow-listed variables: ``ENV_NAMES``, ``ENV_PREFIXES``) inline, and the
 sha256 of three more blobs: the package list (text, one ``name==version`` a line), the
 machine description (JSON) and the diff text (up to ``DIFF_LIMIT`` bytes; a larger diff
 keeps only its hash and size). ``describe(record, get_blob)`` puts it all back together.
@@ -47,10 +48,9 @@ import threading
 from .engine.errors import CorruptionError, InvalidArgumentError, InvalidTypeError
 
 __all__ = ["CAPTURE_ALL", "Captured", "capture", "describe", "is_secret_name", "strip_credentials", "reset_cache",
-           "ENV_NAMES", "ENV_PREFIXES", "DIFF_LIMIT"]
+           "ENV_NAMES", "ENV_PREFIXES", "ENV_PER_PROCESS", "DIFF_LIMIT"]
 
 CAPTURE_ALL = ("git", "script", "python", "packages", "machine", "gpus", "env")
-SHARED = ("git", "script", "python", "packages", "machine", "gpus")   # the parts that go in the shared blob
 
 # Job variables worth keeping: device selection, distributed ranks, schedulers, threads,
 # determinism. Secret-looking names are dropped even when they match.
@@ -67,6 +67,13 @@ ENV_NAMES = frozenset({
     "PYTHONHASHSEED", "XLA_FLAGS",
 })
 ENV_PREFIXES = ("NCCL_", "TORCH_", "TORCHELASTIC_")
+# Those that number this process or task within its job go in the record; the job's
+# configuration (world size, NCCL settings, threads...) goes in the shared blob, so the
+# ranks of one job, or the tasks of one array job, share it.
+ENV_PER_PROCESS = frozenset({
+    "RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK", "NODE_RANK", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID",
+    "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "PBS_JOBID", "LSB_JOBID", "POD_NAME", "JOB_COMPLETION_INDEX",
+})
 DIFF_LIMIT = 1 << 20            # diff text stored up to this many bytes; larger: hash and size only
 UNTRACKED_LIMIT = 100           # untracked names listed (the count is always kept)
 GIT_TIMEOUT = 3.0               # seconds, each git command
@@ -105,7 +112,7 @@ def describe(record: dict, get_blob) -> dict:
     shared = _json_blob(get_blob, record["shared"]) if "shared" in record else {}
     out = {}
     for part in CAPTURE_ALL:
-        if part in shared or (part == "env" and "env" in record):
+        if part in shared:
             out[part] = _DESCRIBE[part](shared.get(part), record, get_blob)
     return out
 
@@ -168,16 +175,28 @@ def strip_credentials(text: str) -> str:
 def _scan_environ() -> tuple:
     """(values of the secret-named variables long enough to look for elsewhere, longest
     first; names of the allow-listed variables that are not secret). One pass over the
-    names: reading every value of os.environ costs more than the rest of a capture."""
+    names, each classified once: reading every value of os.environ costs more than the
+    rest of a capture."""
     secrets, kept = set(), []
     for name in os.environ:
-        if is_secret_name(name):
+        kind = _env_kind(name)
+        if kind == _SECRET:
             value = os.environ.get(name, "")
             if len(value) >= 8:
                 secrets.add(value)
-        elif name in ENV_NAMES or name.startswith(ENV_PREFIXES):
+        elif kind == _KEPT:
             kept.append(name)
     return tuple(sorted(secrets, key=len, reverse=True)), kept
+
+
+_SECRET, _KEPT, _OTHER = range(3)
+
+
+@functools.lru_cache(maxsize=4096)
+def _env_kind(name: str) -> int:
+    if is_secret_name(name):
+        return _SECRET
+    return _KEPT if name in ENV_NAMES or name.startswith(ENV_PREFIXES) else _OTHER
 
 
 def _scrub(text: str, secrets: tuple) -> str:
@@ -489,10 +508,14 @@ def _nvidia_smi() -> list:
                               capture_output=True, stdin=subprocess.DEVNULL, timeout=GPU_TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError):
         return []
-    if done.returncode != 0:
-        return []
+    return _parse_nvidia_smi(done.stdout.decode("utf-8", "replace")) if done.returncode == 0 else []
+
+
+def _parse_nvidia_smi(text: str) -> list:
+    """Devices from ``nvidia-smi --query-gpu=<_GPU_FIELDS> --format=csv,noheader,nounits``;
+    a field the driver cannot tell ("[N/A]") stays text."""
     devices = []
-    for line in done.stdout.decode("utf-8", "replace").splitlines():
+    for line in text.splitlines():
         cells = [c.strip() for c in line.split(",")]
         if len(cells) != len(_GPU_FIELDS):
             continue
@@ -510,13 +533,14 @@ def _torch_cuda_initialized(torch) -> bool:
         return False
 
 
-def _env_part(names: list, secrets: tuple) -> dict:
-    out = {}
+def _env_part(names: list, secrets: tuple) -> tuple:
+    """(job configuration, this process's ranks and ids): the allow-listed variables."""
+    shared, own = {}, {}
     for name in sorted(names):
         value = os.environ.get(name)
         if value is not None:
-            out[name] = _scrub(value, secrets)
-    return out
+            (own if name in ENV_PER_PROCESS else shared)[name] = _scrub(value, secrets)
+    return shared, own
 
 
 # -- assembly --------------------------------------------------------------------------
@@ -565,10 +589,11 @@ def _capture(parts: tuple, cwd: str | None) -> Captured:
             section, part_blobs = _static_part(part, secrets)
             shared[part] = section
             blobs.update(part_blobs)
-    if shared:
-        record["shared"] = _put(blobs, _json_bytes(shared))
     if "env" in parts:
-        record["env"] = _env_part(env_names, secrets)
+        shared["env"], own = _env_part(env_names, secrets)
+        if own:
+            record["env"] = own
+    record["shared"] = _put(blobs, _json_bytes(shared))
     return Captured(record, blobs)
 
 
@@ -645,5 +670,5 @@ _DESCRIBE = {
     "packages": _describe_packages,
     "machine": lambda section, record, get_blob: _json_blob(get_blob, section["blob"]),
     "gpus": lambda section, record, get_blob: section,
-    "env": lambda section, record, get_blob: record["env"],
+    "env": lambda section, record, get_blob: dict(sorted({**section, **record.get("env", {})}.items())),
 }

@@ -134,12 +134,14 @@ def test_planted_secrets_never_reach_record_or_blobs(repo, monkeypatch):
     monkeypatch.setenv("UNLISTED_VARIABLE", "keep-me-out")
     (repo / "train.py").write_text(f"key = {PLANTED['WANDB_API_KEY']!r}\n")     # a secret in the diff
     git(repo, "remote", "add", "origin", f"https://x:{PLANTED['GITHUB_TOKEN']}@github.com/t/m.git")
-    monkeypatch.setattr(sys, "argv", ["train.py", "--api-key", PLANTED["WANDB_API_KEY"], f"--token={PLANTED['GITHUB_TOKEN']}",
-                                      "--lr", "0.1", PLANTED["MY_PASSWORD"], "db.password=hunter3-hydra"])
+    monkeypatch.setattr(sys, "argv", ["train.py", "--api-key", PLANTED["WANDB_API_KEY"],
+                                      f"--token={PLANTED['GITHUB_TOKEN']}", "--lr", "0.1", PLANTED["MY_PASSWORD"],
+                                      "db.password=hunter3-hydra"])
     captured = capture(cwd=repo)
     data = everything(captured)
     for value in [*PLANTED.values(), "s3cr3tpass", "hunter3-hydra"]:
         assert value.encode() not in data, value
+    assert captured.record["env"] == {"RANK": "3"}                   # a rank: in the record, not the shared blob
     got = describe_of(captured)
     assert got["env"]["RANK"] == "3" and got["env"]["NCCL_DEBUG"] == "INFO"
     assert got["env"]["NCCL_FAKE_URL"] == "https://mirror.example.com/x"
@@ -251,3 +253,31 @@ def test_import_steplog_does_not_import_environment():
     done = subprocess.run([sys.executable, "-c", "import sys, steplog; print('steplog.environment' in sys.modules)"],
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_nvidia_smi_lines():
+    text = ("0, NVIDIA H200, 143771, 550.54.15, GPU-4f2c0a1e-0000-1111-2222-333344445555, 00000000:19:00.0\n"
+            "1, NVIDIA H200, [N/A], 550.54.15, GPU-4f2c0a1e-0000-1111-2222-333344446666, 00000000:3B:00.0\n")
+    assert environment._parse_nvidia_smi(text) == [
+        {"index": 0, "name": "NVIDIA H200", "memory_mib": 143771, "driver_version": "550.54.15",
+         "uuid": "GPU-4f2c0a1e-0000-1111-2222-333344445555", "pci": "00000000:19:00.0"},
+        {"index": 1, "name": "NVIDIA H200", "memory_mib": "[N/A]", "driver_version": "550.54.15",
+         "uuid": "GPU-4f2c0a1e-0000-1111-2222-333344446666", "pci": "00000000:3B:00.0"}]
+
+
+def test_capture_imports_no_optional_library():
+    code = ("import sys; from steplog.environment import capture; capture(); "
+            "print([m for m in ('torch', 'pandas', 'matplotlib', 'polars') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_ranks_of_one_job_share_the_blob(repo, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    records = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        records.append(capture(cwd=repo).record)
+    assert records[0]["shared"] == records[1]["shared"]
+    assert [r["env"] for r in records] == [{"LOCAL_RANK": "0", "RANK": "0"}, {"LOCAL_RANK": "1", "RANK": "1"}]
