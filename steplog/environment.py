@@ -93,7 +93,7 @@ def capture(what=CAPTURE_ALL, cwd=None) -> Captured:
     """The environment of this process now. ``what``: True or None for every part of
     ``CAPTURE_ALL``, False for none, or a list/tuple of part names. ``cwd``: where to
     look for the git repository (default: the entry script's folder, else the working
-    directory). Parts that cannot be read (no git, not a repository, no GPU) are left
+    directory: where the script is an installed tool or lies in no repository). Parts that cannot be read (no git, not a repository, no GPU) are left
     out; capture never fails for them."""
     parts = _parts_arg(what)
     if cwd is not None and not isinstance(cwd, (str, os.PathLike)):
@@ -200,6 +200,12 @@ def _env_kind(name: str) -> int:
 
 
 def _scrub(text: str, secrets: tuple) -> str:
+    """``text`` without credentials or secret values, and without the lone surrogates
+    that undecodable bytes of argv or paths leave (JSON could not encode them)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     text = strip_credentials(text)
     for value in secrets:
         if value in text:
@@ -268,7 +274,7 @@ def _git_part(where: str, secrets: tuple):
 
 def _git_paths(where: str) -> dict | None:
     done = _git(where, "rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir", "HEAD")
-    lines = done.stdout.decode("utf-8", "surrogateescape").split("\n") if done is not None else []
+    lines = done.stdout.decode("utf-8", "replace").split("\n") if done is not None else []
     if len(lines) < 4 or not os.path.isabs(lines[1]):
         return None                                   # not a repository (or no git)
     head = lines[3] if done.returncode == 0 else None   # None: a repository without commits
@@ -337,7 +343,7 @@ def _parse_status(out: bytes) -> tuple:
         if len(entry) < 4:
             continue
         if entry[:2] == b"??":
-            untracked.append(entry[3:].decode("utf-8", "surrogateescape"))
+            untracked.append(entry[3:].decode("utf-8", "replace"))
         else:
             dirty = True
             if entry[0:1] in (b"R", b"C"):
@@ -389,7 +395,7 @@ def _getcwd() -> str:
 
 def _python_part() -> dict:
     return {"version": platform.python_version(), "implementation": sys.implementation.name,
-            "executable": sys.executable, "prefix": sys.prefix}
+            "executable": _scrub(sys.executable, ()), "prefix": _scrub(sys.prefix, ())}
 
 
 def _packages_blob(secrets: tuple) -> bytes:
@@ -539,7 +545,7 @@ def _env_part(names: list, secrets: tuple) -> tuple:
     for name in sorted(names):
         value = os.environ.get(name)
         if value is not None:
-            (own if name in ENV_PER_PROCESS else shared)[name] = _scrub(value, secrets)
+            (own if name in ENV_PER_PROCESS else shared)[_scrub(name, ())] = _scrub(value, secrets)
     return shared, own
 
 
@@ -565,7 +571,8 @@ def _parts_arg(what) -> tuple:
     if what is False:
         return ()
     if not isinstance(what, (list, tuple)):
-        raise InvalidArgumentError("capture", f"expected True, False, None or a list of {CAPTURE_ALL}, got {what!r}")
+        raise InvalidTypeError("capture", f"expected True, False, None or a list of names from {CAPTURE_ALL}, "
+                                          f"got {what!r}")
     for part in what:
         if part not in CAPTURE_ALL:
             raise InvalidArgumentError("capture", f"unknown part {part!r}: expected names from {CAPTURE_ALL}")
@@ -578,7 +585,11 @@ def _capture(parts: tuple, cwd: str | None) -> Captured:
     secrets, env_names = _scan_environ()
     record, shared, blobs = {}, {}, {}
     if "git" in parts:
-        got = _git_part(cwd if cwd is not None else _code_dir(), secrets)
+        got = None
+        for where in (cwd,) if cwd is not None else (_code_dir(), _getcwd()):
+            got = _git_part(os.path.abspath(where), secrets)
+            if got is not None:
+                break
         if got is not None:
             shared["git"], git_blobs = got
             blobs.update(git_blobs)
@@ -616,9 +627,19 @@ def _static_part(part: str, secrets: tuple) -> tuple:
 
 
 def _code_dir() -> str:
-    """Where the code is: the entry script's folder, else the working directory."""
+    """Where the code is: the entry script's folder, unless the script is an installed
+    tool (under sys.prefix: ``python -m pytest``, a console script), else the working
+    directory."""
     path = getattr(sys.modules.get("__main__"), "__file__", None)
-    return os.path.dirname(os.path.abspath(path)) if path else _getcwd()
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not any(_inside(folder, p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}):
+            return folder
+    return _getcwd()
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _json_bytes(obj) -> bytes:

@@ -217,8 +217,9 @@ def test_parts_selection_and_bad_names():
     assert got["python"]["executable"] == sys.executable
     assert set(describe_of(capture(True))) >= set(CAPTURE_ALL) - {"git"}
     assert capture(None).record.keys() == capture(True).record.keys()
-    for bad in (["python", "pip"], "python", 3):
-        with pytest.raises(steplog.InvalidArgumentError) as error:
+    for bad, error_type in ((["python", "pip"], steplog.InvalidArgumentError), ("python", steplog.InvalidTypeError),
+                            (3, steplog.InvalidTypeError)):
+        with pytest.raises(error_type) as error:
             capture(bad)
         assert error.value.argument == "capture"
     with pytest.raises(TypeError):
@@ -281,3 +282,18 @@ def test_ranks_of_one_job_share_the_blob(repo, monkeypatch):
         records.append(capture(cwd=repo).record)
     assert records[0]["shared"] == records[1]["shared"]
     assert [r["env"] for r in records] == [{"LOCAL_RANK": "0", "RANK": "0"}, {"LOCAL_RANK": "1", "RANK": "1"}]
+
+
+def test_undecodable_arguments_and_names(repo, monkeypatch):
+    (repo / os.fsdecode(b"data-\xff.bin")).write_bytes(b"x")
+    monkeypatch.setattr(sys, "argv", ["train.py", os.fsdecode(b"--name=caf\xe9")])
+    captured = capture(["git", "script"], cwd=repo)
+    json.dumps(captured.record).encode()                          # encodable: no lone surrogates left
+    got = describe_of(captured)
+    assert got["script"]["argv"] == ["train.py", "--name=caf\ufffd"]
+    assert sorted(got["git"]["untracked_names"]) == ["data-\ufffd.bin", "notes.txt"]
+
+
+def test_git_found_from_the_working_directory(repo, monkeypatch):
+    monkeypatch.chdir(repo)                                       # pytest's own __main__ lies in no repository
+    assert describe_of(capture(["git"]))["git"]["commit"] == git(repo, "rev-parse", "HEAD").decode().strip()
