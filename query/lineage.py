@@ -80,7 +80,7 @@ class Graph:
         far = self.edges.column("target" if forward else "source")
         seen, frontier, taken, hops = set(start), set(start), [], 0
         while frontier and (depth is None or hops < depth):
-            mask = pc.is_in(near, value_set=pa.array(sorted(frontier), pa.string()))
+            mask = pc.is_in(near, value_set=pa.array(list(frontier), pa.string()))
             rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
             taken.append(rows)
             reached = set(far.take(rows).to_pylist())
@@ -113,16 +113,17 @@ def artifact_keys(artifacts: pa.Table) -> pa.ChunkedArray:
 
 def all_edges(runs: pa.Table, artifacts: pa.Table) -> pa.Table:
     """The edges of every log and every parent link, as logged (repeats kept)."""
+    artifacts = artifacts.select(["run_id", "key", "role"])   # filter only the columns edges need
     role = artifacts.column("role")
     produced = artifacts.filter(pc.is_in(role, value_set=pa.array(PRODUCED_ROLES)))
     consumed = artifacts.filter(pc.is_in(role, value_set=pa.array(CONSUMED_ROLES)))
-    children = runs.filter(pc.is_valid(runs.column("parent")))
+    children = runs.select(["id", "parent"]).filter(pc.is_valid(runs.column("parent")))
 
     def edges(source, target, relation: str, roles) -> pa.Table:
         n = len(source)
         return pa.table([pa.chunked_array(source.chunks, pa.string()) if n else pa.array([], pa.string()),
                          pa.chunked_array(target.chunks, pa.string()) if n else pa.array([], pa.string()),
-                         pa.array([relation] * n, pa.string()),
+                         pa.repeat(pa.scalar(relation, pa.string()), n),
                          roles if roles is not None else pa.nulls(n, pa.string())], schema=EDGE_SCHEMA)
 
     parts = [edges(produced.column("run_id"), produced.column("key"), "produced", produced.column("role")),
@@ -143,7 +144,7 @@ def unique_edges(edges: pa.Table) -> pa.Table:
 def run_nodes(runs: pa.Table, nodes: set[str]) -> pa.Table:
     """The runs among ``nodes``, by start time, with RUN_NODE_COLUMNS (kind null for
     a store that keeps none)."""
-    picked = runs.filter(pc.is_in(runs.column("id"), value_set=pa.array(sorted(nodes), pa.string())))
+    picked = runs.filter(pc.is_in(runs.column("id"), value_set=pa.array(list(nodes), pa.string())))
     columns = {}
     for name in RUN_NODE_COLUMNS:
         if name in picked.column_names:
@@ -156,34 +157,33 @@ def run_nodes(runs: pa.Table, nodes: set[str]) -> pa.Table:
 def artifact_nodes(artifacts: pa.Table, nodes: set[str]) -> pa.Table:
     """One row per artifact node among ``nodes``: the latest producing log, else the
     first log."""
-    picked = artifacts.filter(pc.is_in(artifacts.column("key"), value_set=pa.array(sorted(nodes), pa.string())))
-    best: dict[str, tuple] = {}
-    keys = picked.column("key").to_pylist()
-    roles = picked.column("role").to_pylist()
-    order = _log_order(picked)
-    for i, (key, role) in enumerate(zip(keys, roles)):
-        produced = role in PRODUCED_ROLES
-        # a producing log beats any other; among producers the latest, else the first
-        logged, row = order[i]
-        rank = (produced, (logged, row) if produced else (-logged, -row))
-        if key not in best or rank > best[key][0]:
-            best[key] = (rank, i)
-    rows = [best[key][1] for key in sorted(best)]
-    chosen = picked.take(pa.array(rows, pa.int64()))
+    picked = artifacts.filter(pc.is_in(artifacts.column("key"), value_set=pa.array(list(nodes), pa.string())))
+    produced = pc.is_in(picked.column("role"), value_set=pa.array(PRODUCED_ROLES)).to_numpy(zero_copy_only=False)
+    logged = _logged(picked)
+    row = np.arange(picked.num_rows)
+    # first per key after sorting: producers before the rest, the latest producer, the first of the rest
+    ranking = pa.table({"key": picked.column("key"), "p": ~produced, "t": np.where(produced, -logged, logged),
+                        "r": np.where(produced, -row, row)})
+    order = pc.sort_indices(ranking, [(n, "ascending") for n in ("key", "p", "t", "r")])
+    keys = picked.column("key").take(order)
+    first = np.ones(len(keys), bool)
+    if len(keys) > 1:
+        first[1:] = pc.not_equal(keys[1:], keys[:-1]).to_numpy(zero_copy_only=False)
+    chosen = picked.take(order.filter(pa.array(first)))
     columns = {"id": chosen.column("key")}
     for name in ARTIFACT_NODE_COLUMNS[1:]:
         columns[name] = chosen.column(name)
     return pa.table(columns)
 
 
-def _log_order(artifacts: pa.Table) -> list[tuple[int, int]]:
-    """(logged time, row) of each log: orders the logs in time."""
-    if "logged" in artifacts.column_names and artifacts.num_rows:
-        logged = artifacts.column("logged")
-        if pa.types.is_timestamp(logged.type):
-            logged = logged.cast(pa.int64())
-        return [(v if v is not None else -1, i) for i, v in enumerate(logged.to_pylist())]
-    return [(0, i) for i in range(artifacts.num_rows)]
+def _logged(artifacts: pa.Table) -> np.ndarray:
+    """The logged time of each log as int64 (-1 for none); zeros without the column."""
+    if "logged" not in artifacts.column_names:
+        return np.zeros(artifacts.num_rows, np.int64)
+    logged = artifacts.column("logged")
+    if pa.types.is_timestamp(logged.type):
+        logged = logged.cast(pa.int64())
+    return pc.fill_null(logged, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 # -- resolving what the user names ------------------------------------------------------

@@ -347,9 +347,10 @@ def provenance_report(p: Provenance) -> str:
         lines += [f"  {run_line(r)}" for r in p.readers]
     if p.run is not None:
         lines.append(f"\nmetrics of {short(p.run['id'])} ({len(p.metrics)}): last, min and max, at their steps")
-        for m in p.metrics:
-            name = m["metric"] + (f" {m['context']}" if m["context"] else "")
-            lines.append(f"  {name}  last {value_text(m['last'])} @{m['last_step']}"
+        names = [m["metric"] + (f" {m['context']}" if m["context"] else "") for m in p.metrics]
+        width = max(map(len, names), default=0)
+        for name, m in zip(names, p.metrics):
+            lines.append(f"  {name:<{width}}  last {value_text(m['last'])} @{m['last_step']}"
                          f"  min {value_text(m['min'])} @{m['min_step']}  max {value_text(m['max'])} @{m['max_step']}"
                          f"  ({m['count']:,} points)")
     return "\n".join(lines)
