@@ -234,7 +234,7 @@ def _mask_argv(argv: list, secrets: tuple) -> list:
         name, eq, _ = arg.lstrip("-").partition("=")
         if name and is_secret_name(name) and (eq or arg.startswith("-")):
             if eq:
-                out.append(arg[:len(arg) - len(arg.partition("=")[2])] + MASK)
+                out.append(arg.partition("=")[0] + "=" + MASK)
             else:
                 out.append(arg)
                 mask_next = True
