@@ -196,7 +196,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def artifact_key(artifacts: pa.Table, value, argument: str = "artifact") -> str:
     """The node id that ``value`` names: a sha256 (64 hex digits), a file (hashed), a
-    URI or directory logged by location. NotFoundError when nothing can be found."""
+    directory (the hash of its manifest, as logging it gives), or a URI logged by
+    location. NotFoundError when nothing can be found."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value:
@@ -205,6 +206,10 @@ def artifact_key(artifacts: pa.Table, value, argument: str = "artifact") -> str:
         return value.lower()
     if os.path.isfile(value):
         return file_sha256(value)
+    if os.path.isdir(value):
+        from ..engine.artifacts import describe   # a directory's sha256 is that of its manifest
+
+        return describe(value).fields["sha256"]
     locations = (value,) if "://" in value else (value, os.path.abspath(value), os.path.realpath(value))
     held = artifacts.filter(pc.is_in(artifacts.column("location"), value_set=pa.array(list(locations))))
     if held.num_rows:

@@ -311,3 +311,19 @@ def test_environment_diff_of_two_captures(world):
                           "changed": {"numpy": (np.__version__, "0.0.1")}}
     assert d.code == [("commit", world["commit"], "0" * 40)]
     assert d.python is None and d.host is None
+
+
+@pytest.mark.skipif(not HAS_ARTIFACTS, reason="the store keeps no artifacts yet")
+def test_provenance_of_a_directory(tmp_path, open_store):
+    model = tmp_path / "model"
+    (model / "shards").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "shards" / "0.bin").write_bytes(b"\x00" * 100)
+    store = open_store(path=tmp_path / "s.steplog")
+    with store.start_run("e", name="train") as run:
+        logged = run.log_model(str(model))
+    p = provenance(store, model)
+    assert p.run["id"] == run.id and p.sha256 == logged["sha256"]
+    (model / "config.json").write_text('{"changed": 1}')
+    with pytest.raises(NotFoundError):
+        provenance(store, model)
