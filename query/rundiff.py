@@ -117,7 +117,9 @@ def inputs_of(store, run_id: str) -> dict[str, list]:
 
 
 def last_values(store, run_id: str) -> dict:
-    return {m["metric"] + (f" {m['context']}" if m["context"] else ""): m["last"] for m in metric_summary(store, run_id)}
+    """{"metric" or "metric {context}": last value} of the run's scalar series."""
+    return {m["metric"] + (f" {m['context']}" if m["context"] else ""): m["last"]
+            for m in metric_summary(store, run_id)}
 
 
 def diff_report(d: RunDiff) -> str:
