@@ -272,8 +272,10 @@ class _Parser:
         start = self.pos
         match = _WORD.match(self.text, self.pos)
         if not match:
+            quoted = self.text[self.pos:self.pos + 1] in ("'", '"')
             self.fail("expected a name (params.x, metrics.x, tags.x, attributes.x)"
-                      + ("" if self.pos < len(self.text) else ", not the end"))
+                      + ("" if self.pos < len(self.text) else ", not the end")
+                      + (", not a quoted value: a clause is name op value" if quoted else ""))
         head = match.group().lower()
         self.pos = match.end()
         if head in _PREFIXES and self.text[self.pos:self.pos + 1] == ".":
@@ -539,7 +541,9 @@ def parse_order_by(items, argument: str = "order_by") -> list[OrderKey]:
         ref = parser.ref()
         direction = parser.word("asc", "desc")
         if not parser.at_end():
-            parser.fail("expected ASC, DESC or the end")
+            comma = parser.text[parser.pos:parser.pos + 1] == ","
+            parser.fail("expected ASC, DESC or the end" + (
+                "; give several keys as a list: ['params.lr DESC', 'metrics.loss.min']" if comma else ""))
         keys.append(OrderKey(ref, direction == "desc"))
     return keys
 

@@ -581,6 +581,7 @@ def test_bad_order_by():
         (["bogus.x"], "order_by", "unknown name 'bogus'", 0),
         ("", "order_by", "expected a name", 0),
         ("params.lr ASC DESC", "order_by", "expected ASC, DESC or the end", 14),
+        ("params.lr DESC, metrics.loss.min", "order_by", "give several keys as a list", 14),
     ]:
         with pytest.raises(InvalidArgumentError) as error:
             parse_order_by(items)
@@ -614,6 +615,8 @@ SYNTAX_ERRORS = [   # (text, what the message says, the text the caret points at
     ("(params.lr < 1 params.b = 2)", "expected AND, OR or ')'", "params.b"),
     ("params.lr < 1 params.b = 2", "expected AND, OR or the end", "params.b"),
     ("params.a = 'abc", "unterminated string", "'abc"),
+    ("'abc", "not a quoted value", "'abc"),
+    ("'lr' < 0.1", "not a quoted value", "'lr'"),
     ('params.a = "abc', "unterminated string", '"abc'),
     ("params.`abc = 1", "unterminated string", "`abc"),
     ("params.a = 'it\\'", "unterminated string", "'it"),
