@@ -1,5 +1,5 @@
-"""The command line: ``steplog ls | show | read | plot | sql | export | import | verify |
-repair | demo | bench | warm-up`` (also ``python -m steplog``).
+"""The command line: ``steplog ls | show | read | plot | sql | export | import |
+provenance | diff | verify | repair | demo | bench | warm-up`` (also ``python -m steplog``).
 
 Exit codes: 0 done, 1 failed (``steplog: error: ...`` on stderr, no traceback), 2 a
 usage error (argparse's). verify keeps its own: 1 damage found, 2 not a store.
