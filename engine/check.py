@@ -1,6 +1,9 @@
 """``verify``: every index value against its checksum and layout, every block of every
 segment decoded by its kind, and the index's view of the blocks against the segments.
 
+Blobs (version 5) are read whole and hashed: every blob file, and every blob a stored
+artifact needs (a file's content; a directory's manifest and each file it lists).
+
 It reports damage instead of raising, and agrees with what reads see: whatever a read
 would refuse as corrupt, verify lists. LMDB itself may abort the process on a damaged
 index, so the command runs this in a child process (steplog.verify).
@@ -8,6 +11,8 @@ index, so the command runs this in a child process (steplog.verify).
 
 from __future__ import annotations
 
+from .artifacts import parse_manifest
+from .blobs import BlobStore
 from .block import HEADER_SIZE, MEMBER_MAGIC, MEMBER_MARK, BlockDecoder, Pack
 from .errors import CorruptionError
 from .index import BE_U64, TABLES, Index
@@ -63,7 +68,34 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
         if not damage and index.version >= 4:   # blocks decode: their aggregates are taken again
             damage.extend(Damage(index.data_path, 0, reason) for reason in
                           aggregates_mismatches(txn, SegmentReader(layout.segment_path), layout.segment_path))
+        _check_blobs(layout, txn, damage)
     return checked, damage
+
+
+def _check_blobs(layout: StoreLayout, txn, damage: list[Damage]) -> None:
+    """Every blob file against its name, then the blobs each stored artifact needs."""
+    blobs = BlobStore(layout)
+    on_disk = set(layout.blob_hashes_on_disk())
+    for sha in sorted(on_disk):
+        reason = blobs.check(sha)
+        if reason:
+            damage.append(Damage(layout.blob_path(sha), 0, reason))
+    for record in _readable(txn.artifact_records, txn, damage):
+        if not record.get("stored"):
+            continue
+        shown = f"artifact {record['seq']} of run {record['run']}"
+        if record["sha256"] not in on_disk:
+            damage.append(Damage(layout.blob_path(record["sha256"]), 0, f"{shown} is stored, its blob is missing"))
+        elif record["kind"] == "dir" and not blobs.check(record["sha256"]):
+            try:
+                rows = parse_manifest(blobs.get(record["sha256"]), layout.blob_path(record["sha256"]))
+            except CorruptionError as exc:
+                damage.append(Damage(exc.path, exc.offset, exc.reason))
+                continue
+            for row in rows:
+                if row["sha256"] not in on_disk:
+                    damage.append(Damage(layout.blob_path(row["sha256"]), 0,
+                                         f"{shown}: the blob of its file {row['path']!r} is missing"))
 
 
 def _decode(decoder: BlockDecoder, item: ScannedBlock, path: str, damage: list[Damage]):
@@ -93,9 +125,9 @@ def _member_mismatch(ref, found) -> str:
     return ""
 
 
-def _readable(entries, index: Index, damage: list[Damage]):
+def _readable(entries, index, damage: list[Damage]):
     """The entries of a table scan, stopping (with a damage entry) where the scan fails."""
     try:
         yield from entries()
     except CorruptionError as exc:
-        damage.append(Damage(exc.path or index.data_path, exc.offset, exc.reason))
+        damage.append(Damage(exc.path or getattr(index, "data_path", index.path), exc.offset, exc.reason))

@@ -18,6 +18,7 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     aggregates   series_id u64 BE    -> engine.aggregates AGGREGATES (a scalar series; version 4)
     changes      change_seq u64 BE   -> run_id (16) ...: the runs one transaction changed (version 4)
     catalog      ascii name          -> the catalog snapshot (engine/catalog.py; version 4)
+    artifacts    run_id | seq u64 BE -> JSON artifact record (engine/artifacts.py; version 5)
 
 A small series costs no block of its own: its points are a member of a pack block
 (engine.block KIND_PACK) shared with other series, and while that is its only chunk the
@@ -55,9 +56,9 @@ from .block import (BLOCK_MAGIC, BLOCK_VERSION, CODEC_PLANE_FRAMES, HEADER_SIZE,
 from .errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError, StepLogError,
                      ReadOnlyError, StorageFullError, StorageIOError)
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 FIRST_CHECKED_VERSION = 2      # values carry checksums from this version on
-READABLE_VERSIONS = (1, 2, 3, 4)  # older versions are upgraded when opened to write (engine.upgrade)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older versions are upgraded when opened to write (engine.upgrade)
 ROLLUP_MIN_POINTS = 4096       # a series keeps rollups from this many points on; smaller ones decode
 # The map is reserved address space, not disk: sized so that it never needs to grow (LMDB
 # forbids growing it while this process has a read transaction open).
@@ -65,10 +66,10 @@ MAP_SIZE = 1 << 38
 _FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 MAX_READERS = 1024
 TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups",
-          "aggregates", "changes", "catalog")
-# Tables version 4 added: a read-only open of an older index finds them missing and reads
-# them as empty (it may not create them); an open to write creates them.
-V4_TABLES = frozenset(["aggregates", "changes", "catalog"])
+          "aggregates", "changes", "catalog", "artifacts")
+# Tables versions 4 and 5 added: a read-only open of an older index finds them missing and
+# reads them as empty (it may not create them); an open to write creates them.
+LATER_TABLES = frozenset(["aggregates", "changes", "catalog", "artifacts"])
 CHECKSUM = struct.Struct("<I")
 
 U64 = struct.Struct("<Q")
@@ -87,6 +88,7 @@ MEMBER = struct.Struct("<IIIqq")                # blocks value tail: pack length
 SEGMENT_INFO = struct.Struct("<QIq")            # committed_end, pid, created_ns
 HEARTBEAT = struct.Struct("<IQq")               # pid, host hash, time_ns
 WRITER_KEY = struct.Struct(">QI")               # heartbeats key after the run_id: host hash, pid
+ARTIFACT_KEY = struct.Struct(">16sQ")           # run_id, seq (the run's artifacts in logging order, from 1)
 STEP_BIAS = 1 << 63
 HOST_ID = int.from_bytes(hashlib.blake2b(socket.gethostname().encode(), digest_size=8).digest(), "little")
 
@@ -243,7 +245,7 @@ class Index:
     def _open_table(self, name: str, create: bool):
         """The named database; None for a table of a later version that a read-only open
         of an older index lacks."""
-        if name not in V4_TABLES:
+        if name not in LATER_TABLES:
             return self.env.open_db(name.encode(), create=create)
         if not self._readonly:
             return self.env.open_db(name.encode(), create=True)
@@ -461,6 +463,7 @@ class IndexReader:
             "aggregates": lambda k, v: (self._unpack(BE_U64, "aggregates", k, k), self._aggregates(k, v)),
             "changes": lambda k, v: (self._unpack(BE_U64, "changes", k, k), self._change(k, v)),
             "catalog": lambda k, v: None,   # checksums; engine.catalog checks what it loads
+            "artifacts": lambda k, v: self._artifact(k, v),
         }
         if self._db[table] is None:
             return
@@ -727,6 +730,45 @@ class IndexReader:
             raise self._damage("changes", key, f"value of {len(raw)} bytes is no list of run ids")
         return [bytes(raw[i:i + 16]) for i in range(0, len(raw), 16)]
 
+    # -- artifacts (version 5) ---------------------------------------------------------
+
+    def artifact_values(self, run_id: bytes | None = None) -> list[bytes]:
+        """The JSON artifact records of one run (in logging order) or of the store (by
+        run, then logging order), checksums checked, not parsed: engine.artifacts
+        parses them all in one call."""
+        found = []
+        for key, raw in self._scan("artifacts", run_id):
+            if run_id is not None and key[:16] != run_id:
+                break
+            if len(key) != ARTIFACT_KEY.size:
+                raise self._damage("artifacts", key, f"key of {len(key)} bytes")
+            found.append(raw)
+        return found
+
+    def next_artifact_seq(self, run_id: bytes) -> int:
+        """One past the seq of the run's last artifact (1 for its first)."""
+        if self._db["artifacts"] is None:
+            return 1
+        cursor = self.txn.cursor(db=self._db["artifacts"])
+        last = ARTIFACT_KEY.pack(run_id, 0xFFFFFFFFFFFFFFFF)
+        before = cursor.prev() if cursor.set_range(last) else cursor.last()
+        if before and cursor.key()[:16] == run_id:
+            return ARTIFACT_KEY.unpack(cursor.key())[1] + 1
+        return 1
+
+    def _artifact(self, key: bytes, value: bytes) -> dict:
+        if len(key) != ARTIFACT_KEY.size:
+            raise self._damage("artifacts", key, f"key of {len(key)} bytes")
+        record = self._json("artifacts", key, value)
+        if record.get("run") != key[:16].hex() or record.get("seq") != ARTIFACT_KEY.unpack(key)[1]:
+            raise self._damage("artifacts", key, "artifact record of another run or seq than its key")
+        return record
+
+    def artifact_records(self) -> Iterator[dict]:
+        """Every artifact record, parsed and checked against its key (verify)."""
+        for key, raw in self._scan("artifacts"):
+            yield self._artifact(key, raw)
+
     def catalog_value(self, name: bytes) -> bytes | None:
         return self._get("catalog", name)
 
@@ -825,6 +867,12 @@ class IndexWriter(IndexReader):
 
     def put_aggregates(self, series_id: int, found: Aggregates) -> None:
         self._put("aggregates", BE_U64.pack(series_id), found.pack())
+
+    def put_artifact(self, record: dict) -> None:
+        """Store an artifact record under its run and seq; counts it in meta/next_artifact
+        (readers keep the artifacts table while that count holds)."""
+        self._put("artifacts", ARTIFACT_KEY.pack(bytes.fromhex(record["run"]), record["seq"]), _dumps(record))
+        self.next_ids(b"next_artifact")
 
     def put_catalog(self, values: dict[bytes, bytes]) -> None:
         """Replace the catalog snapshot (engine.catalog), every value in one transaction."""

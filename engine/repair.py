@@ -1,7 +1,8 @@
 """``repair``: rebuild the index from the segments alone.
 
 The segments are the source of truth: record blocks hold every experiment, run (each
-change, numbered in commit order) and series; data blocks hold every point. Repair
+change, numbered in commit order), series and artifact record (version 5; the blobs they
+name are files of their own, outside the index); data blocks hold every point. Repair
 scans every segment, keeps every whole block, builds a new index beside the old one
 (block locations, series stats, rollups and aggregates recomputed from the points,
 counters, a catalog snapshot), and
@@ -54,6 +55,7 @@ class Rebuild:
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, tuple[int, dict]] = {}        # run id -> (seq, record)
         self.series: dict[int, dict] = {}                  # series_id -> series record
+        self.artifacts: dict[tuple[str, int], dict] = {}   # (run id, seq) -> artifact record
         self.blocks: list[Chunk] = []
         self.seqs: dict[tuple[int, int], int] = {}         # (segment, offset) -> block_seq
         self.ends: dict[int, int] = {}                     # segment -> end of its last whole block
@@ -71,6 +73,10 @@ class Rebuild:
                 self.runs[run["id"]] = (seq, run)
         elif kind == "series":
             self.series.setdefault(record["series_id"], record)
+        elif kind == "artifact":
+            self.max_seq = max(self.max_seq, record.get("seq", 0))
+            found = record["record"]
+            self.artifacts.setdefault((found["run"], found["seq"]), found)
         elif kind == "seqs":
             for segment_id, offset, seq in record["blocks"]:
                 self.seqs[(segment_id, offset)] = seq
@@ -201,6 +207,9 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
         txn.put_experiment(record)
     for _, record in found.runs.values():
         txn.put_run(bytes.fromhex(record["id"]), record)
+    for artifact in found.artifacts.values():
+        if artifact["run"] in found.runs:
+            txn.put_artifact(artifact)
     for series_id, s in found.series.items():
         txn.create_series(bytes.fromhex(s["run"]), s["name"], s["context"], s["kind"], s["rollup_shift"], series_id)
     for segment_id, end in found.ends.items():

@@ -9,7 +9,9 @@ records of every experiment, run, series and block_seq to a new segment. Version
 keeps rollups for every series and one heartbeat a run: the upgrade to 3 drops the
 rollups of series below ROLLUP_MIN_POINTS and keys each heartbeat by its writer.
 Version 3 keeps no aggregates of whole series: the upgrade to 4 decodes every scalar
-series once and stores them. All steps run in one index transaction.
+series once and stores them. Version 4 has no artifacts: the upgrade to 5 only sets the
+version (the table is created when the index is opened to write). All steps run in one
+index transaction.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
             _from_v2(txn)
         if txn.format_version() == 3:
             _from_v3(layout, txn)
+        if txn.format_version() == 4:
+            txn.set_format_version(5)   # version 5 adds the artifacts table and blobs/, both empty
 
     index.write(rewrite)
     index.version = FORMAT_VERSION

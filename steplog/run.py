@@ -230,6 +230,34 @@ class Run:
         self._store.update_run(self._key, lambda record: record.update(
             tags=_args.merge_params(record["tags"], tags, "tags")))
 
+    # -- artifacts ---------------------------------------------------------------------
+
+    def log_artifact(self, path_or_uri, role: str = "other", name: str | None = None, copy: bool = False,
+                     hash: str | None = None) -> dict:
+        """Record a file, a directory or a URI that this run read or wrote; returns the
+        record. role: "input", "output", "model", "code", "checkpoint" or "other";
+        name: defaults to the base name.
+
+        A file is hashed (SHA-256, streamed); a directory gets a manifest (every file's
+        relative path, size and SHA-256, symlinks followed, a loop refused) whose
+        SHA-256 is the directory's; a URI (s3://, https://, ...) is kept as given less
+        its credentials (user:password@, token/signature/key/secret/password/credential
+        query parameters) and nothing is downloaded: ``hash`` is its SHA-256 when it is
+        64 hex digits, else an ETag kept as given. For a path, ``hash`` must match.
+        copy=True keeps the bytes in the store (zstd, once per content across runs):
+        ``Store.open_artifact`` and ``Store.restore_artifact`` read them back."""
+        if self._stop is not None:
+            raise ClosedError(self._stop)
+        return self._store.log_artifact(self._key, path_or_uri, role, name, copy, hash)
+
+    def log_input(self, path_or_uri, **kw) -> dict:
+        """``log_artifact(path_or_uri, role="input", ...)``: data or code this run read."""
+        return self.log_artifact(path_or_uri, role="input", **kw)
+
+    def log_model(self, path_or_uri, **kw) -> dict:
+        """``log_artifact(path_or_uri, role="model", ...)``: a model this run made."""
+        return self.log_artifact(path_or_uri, role="model", **kw)
+
     def flush(self) -> None:
         """Return when every point logged so far (by this store object) is durable."""
         self._store.flush()

@@ -22,10 +22,13 @@ import pyarrow as pa
 from . import _args
 from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, ReadOnlyError, StepLogError
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
+from .engine.artifacts import ROLES, default_name as default_artifact_name, describe as describe_artifact
+from .engine.artifacts import table as artifacts_table
+from .engine.blobs import BlobStore, sha256_arg
 from .engine.index import Heartbeat, Index
 from .engine.layout import StoreLayout
 from .engine.upgrade import open_index
-from .engine.records import experiment_record, run_record
+from .engine.records import artifact_record, experiment_record, run_record
 from .engine.recovery import cut_torn_tails
 from .engine.segment import SegmentReader
 from .engine.writer import (DEFAULT_BLOCK_POINTS, DEFAULT_BUDGET_BYTES, DEFAULT_FLUSH_INTERVAL, KIND_NAMES,
@@ -135,6 +138,8 @@ class _Shared:
         self.pid = os.getpid()
         self.catalog_lock = threading.Lock()
         self.catalog_view = None   # query.catalog.CatalogView, kept between queries
+        self.blobs = BlobStore(layout)
+        self.artifacts_cache = (None, None)   # (meta/next_artifact, table) of the last Store.artifacts()
 
     @classmethod
     def open(cls, layout: StoreLayout, mode: str, options: tuple) -> "_Shared":
@@ -208,6 +213,7 @@ class Store:
         self._index = shared.index
         self._writer = shared.writer or _NO_WRITER   # a read-only handle still sees this process's points
         self._segments = shared.segments
+        self._blobs = shared.blobs
         self._closed = False
         self._pid = os.getpid()
         self._runs: "dict[bytes, Run]" = {}   # runs this handle started or resumed and has not ended
@@ -225,13 +231,19 @@ class Store:
     # -- runs --------------------------------------------------------------------------
 
     def start_run(self, experiment: str = "default", name: str | None = None, params: dict | None = None,
-                  tags: dict | None = None, parent: "str | Run | None" = None) -> "Run":
-        """Create a run and return it; use it as a context manager to end it."""
+                  tags: dict | None = None, parent: "str | Run | None" = None, kind: str | None = None,
+                  resources: dict | None = None) -> "Run":
+        """Create a run and return it; use it as a context manager to end it.
+        kind: what the run does ("preprocess", "train", "evaluate", "deploy", any
+        name); resources: what it ran on ({"gpus": 8, "node": "a100"}), checked like
+        params. Both are kept in the run record."""
         self._check_writable()
         experiment = _args.name_arg(experiment, "experiment")
         name = _args.optional_name_arg(name, "name")
         params = _args.mapping_arg(params, "params")
         tags = _args.mapping_arg(tags, "tags")
+        kind = _args.optional_name_arg(kind, "kind")
+        resources = _args.mapping_arg(resources, "resources")
         parent_id = None if parent is None else self._run_id_arg(parent.id if isinstance(parent, Run) else parent,
                                                                   "parent")
         run_id = secrets.token_bytes(16)
@@ -246,7 +258,9 @@ class Store:
             records.append(run_record(txn, {"id": run_id.hex(), "experiment": experiment,
                                             "name": name or run_id.hex()[:8],
                                             "parent": parent_id.hex() if parent_id else None, "status": "running",
-                                            "start_time": now, "end_time": None, "params": params, "tags": tags}))
+                                            "start_time": now, "end_time": None, "params": params, "tags": tags,
+                                            # an "environment" dict joins here (small; big parts by blob hash)
+                                            "kind": kind, "resources": resources}))
             txn.put_heartbeat(run_id, Heartbeat.now())
             return None, records
 
@@ -319,6 +333,39 @@ class Store:
         self._writer.commit_records(finish)
         self._writer.live_runs.discard(run_id)
         self._runs.pop(run_id, None)
+
+    def log_artifact(self, run_id: bytes, path_or_uri, role: str, name, copy: bool, hash) -> dict:
+        """Hash what ``path_or_uri`` names, store its bytes when ``copy``, then record it
+        (Run.log_artifact has the rules). The blobs are durable before the record
+        that names them is committed."""
+        self._check_writable()
+        if role not in ROLES:
+            raise InvalidArgumentError("role", f"must be one of {ROLES}, got {role!r}")
+        name = _args.optional_name_arg(name, "name")
+        if not isinstance(copy, bool):
+            raise _args.InvalidTypeError("copy", f"must be True or False, got {type(copy).__name__}")
+        if hash is not None and not isinstance(hash, str):
+            raise _args.InvalidTypeError("hash", f"must be a str (a SHA-256 or an ETag), got {type(hash).__name__}")
+        found = describe_artifact(path_or_uri, hash)
+        if found.manifest is not None:
+            self._blobs.put_bytes(found.manifest)   # a directory's file list, kept with or without copy
+        stored = copy and found.fields["kind"] != "uri"
+        if stored:
+            for entry in found.files:
+                self._blobs.put_file(entry.source, entry.sha256, entry.size)
+        record = {"run": run_id.hex(), "seq": 0, "name": name or default_artifact_name(found.fields), "role": role,
+                  **found.fields, "stored": stored, "logged": _time_ns()}
+
+        def commit(txn):
+            if txn.get_run(run_id) is None:
+                raise NotFoundError(f"run_id: no run {run_id.hex()}")
+            return None, [artifact_record(txn, record)]
+
+        self._writer.commit_records(commit)
+        shown = {"run_id": record["run"], **{k: v for k, v in record.items() if k != "run"}}
+        if found.manifest is None:
+            return shown
+        return {**shown, "manifest": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in found.files]}
 
     def runs(self, where: str | None = None, order_by=None, limit: int | None = None,
              experiment: "str | Iterable[str] | None" = None) -> pa.Table:
@@ -644,6 +691,67 @@ class Store:
                        for key in keys}
             yield txn, readers
 
+    # -- artifacts and blobs -------------------------------------------------------------
+
+    def artifacts(self, run_id: str | None = None) -> pa.Table:
+        """Every artifact logged (run_id=None) or those of one run, a row per log: run_id,
+        seq (the order of logging in its run, from 1), name, role, kind ("file", "dir",
+        "uri"), location, size, mtime, sha256 (null for a URI without hash), etag,
+        stored (its bytes are in the store), logged. Ordered by run, then seq. The table
+        of the whole store is kept until an artifact is logged (one read to check)."""
+        self._check_open()
+        key = None if run_id is None else self._run_id_arg(run_id, "run_id")
+        with self._index.read() as txn:
+            if key is not None:
+                return artifacts_table(txn.artifact_values(key))
+            stamp = txn.counter(b"next_artifact")
+            cached_stamp, cached = self._shared.artifacts_cache
+            if cached is not None and cached_stamp == stamp:
+                return cached
+            found = artifacts_table(txn.artifact_values())
+        self._shared.artifacts_cache = (stamp, found)
+        return found
+
+    def open_artifact(self, sha256: str):
+        """A stored file's bytes as a binary file object (read(), iteration over lines,
+        ``with``), decompressed as read; reading to the end checks the SHA-256
+        (CorruptionError on a mismatch). A directory's SHA-256 opens its manifest (JSON:
+        {"files": [{"path", "sha256", "size"}], "version"}). NotFoundError when the
+        store does not hold it (logged without copy=True, or never)."""
+        self._check_open()
+        import io
+
+        return io.BufferedReader(self._blobs.open(sha256_arg(sha256)))
+
+    def restore_artifact(self, sha256: str, dest) -> str:
+        """Write a stored artifact to ``dest`` (a path that must not exist): a file, or a
+        directory rebuilt from its manifest; every byte is checked against its SHA-256
+        before ``dest`` appears (the files are written under a temporary name beside it,
+        then renamed). Returns ``dest``."""
+        self._check_open()
+        import pyarrow.compute as pc
+
+        from .engine.artifacts import restore
+
+        sha256 = sha256_arg(sha256)
+        logged = self.artifacts()
+        kinds = logged.filter(pc.equal(logged.column("sha256"), sha256)).column("kind").to_pylist()
+        return restore(self._blobs, sha256, _dest_arg(dest), "dir" if "dir" in kinds else "file")
+
+    def put_blob(self, data: bytes) -> str:
+        """Keep ``data`` (small documents: package lists, diffs) once per content;
+        returns its SHA-256 hex, by which ``get_blob`` reads it back."""
+        self._check_writable()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise _args.InvalidTypeError("data", f"must be bytes, got {type(data).__name__}")
+        return self._blobs.put_bytes(bytes(data))
+
+    def get_blob(self, sha256: str) -> bytes:
+        """The bytes ``put_blob`` (or a copied artifact) stored under ``sha256``, checked;
+        NotFoundError when the store does not hold them."""
+        self._check_open()
+        return self._blobs.get(sha256_arg(sha256))
+
     # -- other tools -------------------------------------------------------------------
 
     def sql(self, query: str) -> pa.Table:
@@ -788,6 +896,17 @@ def _missing_series(txn, key: SeriesKey, writer) -> NotFoundError:
                              f"its contexts: {shown}")
     hint = _did_you_mean(key.name, [name for name, _ in held]) if held else "; it holds no series yet"
     return NotFoundError(f"name: {where} has no series {key.name!r}{hint} (missing_ok=True reads it as empty)")
+
+
+def _dest_arg(dest) -> str:
+    if not isinstance(dest, (str, os.PathLike)):
+        raise _args.InvalidTypeError("dest", f"must be a path, got {type(dest).__name__}")
+    path = os.path.abspath(os.path.expanduser(os.fspath(dest)))
+    if os.path.lexists(path):
+        raise InvalidArgumentError("dest", f"{path} exists; restore writes a new file or directory")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise InvalidArgumentError("dest", f"{os.path.dirname(path)} is not a directory")
+    return path
 
 
 def _range_args(start, stop, buckets, method, x) -> tuple:

@@ -603,7 +603,7 @@ def test_v1_store_opens_upgraded_reads_back_and_verifies(v1_copy):
     verify_ok(v1_copy)           # as version 1, before any upgrade: verify never writes
     assert index_version(v1_copy) == 1
     check_v1(v1_copy)
-    assert index_version(v1_copy) == steplog.FORMAT_VERSION == 4
+    assert index_version(v1_copy) == steplog.FORMAT_VERSION == 5
     verify_ok(v1_copy)
     check_v1(v1_copy)   # opens as it is now
 

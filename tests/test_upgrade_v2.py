@@ -84,7 +84,7 @@ def test_v2_store_opens_upgraded_and_reads_back(v2):
     assert all(before["rollups"].get(sid) for sid, n in before["counts"].items() if n)   # v2: every scalar series
     check(path, ids)
     after = index_state(path)
-    assert after["version"] == FORMAT_VERSION == 4
+    assert after["version"] == FORMAT_VERSION == 5
     assert [sid for sid in after["rollups"]] == [sid for sid, n in after["counts"].items() if n >= ROLLUP_MIN_POINTS]
     assert set(after["heartbeat_keys"]) <= {28}
     layout = StoreLayout(str(path))

@@ -74,7 +74,7 @@ def test_read_only_open_reads_aggregates_from_blocks_and_writes_nothing(v3):
 def test_open_to_write_upgrades_and_keeps_every_scalar_series(v3):
     path, ids = v3
     with steplog.open(path, flush_interval=None) as store:
-        assert store._index.version == steplog.FORMAT_VERSION == 4
+        assert store._index.version == steplog.FORMAT_VERSION == 5
         for name in SCALARS:
             check(store, ids["long"], name)
         check(store, ids["long"], "acc", {"subset": "val"})
