@@ -18,12 +18,14 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from .errors import InvalidArgumentError, InvalidTypeError, NotFoundError
 
 ROLES = ("input", "output", "model", "code", "checkpoint", "other")
 KINDS = ("file", "dir", "uri")
 MANIFEST_VERSION = 1
+PAGE_ROWS = 1024   # artifacts an artifact_pages value holds (the last page fills up first)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Query parameters dropped from a URI: presigned URLs carry their credentials there
 # (X-Amz-Signature, X-Amz-Credential, X-Goog-Signature, Azure's sig, access_token, ...).
@@ -211,18 +213,43 @@ def default_name(fields: dict) -> str:
 
 def table(values: list[bytes]) -> pa.Table:
     """The artifacts table of stored records (JSON bytes), parsed in one call."""
-    if not values:
-        return SCHEMA.empty_table()
-    records = json.loads(b"[" + b",".join(values) + b"]")
+    return page_of(json.loads(b"[" + b",".join(values) + b"]"))
+
+
+def page_of(records: list[dict]) -> pa.Table:
+    """Artifact records (dicts) as rows of SCHEMA."""
     columns = {}
     for field in SCHEMA:
         name = "run" if field.name == "run_id" else field.name
         raw = [r.get(name) for r in records]
         if field.type == TIME_TYPE:
-            columns[field.name] = pa.array([None if v is None else v // 1000 for v in raw], pa.int64()).cast(TIME_TYPE)
+            columns[field.name] = pa.array([None if v is None else v // 1000 for v in raw], TIME_TYPE)
         else:
             columns[field.name] = pa.array(raw, field.type)
     return pa.table(columns, schema=SCHEMA)
+
+
+def encode_page(rows: pa.Table) -> bytes:
+    """An Arrow IPC stream of one record batch of SCHEMA (docs/FORMAT.md, "Artifacts")."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as writer:
+        writer.write_table(rows, max_chunksize=PAGE_ROWS)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_page(data: bytes) -> pa.Table:
+    """The rows of a page; ValueError when it is no stream of SCHEMA."""
+    try:
+        rows = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"artifact page does not read as Arrow IPC: {exc}") from None
+    if not rows.schema.equals(SCHEMA):
+        raise ValueError("artifact page of another schema")
+    return rows
+
+
+def whole_table(pages: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(pages) if pages else SCHEMA.empty_table()
 
 
 def restore(blobs, sha256: str, dest: str, kind: str) -> str:

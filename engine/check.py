@@ -11,7 +11,7 @@ index, so the command runs this in a child process (steplog.verify).
 
 from __future__ import annotations
 
-from .artifacts import parse_manifest
+from .artifacts import parse_manifest, table, whole_table
 from .blobs import BlobStore
 from .block import HEADER_SIZE, MEMBER_MAGIC, MEMBER_MARK, BlockDecoder, Pack
 from .errors import CorruptionError
@@ -68,8 +68,23 @@ def verify(layout: StoreLayout, index: Index) -> tuple[int, list[Damage]]:
         if not damage and index.version >= 4:   # blocks decode: their aggregates are taken again
             damage.extend(Damage(index.data_path, 0, reason) for reason in
                           aggregates_mismatches(txn, SegmentReader(layout.segment_path), layout.segment_path))
+        _check_pages(txn, damage)
         _check_blobs(layout, txn, damage)
     return checked, damage
+
+
+def _check_pages(txn, damage: list[Damage]) -> None:
+    """The artifact pages hold the artifact records, row for row."""
+    try:
+        paged = whole_table(txn.artifact_pages())
+        records = table(txn.artifact_values())
+    except CorruptionError as exc:
+        damage.append(Damage(exc.path, exc.offset, exc.reason))
+        return
+    order = [("run_id", "ascending"), ("seq", "ascending")]
+    if not paged.sort_by(order).equals(records.sort_by(order)):
+        damage.append(Damage(txn.path, 0, f"index table artifact_pages: its {paged.num_rows} rows differ from the "
+                             f"{records.num_rows} artifact records"))
 
 
 def _check_blobs(layout: StoreLayout, txn, damage: list[Damage]) -> None:

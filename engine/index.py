@@ -19,6 +19,7 @@ Tables (named LMDB databases; layouts in docs/FORMAT.md, "Index"):
     changes      change_seq u64 BE   -> run_id (16) ...: the runs one transaction changed (version 4)
     catalog      ascii name          -> the catalog snapshot (engine/catalog.py; version 4)
     artifacts    run_id | seq u64 BE -> JSON artifact record (engine/artifacts.py; version 5)
+    artifact_pages page_no u64 BE    -> Arrow IPC stream of up to PAGE_ROWS artifacts, in logging order (version 5)
 
 A small series costs no block of its own: its points are a member of a pack block
 (engine.block KIND_PACK) shared with other series, and while that is its only chunk the
@@ -66,10 +67,10 @@ MAP_SIZE = 1 << 38
 _FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 MAX_READERS = 1024
 TABLES = ("meta", "experiments", "runs", "series", "series_info", "blocks", "segments", "heartbeats", "rollups",
-          "aggregates", "changes", "catalog", "artifacts")
+          "aggregates", "changes", "catalog", "artifacts", "artifact_pages")
 # Tables versions 4 and 5 added: a read-only open of an older index finds them missing and
 # reads them as empty (it may not create them); an open to write creates them.
-LATER_TABLES = frozenset(["aggregates", "changes", "catalog", "artifacts"])
+LATER_TABLES = frozenset(["aggregates", "changes", "catalog", "artifacts", "artifact_pages"])
 CHECKSUM = struct.Struct("<I")
 
 U64 = struct.Struct("<Q")
@@ -464,6 +465,7 @@ class IndexReader:
             "changes": lambda k, v: (self._unpack(BE_U64, "changes", k, k), self._change(k, v)),
             "catalog": lambda k, v: None,   # checksums; engine.catalog checks what it loads
             "artifacts": lambda k, v: self._artifact(k, v),
+            "artifact_pages": lambda k, v: (self._unpack(BE_U64, "artifact_pages", k, k), self._page(k, v)),
         }
         if self._db[table] is None:
             return
@@ -764,6 +766,20 @@ class IndexReader:
             raise self._damage("artifacts", key, "artifact record of another run or seq than its key")
         return record
 
+    def artifact_pages(self) -> list:
+        """Every artifact of the store as Arrow tables (engine.artifacts PAGE_SCHEMA), a
+        page of up to PAGE_ROWS each, in logging order: the whole table reads a value per
+        page, not one per artifact."""
+        return [self._page(key, raw) for key, raw in self._scan("artifact_pages")]
+
+    def _page(self, key: bytes, raw: bytes):
+        from .artifacts import decode_page
+
+        try:
+            return decode_page(raw)
+        except ValueError as exc:
+            raise self._damage("artifact_pages", key, str(exc)) from None
+
     def artifact_records(self) -> Iterator[dict]:
         """Every artifact record, parsed and checked against its key (verify)."""
         for key, raw in self._scan("artifacts"):
@@ -868,11 +884,28 @@ class IndexWriter(IndexReader):
     def put_aggregates(self, series_id: int, found: Aggregates) -> None:
         self._put("aggregates", BE_U64.pack(series_id), found.pack())
 
-    def put_artifact(self, record: dict) -> None:
-        """Store an artifact record under its run and seq; counts it in meta/next_artifact
-        (readers keep the artifacts table while that count holds)."""
-        self._put("artifacts", ARTIFACT_KEY.pack(bytes.fromhex(record["run"]), record["seq"]), _dumps(record))
-        self.next_ids(b"next_artifact")
+    def put_artifacts(self, records: list[dict]) -> None:
+        """Store artifact records under their run and seq, and append them, in this
+        order, to the last page of ``artifact_pages`` (new pages past PAGE_ROWS); counts
+        them in meta/next_artifact (readers keep the artifacts table while it holds)."""
+        from .artifacts import PAGE_ROWS, encode_page, page_of
+
+        for record in records:
+            self._put("artifacts", ARTIFACT_KEY.pack(bytes.fromhex(record["run"]), record["seq"]), _dumps(record))
+        rows, page_no = page_of(records), 0
+        cursor = self.txn.cursor(db=self._db["artifact_pages"])
+        if cursor.last():
+            page_no = BE_U64.unpack(cursor.key())[0]
+            last = self._page(bytes(cursor.key()), self._open_value("artifact_pages", bytes(cursor.key()),
+                                                                     cursor.value()))
+            if last.num_rows < PAGE_ROWS:
+                rows = pa_concat([last, rows])
+            else:
+                page_no += 1
+        for lo in range(0, rows.num_rows, PAGE_ROWS):
+            self._put("artifact_pages", BE_U64.pack(page_no), encode_page(rows.slice(lo, PAGE_ROWS)))
+            page_no += 1
+        self.next_ids(b"next_artifact", len(records))
 
     def put_catalog(self, values: dict[bytes, bytes]) -> None:
         """Replace the catalog snapshot (engine.catalog), every value in one transaction."""
@@ -1004,6 +1037,12 @@ class IndexWriter(IndexReader):
 
 RUN_FIELDS = frozenset(["id", "experiment", "name", "parent", "status", "start_time", "end_time", "params", "tags"])
 SERIES_KINDS = (1, 2)   # engine.block KIND_SCALAR, KIND_SUMMARY
+
+
+def pa_concat(tables: list):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables).combine_chunks()
 
 
 def _dumps(record: dict) -> bytes:

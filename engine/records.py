@@ -33,5 +33,5 @@ def run_record(txn: IndexWriter, record: dict) -> dict:
 def artifact_record(txn: IndexWriter, record: dict) -> dict:
     """Store an artifact record in the index, as the run's next; returns its segment record."""
     record["seq"] = txn.next_artifact_seq(bytes.fromhex(record["run"]))
-    txn.put_artifact(record)
+    txn.put_artifacts([record])
     return {"type": "artifact", "record": record}

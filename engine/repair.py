@@ -55,7 +55,7 @@ class Rebuild:
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, tuple[int, dict]] = {}        # run id -> (seq, record)
         self.series: dict[int, dict] = {}                  # series_id -> series record
-        self.artifacts: dict[tuple[str, int], dict] = {}   # (run id, seq) -> artifact record
+        self.artifacts: dict[tuple[str, int], tuple[int, dict]] = {}   # (run id, seq) -> (record seq, record)
         self.blocks: list[Chunk] = []
         self.seqs: dict[tuple[int, int], int] = {}         # (segment, offset) -> block_seq
         self.ends: dict[int, int] = {}                     # segment -> end of its last whole block
@@ -76,7 +76,7 @@ class Rebuild:
         elif kind == "artifact":
             self.max_seq = max(self.max_seq, record.get("seq", 0))
             found = record["record"]
-            self.artifacts.setdefault((found["run"], found["seq"]), found)
+            self.artifacts.setdefault((found["run"], found["seq"]), (record.get("seq", 0), found))
         elif kind == "seqs":
             for segment_id, offset, seq in record["blocks"]:
                 self.seqs[(segment_id, offset)] = seq
@@ -207,9 +207,8 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
         txn.put_experiment(record)
     for _, record in found.runs.values():
         txn.put_run(bytes.fromhex(record["id"]), record)
-    for artifact in found.artifacts.values():
-        if artifact["run"] in found.runs:
-            txn.put_artifact(artifact)
+    logged = sorted(found.artifacts.values(), key=lambda a: a[0])   # record seqs: the order of logging
+    txn.put_artifacts([record for _, record in logged if record["run"] in found.runs])
     for series_id, s in found.series.items():
         txn.create_series(bytes.fromhex(s["run"]), s["name"], s["context"], s["kind"], s["rollup_shift"], series_id)
     for segment_id, end in found.ends.items():

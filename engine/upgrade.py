@@ -97,7 +97,7 @@ def upgrade(layout: StoreLayout, index: Index, fsync: bool) -> None:
         if txn.format_version() == 3:
             _from_v3(layout, txn)
         if txn.format_version() == 4:
-            txn.set_format_version(5)   # version 5 adds the artifacts table and blobs/, both empty
+            txn.set_format_version(5)   # version 5 adds the artifact tables and blobs/, all empty
 
     index.write(rewrite)
     index.version = FORMAT_VERSION

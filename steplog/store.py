@@ -22,9 +22,6 @@ import pyarrow as pa
 from . import _args
 from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, ReadOnlyError, StepLogError
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
-from .engine.artifacts import ROLES, default_name as default_artifact_name, describe as describe_artifact
-from .engine.artifacts import table as artifacts_table
-from .engine.blobs import BlobStore, sha256_arg
 from .engine.index import Heartbeat, Index
 from .engine.layout import StoreLayout
 from .engine.upgrade import open_index
@@ -138,8 +135,17 @@ class _Shared:
         self.pid = os.getpid()
         self.catalog_lock = threading.Lock()
         self.catalog_view = None   # query.catalog.CatalogView, kept between queries
-        self.blobs = BlobStore(layout)
+        self._blobs = None
         self.artifacts_cache = (None, None)   # (meta/next_artifact, table) of the last Store.artifacts()
+
+    @property
+    def blobs(self):
+        """The blob store (engine.blobs), imported on first use: ``import steplog`` stays fast."""
+        if self._blobs is None:
+            from .engine.blobs import BlobStore
+
+            self._blobs = BlobStore(self.layout)
+        return self._blobs
 
     @classmethod
     def open(cls, layout: StoreLayout, mode: str, options: tuple) -> "_Shared":
@@ -213,7 +219,6 @@ class Store:
         self._index = shared.index
         self._writer = shared.writer or _NO_WRITER   # a read-only handle still sees this process's points
         self._segments = shared.segments
-        self._blobs = shared.blobs
         self._closed = False
         self._pid = os.getpid()
         self._runs: "dict[bytes, Run]" = {}   # runs this handle started or resumed and has not ended
@@ -338,6 +343,8 @@ class Store:
         """Hash what ``path_or_uri`` names, store its bytes when ``copy``, then record it
         (Run.log_artifact has the rules). The blobs are durable before the record
         that names them is committed."""
+        from .engine.artifacts import ROLES, default_name, describe
+
         self._check_writable()
         if role not in ROLES:
             raise InvalidArgumentError("role", f"must be one of {ROLES}, got {role!r}")
@@ -346,14 +353,14 @@ class Store:
             raise _args.InvalidTypeError("copy", f"must be True or False, got {type(copy).__name__}")
         if hash is not None and not isinstance(hash, str):
             raise _args.InvalidTypeError("hash", f"must be a str (a SHA-256 or an ETag), got {type(hash).__name__}")
-        found = describe_artifact(path_or_uri, hash)
+        found = describe(path_or_uri, hash)
         if found.manifest is not None:
-            self._blobs.put_bytes(found.manifest)   # a directory's file list, kept with or without copy
+            self._shared.blobs.put_bytes(found.manifest)   # a directory's file list, kept with or without copy
         stored = copy and found.fields["kind"] != "uri"
         if stored:
             for entry in found.files:
-                self._blobs.put_file(entry.source, entry.sha256, entry.size)
-        record = {"run": run_id.hex(), "seq": 0, "name": name or default_artifact_name(found.fields), "role": role,
+                self._shared.blobs.put_file(entry.source, entry.sha256, entry.size)
+        record = {"run": run_id.hex(), "seq": 0, "name": name or default_name(found.fields), "role": role,
                   **found.fields, "stored": stored, "logged": _time_ns()}
 
         def commit(txn):
@@ -697,18 +704,21 @@ class Store:
         """Every artifact logged (run_id=None) or those of one run, a row per log: run_id,
         seq (the order of logging in its run, from 1), name, role, kind ("file", "dir",
         "uri"), location, size, mtime, sha256 (null for a URI without hash), etag,
-        stored (its bytes are in the store), logged. Ordered by run, then seq. The table
-        of the whole store is kept until an artifact is logged (one read to check)."""
+        stored (its bytes are in the store), logged. The whole store's table is in the
+        order of logging (commit order), read a page of 1024 artifacts at a time and
+        kept until an artifact is logged (one read to check); a run's, in seq order."""
+        from .engine.artifacts import table, whole_table
+
         self._check_open()
         key = None if run_id is None else self._run_id_arg(run_id, "run_id")
         with self._index.read() as txn:
             if key is not None:
-                return artifacts_table(txn.artifact_values(key))
+                return table(txn.artifact_values(key))
             stamp = txn.counter(b"next_artifact")
             cached_stamp, cached = self._shared.artifacts_cache
             if cached is not None and cached_stamp == stamp:
                 return cached
-            found = artifacts_table(txn.artifact_values())
+            found = whole_table(txn.artifact_pages())
         self._shared.artifacts_cache = (stamp, found)
         return found
 
@@ -718,10 +728,12 @@ class Store:
         (CorruptionError on a mismatch). A directory's SHA-256 opens its manifest (JSON:
         {"files": [{"path", "sha256", "size"}], "version"}). NotFoundError when the
         store does not hold it (logged without copy=True, or never)."""
-        self._check_open()
         import io
 
-        return io.BufferedReader(self._blobs.open(sha256_arg(sha256)))
+        from .engine.blobs import sha256_arg
+
+        self._check_open()
+        return io.BufferedReader(self._shared.blobs.open(sha256_arg(sha256)))
 
     def restore_artifact(self, sha256: str, dest) -> str:
         """Write a stored artifact to ``dest`` (a path that must not exist): a file, or a
@@ -732,11 +744,12 @@ class Store:
         import pyarrow.compute as pc
 
         from .engine.artifacts import restore
+        from .engine.blobs import sha256_arg
 
         sha256 = sha256_arg(sha256)
         logged = self.artifacts()
         kinds = logged.filter(pc.equal(logged.column("sha256"), sha256)).column("kind").to_pylist()
-        return restore(self._blobs, sha256, _dest_arg(dest), "dir" if "dir" in kinds else "file")
+        return restore(self._shared.blobs, sha256, _dest_arg(dest), "dir" if "dir" in kinds else "file")
 
     def put_blob(self, data: bytes) -> str:
         """Keep ``data`` (small documents: package lists, diffs) once per content;
@@ -744,13 +757,15 @@ class Store:
         self._check_writable()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise _args.InvalidTypeError("data", f"must be bytes, got {type(data).__name__}")
-        return self._blobs.put_bytes(bytes(data))
+        return self._shared.blobs.put_bytes(bytes(data))
 
     def get_blob(self, sha256: str) -> bytes:
         """The bytes ``put_blob`` (or a copied artifact) stored under ``sha256``, checked;
         NotFoundError when the store does not hold them."""
+        from .engine.blobs import sha256_arg
+
         self._check_open()
-        return self._blobs.get(sha256_arg(sha256))
+        return self._shared.blobs.get(sha256_arg(sha256))
 
     # -- other tools -------------------------------------------------------------------
 

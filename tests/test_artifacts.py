@@ -230,6 +230,33 @@ def test_artifacts_survive_repair_and_verify(tmp_path, tree):
     assert not os.path.exists(tmp_path / "back") and not [n for n in os.listdir(tmp_path) if "restore" in n]
 
 
+def test_pages_hold_the_records_across_page_boundaries(tmp_path):
+    path = tmp_path / "s"
+    with steplog.open(path) as store:
+        runs = [store.start_run(name=f"r{i}") for i in range(3)]
+        logged = []
+        for i in range(1100):   # more than one page of 1024, runs interleaved
+            run = runs[i % 3]
+            logged.append((run.id, run.log_artifact(f"s3://b/{i}.bin", hash=f"{i:064x}")["seq"]))
+        whole = store.artifacts()
+        assert list(zip(whole.column("run_id").to_pylist(), whole.column("seq").to_pylist())) == logged
+        assert whole.column("sha256").to_pylist() == [f"{i:064x}" for i in range(1100)]
+        per_run = pa.concat_tables([store.artifacts(r.id) for r in runs])
+        order = [("run_id", "ascending"), ("seq", "ascending")]
+        assert per_run.sort_by(order).equals(whole.sort_by(order))
+        assert [store.artifacts(r.id).column("seq").to_pylist() for r in runs] == [
+            list(range(1, 368)), list(range(1, 368)), list(range(1, 367))]
+    layout = StoreLayout(str(path))
+    repair(layout)
+    with steplog.open(path, mode="r") as store:
+        assert store.artifacts().drop_columns(["logged"]).equals(whole.drop_columns(["logged"]))
+    index = Index(layout.index_dir, sync=False, create=False, readonly=True)
+    try:
+        assert verify(layout, index)[1] == []
+    finally:
+        index.close()
+
+
 CHILD = r'''
 import os, sys
 import steplog
