@@ -11,7 +11,7 @@ index, so the command runs this in a child process (steplog.verify).
 
 from __future__ import annotations
 
-from .artifacts import parse_manifest, table, whole_table
+from .artifacts import parse_manifest, table as records_table, whole_table
 from .blobs import BlobStore
 from .block import HEADER_SIZE, MEMBER_MAGIC, MEMBER_MARK, BlockDecoder, Pack
 from .errors import CorruptionError
@@ -77,7 +77,7 @@ def _check_pages(txn, damage: list[Damage]) -> None:
     """The artifact pages hold the artifact records, row for row."""
     try:
         paged = whole_table(txn.artifact_pages())
-        records = table(txn.artifact_values())
+        records = records_table(txn.artifact_values())
     except CorruptionError as exc:
         damage.append(Damage(exc.path, exc.offset, exc.reason))
         return

@@ -726,8 +726,9 @@ class Store:
         """A stored file's bytes as a binary file object (read(), iteration over lines,
         ``with``), decompressed as read; reading to the end checks the SHA-256
         (CorruptionError on a mismatch). A directory's SHA-256 opens its manifest (JSON:
-        {"files": [{"path", "sha256", "size"}], "version"}). NotFoundError when the
-        store does not hold it (logged without copy=True, or never)."""
+        {"files": [{"path", "sha256", "size"}], "version"}), kept for every logged
+        directory, copied or not. NotFoundError when the store does not hold it (a file
+        logged without copy=True, or never logged)."""
         import io
 
         from .engine.blobs import sha256_arg

@@ -100,6 +100,22 @@ def test_directory_manifest_matches_os_walk(tmp_path, tree):
             store.restore_artifact(expected, dest)
 
 
+def test_directory_without_copy_keeps_only_its_manifest(tmp_path, tree):
+    rows, expected = walk_manifest(str(tree))
+    with steplog.open(tmp_path / "s") as store:
+        with store.start_run() as run:
+            got = run.log_input(str(tree), name="train-set")
+        assert got["stored"] is False and got["name"] == "train-set"
+        with store.open_artifact(expected) as f:   # the manifest is kept without copy
+            assert json.loads(f.read())["files"] == rows
+        with pytest.raises(steplog.NotFoundError, match="^sha256: file 'a.csv'"):
+            store.restore_artifact(expected, tmp_path / "back")
+        assert not os.path.exists(tmp_path / "back") and [n for n in os.listdir(tmp_path) if "restore" in n] == []
+        with pytest.raises(steplog.ClosedError):
+            run.log_artifact(str(tree))
+    assert blob_files(tmp_path / "s") == [expected + ".blob"]
+
+
 def test_copy_dedups_across_runs_and_restores(tmp_path):
     data = os.urandom(200_000)
     path = tmp_path / "model.pt"

@@ -72,7 +72,8 @@ def test_upgrade_then_artifacts_verify_and_repair(tmp_path):
         again = store.read(ids["train"], "loss")
         assert again.column("step").equals(loss.column("step")) and again.column("time_ns").equals(loss.column("time_ns"))
         assert (bits(again.column("value")) == bits(loss.column("value"))).all()   # NaN and -inf kept
-        assert store.runs().sort_by("id").select(["id", "name", "parent"]).equals(runs.select(["id", "name", "parent"]))
+        fields = ["id", "name", "parent"]
+        assert store.runs().sort_by("id").select(fields).equals(runs.select(fields))
         rows = store.artifacts().to_pylist()
         assert [(r["run_id"], r["sha256"], r["stored"]) for r in rows] == [(ids["eval"], logged["sha256"], True)]
         assert store.get_blob(logged["sha256"]) == data.read_bytes()
