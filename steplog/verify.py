@@ -1,6 +1,7 @@
 """``steplog verify PATH`` and ``steplog repair PATH``.
 
-verify checks the whole store in a child process: LMDB may abort a process that reads a
+verify checks the whole store in a child process (blocks, index tables, and every blob
+read whole and hashed): LMDB may abort a process that reads a
 badly damaged index, and that must become a report and an exit code, not a dead shell.
 Exit codes: 0 clean, 1 damage found, 2 not a store (or it does not open).
 """
@@ -74,6 +75,9 @@ def verify_here(path: str) -> int:
         index.close()
     for item in damage:
         print(f"DAMAGED {item.path} offset {item.offset}: {item.reason}", flush=True)
+    blobs = len(layout.blob_hashes_on_disk())
+    if blobs:   # each read whole and hashed by verify
+        print(f"{blobs} blobs checked")
     print(f"{checked} blocks checked, {len(damage)} damaged")
     return 1 if damage else 0
 
