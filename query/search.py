@@ -270,6 +270,11 @@ class _Parser:
     def ref(self) -> Ref:
         self.skip()
         start = self.pos
+        if self.text[start:start + 1] == "`":   # MLflow's `Run Name` and the like, alone
+            name, _, _ = self.segment()
+            if name.lower() not in ATTRIBUTES:
+                self.fail(f"unknown attribute {name!r}; one of {_ATTRIBUTE_LIST}", start)
+            return Ref("attribute", ATTRIBUTES[name.lower()])
         match = _WORD.match(self.text, self.pos)
         if not match:
             quoted = self.text[self.pos:self.pos + 1] in ("'", '"')
