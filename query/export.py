@@ -40,7 +40,8 @@ pa.string())]), flavor="hive")``, DuckDB ``hive_types_autocast = false``, Polars
 
 _runs.parquet is the ``Store.runs()`` table of the exported runs, and after it the
 exact record for ``steplog.transfer.import_dataset``: params_json and tags_json (the
-params and tags as stored, JSON), start_time_ns and end_time_ns.
+params and tags as stored, JSON), start_time_ns, end_time_ns, and record_json (the
+record's other fields, such as kind and resources, JSON).
 
 The series exported are those ``Store.series()`` lists (flushed points: flush before an
 export). EXPORT_THREADS runs are written at once; each series is read whole (memory:
@@ -91,6 +92,8 @@ POINTS_SCHEMA = pa.schema([("metric", pa.dictionary(pa.int32(), pa.string())),
                            ("value", pa.float64())])
 RUN_EXTRA_COLUMNS = (("params_json", pa.string()), ("tags_json", pa.string()),
                      ("start_time_ns", pa.int64()), ("end_time_ns", pa.int64()))
+EXTRA_RECORD_COLUMN = "record_json"   # the rest of a run's record (kind, resources, ...), JSON
+RECORD_COLUMNS = ("id", "experiment", "name", "parent", "status", "start_time", "end_time", "params", "tags")
 
 Progress = Callable[[int, int], None]
 
@@ -169,7 +172,10 @@ def export_store(store, dest, format: str = "parquet", runs=None, where: str | N
     an empty directory: nothing is overwritten. ``progress(done, total)`` is called as
     series are written (total: every series of the exported runs, tensors included).
 
-    Returns {"path", "runs", "series", "points", "tensor_rows", "files", "bytes"}.
+    Returns {"path", "runs", "running", "series", "points", "tensor_rows", "files",
+    "bytes"}. "running": exported runs that were live (status "running"); their points
+    are those flushed so far, and ``steplog.transfer.import_dataset`` stores them as
+    running with no living writer, so the importing store shows them "crashed".
     """
     if format not in FORMATS:
         raise InvalidArgumentError("format", f"must be one of {FORMATS}, got {format!r}")
@@ -179,8 +185,9 @@ def export_store(store, dest, format: str = "parquet", runs=None, where: str | N
     experiments = dict(zip(run_ids, catalog.column("experiment").to_pylist()))
     series = store_series(store, run_ids)
     total = series.num_rows
-    summary = {"path": dest, "runs": len(run_ids), "series": total, "points": 0, "tensor_rows": 0,
-               "files": 0, "bytes": 0}
+    statuses = catalog.column("status").to_pylist()
+    summary = {"path": dest, "runs": len(run_ids), "running": statuses.count("running"), "series": total,
+               "points": 0, "tensor_rows": 0, "files": 0, "bytes": 0}
     partial = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.{secrets.token_hex(4)}.partial")
     os.makedirs(partial)
     try:
@@ -342,7 +349,9 @@ def _write_runs(store, catalog: pa.Table, path: str) -> None:
              "tags_json": [json.dumps(r["tags"], allow_nan=True) for r in records],
              "start_time_ns": [r["start_time"] for r in records],
              "end_time_ns": [r["end_time"] for r in records]}
-    for name, type_ in RUN_EXTRA_COLUMNS:
+    exact[EXTRA_RECORD_COLUMN] = [json.dumps({k: v for k, v in r.items() if k not in RECORD_COLUMNS},
+                                             allow_nan=True) for r in records]
+    for name, type_ in RUN_EXTRA_COLUMNS + ((EXTRA_RECORD_COLUMN, pa.string()),):
         catalog = catalog.append_column(pa.field(name, type_), pa.array(exact[name], type_))
     pq.write_table(catalog, path, compression="zstd")
 
