@@ -327,3 +327,26 @@ def test_sigkill_during_copy_leaves_no_half_blob(tmp_path):
         assert sorted(os.listdir(temp_dir)) == [big_sha + ".blob"]
         with store.open_artifact(big_sha) as f:
             assert hashlib.sha256(f.read()).hexdigest() == big_sha
+
+
+TWIN = r'''
+import sys
+import steplog
+with steplog.open(sys.argv[1]) as store, store.start_run() as run:
+    run.log_artifact(sys.argv[2], copy=True)
+'''
+
+
+def test_two_processes_copying_one_file_keep_one_blob(tmp_path):
+    big = tmp_path / "shared.bin"
+    big.write_bytes(os.urandom(24 << 20))
+    path = tmp_path / "s"
+    steplog.open(path).close()
+    children = [subprocess.Popen([sys.executable, "-c", TWIN, str(path), str(big)]) for _ in range(2)]
+    assert [child.wait(timeout=120) for child in children] == [0, 0]
+    digest = sha(big.read_bytes())
+    assert blob_files(path) == [digest + ".blob"]
+    assert os.listdir(os.path.join(path, "blobs", digest[:2])) == [digest + ".blob"]   # no temp file left
+    with steplog.open(path, mode="r") as store:
+        assert store.artifacts().column("sha256").to_pylist() == [digest, digest]
+        assert sha(store.get_blob(digest)) == digest
