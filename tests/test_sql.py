@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import steplog
@@ -170,3 +171,81 @@ def test_errors_quote_duckdb(logged):
     with pytest.raises(steplog.InvalidArgumentError, match="filter points by run_id"):
         run_sql(store, "SELECT count(*) FROM points", max_points=100)
     assert run_sql(store, "SELECT 1 AS one").column("one").to_pylist() == [1]
+
+
+def test_step_comparisons_become_the_read_range(logged, monkeypatch):
+    """Comparisons of step with integer constants in the WHERE conjunction narrow
+    store.read to [start, stop); the query's answer stays what pandas computes."""
+    store, frame = logged
+    run_id = frame.run_id.unique()[1]
+    reads = []
+    read = store.read
+
+    def recording(run, metric, context=None, start=None, stop=None, **kw):
+        reads.append((metric, start, stop))
+        return read(run, metric, context=context, start=start, stop=stop, **kw)
+
+    monkeypatch.setattr(store, "read", recording)
+    pick = f"run_id = '{run_id}' AND metric = 'acc'"
+    cases = [   # (where, the range read, a pandas mask over step)
+        (f"{pick} AND step < 3000", (None, 3000), lambda s: s < 3000),
+        (f"{pick} AND 3000 > step", (None, 3000), lambda s: s < 3000),
+        (f"{pick} AND step <= 3000", (None, 3001), lambda s: s <= 3000),
+        (f"{pick} AND 2000 <= step AND step < 7000 AND step > 1000", (2000, 7000),
+         lambda s: (s >= 2000) & (s < 7000)),
+        (f"{pick} AND 2000 < step", (2001, None), lambda s: s > 2000),
+        (f"{pick} AND step BETWEEN 1500 AND 4500", (1500, 4501), lambda s: (s >= 1500) & (s <= 4500)),
+        (f"{pick} AND step = -5", (-5, -4), lambda s: s == -5),
+        (f"{pick} AND step > 99999999999999999999", None, lambda s: s < INT_NONE),
+        (f"{pick} AND step < 99999999999999999999", (None, None), lambda s: s == s),
+        (f"{pick} AND step > 5000 AND step < 10", None, lambda s: s < INT_NONE),
+        (f"{pick} AND step < 3000.5", (None, None), lambda s: s < 3000.5),        # not an integer: all read
+        (f"({pick} AND step < 100) OR ({pick} AND step > 9000)", "every series",  # an OR pins nothing
+         lambda s: (s < 100) | (s > 9000)),
+        (f"{pick} AND (step < 100 OR step > 9000)", (None, None), lambda s: (s < 100) | (s > 9000)),
+        (f"{pick} AND step + 0 < 100", (None, None), lambda s: s < 100),
+    ]
+    acc = frame[(frame.run_id == run_id) & (frame.metric == "acc")]
+    n_series = frame.groupby(["run_id", "metric", "context"], dropna=False).ngroups
+    for where, want, mask in cases:
+        reads.clear()
+        got = run_sql(store, f"SELECT count(*) AS n, sum(value) AS total, min(step) AS lo FROM points WHERE {where}")
+        if want == "every series":
+            assert {r[1:] for r in reads} == {(None, None)} and len(reads) == n_series, where
+        else:
+            assert [r[1:] for r in reads] == ([] if want is None else [want]), where
+        chosen = acc[mask(acc.step)]
+        assert got.column("n").to_pylist() == [len(chosen)], where
+        assert got.column("total").to_pylist()[0] == (pytest.approx(chosen.value.sum(), rel=1e-12)
+                                                      if len(chosen) else None), where
+    reads.clear()   # two references: one read of each series over the hull of their ranges
+    got = run_sql(store, f"""SELECT count(*) FROM points WHERE {pick} AND step < 500
+                             UNION ALL SELECT count(*) FROM points WHERE {pick} AND step >= 8000 AND step < 9000""")
+    assert [r[1:] for r in reads] == [(None, 9000)]
+    assert sorted(got.column(0).to_pylist()) == sorted([int((acc.step < 500).sum()),
+                                                        int(((acc.step >= 8000) & (acc.step < 9000)).sum())])
+    reads.clear()   # a step filter alone pins a range over every series
+    got = run_sql(store, "SELECT metric, count(*) AS n FROM points p WHERE p.step < 700 GROUP BY metric")
+    assert {r[1:] for r in reads} == {(None, 700)} and len(reads) == n_series
+    want = frame[frame.step < 700].groupby("metric").size().to_dict()
+    assert dict(zip(got.column("metric").to_pylist(), got.column("n").to_pylist())) == want
+
+
+INT_NONE = -(2**63)   # a mask no step passes (steps here are >= 0)
+
+
+def test_times_come_back_in_utc_as_every_table(logged):
+    store, frame = logged
+    run_id = frame.run_id.unique()[0]
+    got = run_sql(store, f"""SELECT time, list(time) OVER () AS times, date_trunc('day', time) AS day,
+                                    r.start_time
+                             FROM points JOIN runs r ON r.id = run_id
+                             WHERE run_id = '{run_id}' AND metric = 'acc' ORDER BY step""")
+    utc = pa.timestamp("us", tz="UTC")
+    assert got.schema.field("time").type == utc and got.schema.field("start_time").type == utc
+    assert got.schema.field("times").type == pa.list_(utc) and got.schema.field("day").type == utc
+    us = got.column("time").cast(pa.int64()).to_numpy()
+    acc = frame[(frame.run_id == run_id) & (frame.metric == "acc")].sort_values("step")
+    np.testing.assert_array_equal(us, acc.time_ns.to_numpy() // 1000)
+    day_us = 86_400 * 10**6
+    np.testing.assert_array_equal(got.column("day").cast(pa.int64()).to_numpy(), us // day_us * day_us)
