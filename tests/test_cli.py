@@ -105,6 +105,20 @@ def assert_same_table(got: pa.Table, want: pa.Table) -> None:
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
 
 
+def strict_json(line: str):
+    """A line parsed as JSON parsers other than Python's do: NaN and Infinity refused."""
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def from_json(value):
+    """A number as --format json writes it: the non-finite ones as strings."""
+    return {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}.get(value, value) \
+        if isinstance(value, str) else value
+
+
 def rows_of(text: str) -> list[list[str]]:
     return [line.split() for line in text.strip().splitlines()]
 
@@ -176,6 +190,62 @@ def test_ls_csv_and_json_hold_full_ids_and_values(logged):
     done = cli("ls", path, "--limit", "3", "--format", "json")
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(rows) == 3 and all(runs[r["id"]][1] == r["name"] for r in rows)
+    # the last loss of every run is finite but its max is inf: valid JSON all the same
+    done = cli("ls", path, "--limit", "0", "--format", "json", "--columns", "metrics.loss.max,metrics.loss.min")
+    rows = [strict_json(line) for line in done.stdout.splitlines()]
+    assert len(rows) == RUNS and all(r["metrics.loss.max"] == "Infinity" for r in rows)
+    for r in rows:
+        assert r["metrics.loss.min"] == pytest.approx(np.nanmin(loss_values(int(r["name"].split("-")[1]))))
+
+
+def test_ls_metric_columns_with_a_context(logged):
+    path, runs = logged
+    done = cli("ls", path, "--limit", "0", "--format", "csv",
+               "--columns", "metrics.loss{subset=val}.last,metrics.loss{subset='val'}.count,metrics.loss.count")
+    assert done.returncode == 0, done.stderr
+    table = pcsv.read_csv(io.BytesIO(done.stdout.encode()))
+    assert table.num_rows == RUNS
+    for row in table.to_pylist():
+        i = int(row["name"].split("-")[1])
+        assert row["metrics.loss{subset=val}.last"] == 0.25 + i   # logged under the context, once
+        assert row["metrics.loss{subset='val'}.count"] == 1
+        assert row["metrics.loss.count"] == POINTS                # the series without a context
+    done = cli("ls", path, "--where", "name = 'trial-4'", "--columns", "metrics.loss{subset=val}.last")
+    header, row = rows_of(done.stdout)
+    assert header[-1] == "metrics.loss{subset=val}.last" and float(row[-1]) == 4.25
+    for typo, near in (("metrics.loss{subset=vall}.min", "metrics.loss{subset=val}.min"),
+                       ("metrics.lss.max", "metrics.loss.max")):
+        done = cli("ls", path, "--columns", typo)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert typo in done.stderr and near in done.stderr, done.stderr
+
+
+def test_ls_mixed_kinds_empty_store_and_negative_limit(tmp_path):
+    path = str(tmp_path / "mixed.steplog")
+    with steplog.open(path) as store:
+        pass
+    for fmt in ("table", "csv", "json"):
+        done = cli("ls", path, "--format", fmt)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        if fmt == "table":
+            assert "no runs" in done.stderr
+    batches = {"a": 32, "b": "auto", "c": 64}
+    with steplog.open(path) as store:
+        for name, batch in batches.items():
+            with store.start_run(name=name, params={"batch": batch, "lr": 0.1}):
+                pass
+    done = cli("ls", path, "--columns", "params.*")
+    header, *rows = rows_of(done.stdout)
+    assert header[-2:] == ["params.batch", "params.lr"]
+    assert {r[2]: r[-2] for r in rows} == {name: str(batch) for name, batch in batches.items()}
+    done = cli("ls", path, "--columns", "params.batch", "--format", "csv")
+    table = pcsv.read_csv(io.BytesIO(done.stdout.encode()), convert_options=pcsv.ConvertOptions(
+        column_types={"params.batch": pa.string()}))
+    assert "params_text.batch" not in table.column_names
+    assert dict(zip(table.column("name").to_pylist(), table.column("params.batch").to_pylist())) == \
+        {name: str(batch) for name, batch in batches.items()}
+    done = cli("ls", path, "--limit", "-3")
+    assert done.returncode == 2 and "--limit" in done.stderr and done.stdout == ""
 
 
 def test_show_prints_record_params_series_and_last_values(logged):
@@ -211,9 +281,10 @@ def test_read_csv_json_parquet_equal_the_store_and_what_was_logged(logged, tmp_p
     assert got.column("step").to_pylist() == steps.tolist() == want.column("step").to_pylist()
     assert np.array_equal(got.column("value").to_numpy(), values, equal_nan=True)
     lines = cli("read", path, run_id, "loss", "--start", "5", "--stop", "2000", "--format", "json").stdout
-    rows = [json.loads(line) for line in lines.splitlines()]
+    rows = [strict_json(line) for line in lines.splitlines()]
     assert [r["step"] for r in rows] == steps.tolist()
-    assert np.array_equal(np.array([r["value"] for r in rows]), values, equal_nan=True)
+    assert np.array_equal(np.array([from_json(r["value"]) for r in rows]), values, equal_nan=True)
+    assert [r["value"] for r in rows if r["step"] in (7, 99, 1500)] == ["NaN", "Infinity", "NaN"]
     out = str(tmp_path / "loss.parquet")
     done = cli("read", path, run_id, "loss", "--buckets", "10", "-o", out)
     assert done.returncode == 0, done.stderr

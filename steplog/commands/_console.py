@@ -156,9 +156,11 @@ def emit(table, fmt: str, output: str | None) -> None:
 def write_table(table, fmt: str, output: str | None) -> None:
     """Write an Arrow table as csv, json (JSON lines) or parquet, to ``output`` or stdout.
 
-    JSON lines: one object per row; timestamps as ISO 8601 text, durations in seconds,
-    NaN and infinities as NaN, Infinity and -Infinity (Python's json, pandas and
-    DuckDB read them back)."""
+    JSON lines: one object per row, valid JSON (RFC 8259): timestamps as ISO 8601 text,
+    durations in seconds, NaN and infinities as the strings "NaN", "Infinity" and
+    "-Infinity" (JSON has no number for them). ``time_ns`` stays a number, past 2**53:
+    a reader that takes numbers as doubles (JavaScript, jq) rounds it; ``time`` holds
+    the same instant as text."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -171,9 +173,41 @@ def write_table(table, fmt: str, output: str | None) -> None:
             pcsv.write_csv(table, stream)
         else:
             for batch in table.to_batches(max_chunksize=65536):
-                stream.write(b"".join((json.dumps(row, default=json_value) + "\n").encode()
-                                      for row in batch.to_pylist()))
+                rows = batch.to_pylist()
+                odd = _nonfinite_columns(batch)
+                if odd:
+                    rows = [{k: json_safe(v) if k in odd else v for k, v in row.items()} for row in rows]
+                stream.write(b"".join((json.dumps(row, default=json_value, allow_nan=False) + "\n").encode()
+                                      for row in rows))
         stream.flush()
+
+
+def _nonfinite_columns(batch) -> set[str]:
+    """The names of ``batch``'s columns that hold a NaN or an infinity (floats, or lists
+    or structs of them: json_safe walks those)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    odd = set()
+    for field, column in zip(batch.schema, batch.columns):
+        if pa.types.is_floating(field.type):
+            if pc.any(pc.invert(pc.is_finite(column))).as_py():
+                odd.add(field.name)
+        elif pa.types.is_nested(field.type):
+            odd.add(field.name)
+    return odd
+
+
+def json_safe(value):
+    """``value`` with each NaN and infinity (also inside lists and dicts) as the JSON
+    strings "NaN", "Infinity", "-Infinity"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @contextlib.contextmanager

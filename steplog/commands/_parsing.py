@@ -32,6 +32,13 @@ def whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
 
 
+def non_negative(text: str) -> int:
+    value = whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def context_item(text: str) -> tuple[str, object]:
     """``key=value``: the value is read as JSON when it is a JSON number, true, false or
     null (``rank=3`` is the int 3), else taken as text (``subset=val``); ``k='"3"'`` is the

@@ -29,7 +29,9 @@ def run(args) -> int:
         b, = resolve_runs(store, [args.run_b], "run_b")
         found = diff_runs(store, a, b)
     if args.format == "json":
-        print(json.dumps(found.to_dict(), indent=2))
+        from ._console import json_safe
+
+        print(json.dumps(json_safe(found.to_dict()), indent=2, allow_nan=False))
     else:
         print(found)
     return 0

@@ -28,7 +28,9 @@ def run(args) -> int:
     with open_store(args.path) as store:
         found = provenance(store, args.file)
     if args.format == "json":
-        print(json.dumps(found.to_dict(), indent=2))
+        from ._console import json_safe
+
+        print(json.dumps(json_safe(found.to_dict()), indent=2, allow_nan=False))
     else:
         print(found)
     return 0

@@ -14,7 +14,9 @@ def add_parser(sub) -> None:
                     "steplog show runs.steplog 3f2a9c41\nsteplog show runs.steplog 3f2a9c41 --format json | jq .params")
     p.add_argument("path", help="store directory")
     p.add_argument("run", help="run id, or a unique prefix of one")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text (default) or json (NaN and infinities as the strings \"NaN\", \"Infinity\", "
+                        "\"-Infinity\")")
     p.set_defaults(handler=run)
 
 
@@ -31,9 +33,9 @@ def run(args) -> int:
         series = _series(store, run_id)
     record = _record(row)
     if args.format == "json":
-        from ._console import json_value
+        from ._console import json_safe, json_value
 
-        print(json.dumps({**record, "series": series}, default=json_value, indent=2))
+        print(json.dumps(json_safe({**record, "series": series}), default=json_value, indent=2, allow_nan=False))
     else:
         _print(record, series)
     return 0
