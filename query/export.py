@@ -1,5 +1,21 @@
 """Export a store as a Hive-partitioned Parquet dataset that Spark, DuckDB, Polars,
-pandas and pyarrow read as it is.
+pandas and pyarrow read.
+
+How to read the points (the experiment and run columns come from the directories):
+
+    pyarrow   pyarrow.dataset.dataset(dest, partitioning="hive")   (the directory as it is;
+              also pyarrow.parquet.read_table(dest), pandas.read_parquet(dest) and
+              spark.read.parquet(dest))
+    DuckDB    SELECT * FROM read_parquet('dest/*/*/points.parquet', hive_partitioning = true)
+    Polars    pl.scan_parquet("dest/*/*/points.parquet", hive_partitioning=True)
+
+DuckDB and Polars need that glob (POINTS_GLOB): given the directory itself (Polars'
+``pl.scan_parquet(dest)``, DuckDB's ``'dest/**/*.parquet'``) they read every Parquet
+file below it, the catalog and the tensors included, and fail on their other columns.
+Neither leaves out names that start with "_" or "." (as pyarrow and Spark do), so no
+layout that keeps the catalog and the tensors inside ``dest`` reads plainly there.
+The tensors: ``dest/_tensors/*/*/tensors.parquet`` the same ways; the catalog:
+``pyarrow.parquet.read_table("dest/_runs.parquet")``.
 
 Layout of ``dest`` (``export_store``)::
 
@@ -18,13 +34,7 @@ directories. Tensor files hold the table ``Store.read_tensor`` returns, with the
 time and time_ns columns and metric, context first.
 
 The catalog and the tensors start with "_", the mark of files beside a dataset
-(``_SUCCESS``, ``_metadata``) that pyarrow, Spark and Hive leave out of the points::
-
-    pyarrow.dataset.dataset(dest, partitioning="hive")
-    spark.read.parquet(dest)
-    duckdb: SELECT * FROM read_parquet('dest/*/*/points.parquet', hive_partitioning = true)
-    polars: pl.scan_parquet("dest/*/*/points.parquet", hive_partitioning=True)
-    pyarrow.parquet.read_table("dest/_runs.parquet")
+(``_SUCCESS``, ``_metadata``) that pyarrow, Spark and Hive leave out of the points.
 
 Names in directories are percent-encoded UTF-8 (every byte outside A-Z a-z 0-9 . _ -,
 and the dots of "." and ".."),
@@ -169,7 +179,10 @@ def export_store(store, dest, format: str = "parquet", runs=None, where: str | N
     """Write the runs of ``store`` (``runs``: run ids, ``where``: a filter as
     ``Store.runs(where=...)`` takes it; default every run) to ``dest`` as a
     Hive-partitioned Parquet dataset (module docstring). ``dest`` must not exist or be
-    an empty directory: nothing is overwritten. ``progress(done, total)`` is called as
+    an empty directory: nothing is overwritten. Read the points with
+    ``pyarrow.dataset.dataset(dest, partitioning="hive")``, or in DuckDB and Polars
+    through the glob ``dest/*/*/points.parquet`` with hive partitioning (the directory
+    alone makes them read the catalog and tensors too). ``progress(done, total)`` is called as
     series are written (total: every series of the exported runs, tensors included).
 
     Returns {"path", "runs", "running", "series", "points", "tensor_rows", "files",

@@ -135,8 +135,13 @@ def test_pyarrow_dataset_reads_every_series_as_store_read_does(filled, tmp_path)
                                                        rows["context"])) if (r, m, c) == (run_id, metric, context)]
         assert {rows["experiment"][i] for i in keep} == {_dir_value(experiment)}
         _assert_same_points(table.take(keep), _read(filled, run_id, metric, context))
-    # the plain call works too (partition types inferred) and sees only points
+    # the plain calls work too (partition types inferred) and see only points
     assert ds.dataset(dest, partitioning="hive").to_table().num_rows == table.num_rows
+    plain = pq.read_table(dest)
+    assert plain.num_rows == table.num_rows and {"metric", "step", "value", "run"} <= set(plain.column_names)
+    import pandas as pd
+
+    assert len(pd.read_parquet(dest)) == table.num_rows
 
 
 def test_duckdb_and_polars_read_the_points_glob(filled, tmp_path):
