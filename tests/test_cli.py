@@ -56,6 +56,7 @@ def test_bad_points_argument():
 # One store for the module: 20 runs (more runs than hex digits, so two ids share a first
 # digit), a loss series with NaN and inf in it, a val series under a context, and a tensor.
 
+import datetime
 import io
 import json
 import os
@@ -360,6 +361,12 @@ def test_sql_export_import_round_trip(logged, tmp_path):
     assert done.returncode == 0, done.stderr
     table = pcsv.read_csv(io.BytesIO(done.stdout.encode()))
     assert table.column("name").to_pylist() == sorted(n for e, n, _ in runs.values() if e == "other")
+    run_id = next(i for i, (_, name, _) in runs.items() if name == "trial-2")
+    with steplog.open(path, mode="r") as store:
+        started = store.runs(where="name = 'trial-2'").column("start_time")[0].as_py()
+    done = cli("sql", path, "select id, start_time from runs where name = 'trial-2'")   # a table, as on a screen
+    assert rows_of(done.stdout)[1] == [run_id, started.astimezone(datetime.timezone.utc)
+                                       .strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
     dest, copy = str(tmp_path / "dataset"), str(tmp_path / "copy.steplog")
     chosen = sorted(runs)[:2]
     done = cli("export", path, dest, "--runs", ",".join(r[:12] for r in chosen))

@@ -61,7 +61,7 @@ def duration(seconds: float) -> str:
 
 def screen_rows(table) -> list[list[str]]:
     """The cells of an Arrow table's rows as a screen shows them: all, or the first and
-    last SCREEN_ROWS / 2 around a row of "..."; times to the microsecond."""
+    last SCREEN_ROWS / 2 around a row of "..."; times to the microsecond, in UTC."""
     half = SCREEN_ROWS // 2
     if table.num_rows <= SCREEN_ROWS:
         return [_row_cells(row) for row in table.to_pylist()]
@@ -71,8 +71,15 @@ def screen_rows(table) -> list[list[str]]:
 
 
 def _row_cells(row: dict) -> list[str]:
-    return [v.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime.datetime) else
-            cell(v) for v in row.values()]
+    return [iso_time(v) if isinstance(v, datetime.datetime) else cell(v) for v in row.values()]
+
+
+def iso_time(value: datetime.datetime) -> str:
+    """A timestamp to the microsecond, ISO 8601: in UTC with a Z, as csv writes it (one
+    without a zone, as it is)."""
+    if value.tzinfo is None:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] = frozenset(),

@@ -57,5 +57,9 @@ def context_dict(items: list[tuple[str, object]] | None) -> dict | None:
     return dict(items) if items else None
 
 
+JSON_NOTE = ('json: JSON lines, NaN and infinities as the strings "NaN", "Infinity", "-Infinity"; time_ns is '
+             'a number past 2**53, which some readers (JavaScript, jq) round: "time" holds it as ISO 8601 UTC')
+
+
 def add_quiet(parser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._parsing import add_command, context_dict, context_item, positive_int, whole_number
+from ._parsing import JSON_NOTE, add_command, context_dict, context_item, positive_int, whole_number
 
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet",
               ".pq": "parquet"}
@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--x", choices=("step", "time", "relative"), default="step",
                    help="with --buckets: bucket over steps (default), wall-clock time or time since the run started")
     p.add_argument("--format", choices=("table", "csv", "json", "parquet"),
-                   help="table, csv, json (JSON lines) or parquet (needs -o)")
+                   help="table, csv, json or parquet (needs -o); " + JSON_NOTE)
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(handler=run, parser=p)
 

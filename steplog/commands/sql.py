@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._parsing import add_command
+from ._parsing import JSON_NOTE, add_command
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("path", help="store directory")
     p.add_argument("query", help="the SQL query")
     p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
-                   help="table (default), csv, json (JSON lines) or parquet (needs -o)")
+                   help="table (default: times in UTC, ISO 8601), csv, json or parquet (needs -o); " + JSON_NOTE)
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(handler=run, parser=p)
 
