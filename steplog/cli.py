@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from .commands import COMMANDS
+
+# remarks of the API's error messages about arguments the command line has not
+API_ONLY = re.compile(r" \(missing_ok=True[^)]*\)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(message: str) -> int:
     sys.stdout.flush()
+    message = API_ONLY.sub("", message)
     print(f"steplog: error: {message}", file=sys.stderr)
     return 1
 

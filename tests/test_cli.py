@@ -312,6 +312,29 @@ def test_run_prefixes_unique_ambiguous_unknown(logged):
     assert done.returncode == 1 and "no run" in done.stderr
 
 
+def test_runs_by_name_unique_and_ambiguous(logged, tmp_path):
+    path, runs = logged
+    run_id = next(i for i, (_, name, _) in runs.items() if name == "trial-7")
+    record = json.loads(cli("show", path, "trial-7", "--format", "json").stdout)
+    assert record["id"] == run_id and record["params"]["i"] == 7
+    csv = cli("read", path, "trial-7", "loss", "--stop", "3").stdout
+    assert pcsv.read_csv(io.BytesIO(csv.encode())).column("value").to_pylist() == loss_values(7)[:3].tolist()
+    done = cli("show", path, "trail-7")
+    assert done.returncode == 1 and "no run trail-7" in done.stderr
+    assert "did you mean" in done.stderr and "trial-7" in done.stderr
+    two = str(tmp_path / "two.steplog")
+    with steplog.open(two) as store:
+        ids = []
+        for _ in range(2):
+            with store.start_run(name="twin") as run:
+                run.log("loss", 1.0, step=0)
+            ids.append(run.id)
+    done = cli("read", two, "twin", "loss")
+    assert done.returncode == 1 and "ambiguous" in done.stderr and all(i in done.stderr for i in ids)
+    done = cli("read", two, ids[0], "lost")   # the API's missing_ok= is no option of the command line
+    assert done.returncode == 1 and "no series 'lost'" in done.stderr and "missing_ok" not in done.stderr
+
+
 def test_errors_exit_codes_and_nothing_created(logged, tmp_path):
     path, runs = logged
     missing = tmp_path / "nothing.steplog"

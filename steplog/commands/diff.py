@@ -14,8 +14,8 @@ def add_parser(sub) -> None:
                                 "removed and changed, python, host), inputs (by name and sha256) and final metric "
                                 "values that differ from run A to run B; what they share is not shown.")
     p.add_argument("path", help="store directory")
-    p.add_argument("run_a", help="run id, or a unique prefix of one")
-    p.add_argument("run_b", help="run id, or a unique prefix of one")
+    p.add_argument("run_a", help="run id, a unique prefix of one, or a unique run name")
+    p.add_argument("run_b", help="run id, a unique prefix of one, or a unique run name")
     p.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     p.set_defaults(handler=run)
 

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
                     "(exact: no spike is hidden) and the line of the bucket means, with a legend of run names. "
                     "Needs matplotlib (pip install 'steplog[plot]'). The output's extension picks the format.")
     p.add_argument("path", help="store directory")
-    p.add_argument("runs", metavar="RUN[,RUN...]", help="run ids or unique prefixes, comma-separated")
+    p.add_argument("runs", metavar="RUN[,RUN...]", help="run ids, unique prefixes or unique run names, comma-separated")
     p.add_argument("metric", help="metric name")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="image file to write (.png, .svg, .pdf)")
     p.add_argument("--buckets", type=positive_int, default=1000, help="buckets per run (default 1000)")

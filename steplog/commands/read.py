@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
                     "rows (min/max buckets, or LTTB points with --method lttb). Output: a table on a terminal, "
                     "CSV in a pipe, or --format; -o FILE picks the format from the file's extension.")
     p.add_argument("path", help="store directory")
-    p.add_argument("run", help="run id, or a unique prefix of one")
+    p.add_argument("run", help="run id, a unique prefix of one, or a unique run name")
     p.add_argument("metric", help="metric name")
     p.add_argument("--context", action="append", type=context_item, metavar="KEY=VALUE",
                    help="the series' context, may repeat (rank=3 is the number 3, subset=val the text 'val')")

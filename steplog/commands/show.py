@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p = add_command(sub, "show", "show a run: params, tags, status, times and its series",
                     "steplog show runs.steplog 3f2a9c41\nsteplog show runs.steplog 3f2a9c41 --format json | jq .params")
     p.add_argument("path", help="store directory")
-    p.add_argument("run", help="run id, or a unique prefix of one")
+    p.add_argument("run", help="run id, a unique prefix of one, or a unique run name")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text (default) or json (NaN and infinities as the strings \"NaN\", \"Infinity\", "
                         "\"-Infinity\")")

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("path", help="store directory")
     p.add_argument("dest", help="directory to create (must not exist, or be empty)")
     p.add_argument("--where", help="a run filter in MLflow's search syntax")
-    p.add_argument("--runs", metavar="RUN[,RUN...]", help="run ids or unique prefixes, comma-separated")
+    p.add_argument("--runs", metavar="RUN[,RUN...]", help="run ids, unique prefixes or unique run names, comma-separated")
     add_quiet(p)
     p.set_defaults(handler=run_export)
     p = add_command(sub, "import", "import a dataset written by `steplog export` into a store",
