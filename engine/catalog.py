@@ -29,7 +29,7 @@ from .aggregates import Aggregates, merge, of_points
 from .errors import CorruptionError
 from .index import Index, IndexReader, IndexWriter
 
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2   # 2: runs gained kind, params the resources.* keys
 HEAD = struct.Struct("<IQQ")          # catalog version, change_seq it covers up to (exclusive), runs
 REFRESH_CHANGES = 1024                # logged changes after which a writer stores a new snapshot
 NAMES = (b"runs", b"params", b"series")
@@ -37,7 +37,7 @@ NAMES = (b"runs", b"params", b"series")
 KIND_INT, KIND_FLOAT, KIND_BOOL, KIND_STR, KIND_JSON = 1, 2, 3, 4, 5
 RUNS = pa.schema([("id", pa.string()), ("experiment", pa.string()), ("name", pa.string()),
                   ("parent", pa.string()), ("status", pa.string()), ("start_time", pa.int64()),
-                  ("end_time", pa.int64())])
+                  ("end_time", pa.int64()), ("kind", pa.string())])
 PARAMS = pa.schema([("run", pa.int32()), ("key", pa.string()), ("kind", pa.int8()), ("number", pa.float64()),
                     ("integer", pa.int64()), ("text", pa.string())])
 AGGREGATE_COLUMNS = [("nan_count", pa.int64()), ("sum", pa.float64()), ("min", pa.float64()),
@@ -125,7 +125,8 @@ def value_kind(value) -> int | None:
 
 
 def _param_rows(row: int, record: dict, out: list) -> None:
-    flat = {**flatten(record["params"], "params."), **flatten(record["tags"], "tags.")}
+    flat = {**flatten(record["params"], "params."), **flatten(record["tags"], "tags."),
+            **flatten(record.get("resources") or {}, "resources.")}
     for key, value in flat.items():
         kind = value_kind(value)
         if kind is None:
@@ -149,7 +150,7 @@ def _series_rows(txn: IndexReader, row: int, run_id: bytes, out: list, aggregate
 
 
 def _tables(records: list[dict], params: list, series: list) -> tuple:
-    runs = pa.table([pa.array([r[name] for r in records], field.type) for name, field in
+    runs = pa.table([pa.array([r.get(name) for r in records], field.type) for name, field in
                      zip(RUNS.names, RUNS)], schema=RUNS)
     params_table = pa.table([pa.array(list(column) if params else [], field.type) for column, field in
                              zip(zip(*params) if params else [()] * len(PARAMS), PARAMS)], schema=PARAMS)

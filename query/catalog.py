@@ -88,7 +88,7 @@ class CatalogView:
         if ref.kind == "attribute":
             base = self.base_table()
             return [base.column(ref.key).combine_chunks()] if ref.key in base.column_names else [pa.nulls(self.n)]
-        if ref.kind in ("param", "tag"):
+        if ref.kind in ("param", "tag", "resource"):
             name = f"{ref.kind}s.{ref.key}"
             params = self.param_columns()
             found = [params[n] for n in (name, text_column_name(name)) if n in params]

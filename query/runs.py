@@ -28,7 +28,7 @@ RUN_TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 RUN_COLUMNS = [("id", pa.string()), ("experiment", pa.string()), ("name", pa.string()),
                ("parent", pa.string()), ("status", pa.string()), ("start_time", RUN_TIME_TYPE),
-               ("end_time", RUN_TIME_TYPE)]
+               ("end_time", RUN_TIME_TYPE), ("kind", pa.string())]
 
 
 def writer_is_dead(beat) -> bool:
@@ -121,10 +121,11 @@ def runs_table(records: list[dict], heartbeats: dict) -> pa.Table:
     for record in records:  # stored in ns; microseconds convert to Python datetimes
         for field in ("start_time", "end_time"):
             record[field] = None if record[field] is None else record[field] // 1000
-    columns = {name: pa.array([r[name] for r in records], type) for name, type in RUN_COLUMNS}
+    columns = {name: pa.array([r.get(name) for r in records], type) for name, type in RUN_COLUMNS}
     extra: dict[str, list] = {}
     for i, record in enumerate(records):
-        for key, value in {**flatten(record["params"], "params."), **flatten(record["tags"], "tags.")}.items():
+        for key, value in {**flatten(record["params"], "params."), **flatten(record["tags"], "tags."),
+                           **flatten(record.get("resources") or {}, "resources.")}.items():
             extra.setdefault(key, [None] * len(records))[i] = value
     for key in sorted(extra):
         columns.update(param_columns(key, extra[key]))

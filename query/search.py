@@ -39,21 +39,21 @@ ATTRIBUTES = {"run_id": "id", "id": "id", "run_uuid": "id",
               "run name": "name", "status": "status", "start_time": "start_time", "created": "start_time",
               "end_time": "end_time",
               "experiment_id": "experiment", "experiment": "experiment",
-              "parent": "parent", "parent_run_id": "parent"}
+              "parent": "parent", "parent_run_id": "parent", "kind": "kind"}
 TIME_ATTRIBUTES = ("start_time", "end_time")
 MAX_DEPTH = 64
 _ATTRIBUTE_LIST = ", ".join(sorted(name for name in ATTRIBUTES if " " not in name))
 
 _PREFIXES = {"params": "param", "param": "param", "parameter": "param", "parameters": "param",
              "metrics": "metric", "metric": "metric",
-             "tags": "tag", "tag": "tag",
+             "tags": "tag", "tag": "tag", "resources": "resource", "resource": "resource",
              "attributes": "attribute", "attribute": "attribute", "attr": "attribute",
              "run": "attribute"}
 
 
 class Ref(NamedTuple):
     """A column the filter or the ordering needs (hashable)."""
-    kind: str                   # "param" | "tag" | "attribute" | "metric"
+    kind: str                   # "param" | "tag" | "resource" | "attribute" | "metric"
     key: str                    # flattened key, attribute column name, or metric name
     agg: str | None = None      # metrics only: one of AGGREGATES
     context: tuple = ()         # metrics only: sorted ((key, value), ...) of str; () = none

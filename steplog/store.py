@@ -135,6 +135,7 @@ class _Shared:
         self.pid = os.getpid()
         self.catalog_lock = threading.Lock()
         self.catalog_view = None   # query.catalog.CatalogView, kept between queries
+        self.blobs_kept: set[str] = set()   # environment blobs this process stored already
         self._blobs = None
         self.artifacts_cache = (None, None)   # (meta/next_artifact, table) of the last Store.artifacts()
 
@@ -237,11 +238,14 @@ class Store:
 
     def start_run(self, experiment: str = "default", name: str | None = None, params: dict | None = None,
                   tags: dict | None = None, parent: "str | Run | None" = None, kind: str | None = None,
-                  resources: dict | None = None) -> "Run":
+                  resources: dict | None = None, capture: "bool | list | tuple | None" = True) -> "Run":
         """Create a run and return it; use it as a context manager to end it.
         kind: what the run does ("preprocess", "train", "evaluate", "deploy", any
         name); resources: what it ran on ({"gpus": 8, "node": "a100"}), checked like
-        params. Both are kept in the run record."""
+        params. Both are kept in the run record. capture: the environment to record
+        (steplog/environment.py: True, all of git, script, python, packages, machine,
+        gpus, env; False, none; or a list of those parts); ``environment(run_id)``
+        gives it back."""
         self._check_writable()
         experiment = _args.name_arg(experiment, "experiment")
         name = _args.optional_name_arg(name, "name")
@@ -251,6 +255,7 @@ class Store:
         resources = _args.mapping_arg(resources, "resources")
         parent_id = None if parent is None else self._run_id_arg(parent.id if isinstance(parent, Run) else parent,
                                                                   "parent")
+        environment = self._capture_environment(capture)
         run_id = secrets.token_bytes(16)
         now = _time_ns()
 
@@ -264,14 +269,41 @@ class Store:
                                             "name": name or run_id.hex()[:8],
                                             "parent": parent_id.hex() if parent_id else None, "status": "running",
                                             "start_time": now, "end_time": None, "params": params, "tags": tags,
-                                            # an "environment" dict joins here (small; big parts by blob hash)
-                                            "kind": kind, "resources": resources}))
+                                            "kind": kind, "resources": resources,
+                                            "environment": environment}))
             txn.put_heartbeat(run_id, Heartbeat.now())
             return None, records
 
         self._writer.commit_records(create)
         self._writer.live_runs.add(run_id)
         return self._track(Run(self, run_id))
+
+    def _capture_environment(self, capture) -> dict | None:
+        """The run record's environment: small, its big parts (package list, diff,
+        machine) stored as blobs first, once per content and process."""
+        if capture is False:
+            return None
+        from . import environment   # here: `import steplog` does not pay for it
+
+        captured = environment.capture(capture)
+        kept = self._shared.blobs_kept
+        for digest, data in captured.blobs.items():
+            if digest not in kept:
+                self._shared.blobs.put_bytes(data)
+                kept.add(digest)
+        return captured.record or None
+
+    def environment(self, run_id: str) -> dict:
+        """The environment a run recorded at start_run, its shared parts read back
+        (steplog.environment.describe); {} for a run that recorded none."""
+        from . import environment
+
+        self._check_open()
+        key = self._existing_run(run_id)
+        with self._index.read() as txn:
+            record = txn.get_run(key)
+        found = record.get("environment")
+        return environment.describe(found, self.get_blob) if found else {}
 
     def run(self, run_id: str) -> "Run":
         """Reopen a run to log more (a job resumed from a checkpoint); it is running again.
@@ -787,6 +819,30 @@ class Store:
 
         self._check_open()
         return export_store(self, dest, format, runs, where, progress)
+
+    def lineage(self, artifact=None, run: str | None = None, depth: int | None = None):
+        """The graph of runs and artifacts up- and downstream of an artifact (a path, a
+        sha256 or a URI) or a run: runs, artifacts and edges tables (query/lineage.py)."""
+        from .query.lineage import lineage
+
+        self._check_open()
+        return lineage(self, artifact, run, depth)
+
+    def provenance(self, path_or_hash):
+        """Where a file came from: the run that produced it, its data, code, params,
+        environment, parent jobs and metrics; prints as a report (query/provenance.py)."""
+        from .query.provenance import provenance
+
+        self._check_open()
+        return provenance(self, path_or_hash)
+
+    def diff(self, a: str, b: str):
+        """What differs between two runs: params, tags, code, packages, inputs, final
+        metrics (query/rundiff.py)."""
+        from .query.rundiff import diff_runs
+
+        self._check_open()
+        return diff_runs(self, a, b)
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Artifacts: files, directories and URIs a run logs, checked against hashlib over the
 bytes and an os.walk of the directory done here; copies kept once per content; bad input
 refused with the argument named and nothing stored; records rebuilt by repair; a real
-SIGKILL during a copy leaves no half blob."""
+SIGKILL during a copy leaves no half blob. Runs start with capture=False, so that the
+blob folder holds the artifacts' bytes only (no environment documents)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_file_record_matches_hashlib(tmp_path):
     data = os.urandom(3 * (1 << 20) + 17)   # several 1 MiB reads and a tail
     path = tmp_path / "train.bin"
     path.write_bytes(data)
-    with steplog.open(tmp_path / "s") as store, store.start_run() as run:
+    with steplog.open(tmp_path / "s") as store, store.start_run(capture=False) as run:
         got = run.log_input(str(path))
         assert got["sha256"] == sha(data) and got["size"] == len(data)
         assert got["kind"] == "file" and got["role"] == "input" and got["name"] == "train.bin"
@@ -85,7 +86,7 @@ def test_file_record_matches_hashlib(tmp_path):
 
 def test_directory_manifest_matches_os_walk(tmp_path, tree):
     rows, expected = walk_manifest(str(tree))
-    with steplog.open(tmp_path / "s") as store, store.start_run() as run:
+    with steplog.open(tmp_path / "s") as store, store.start_run(capture=False) as run:
         got = run.log_artifact(str(tree), role="output", copy=True)
         assert got["kind"] == "dir" and got["sha256"] == expected
         assert got["manifest"] == rows and got["size"] == sum(r["size"] for r in rows)
@@ -103,7 +104,7 @@ def test_directory_manifest_matches_os_walk(tmp_path, tree):
 def test_directory_without_copy_keeps_only_its_manifest(tmp_path, tree):
     rows, expected = walk_manifest(str(tree))
     with steplog.open(tmp_path / "s") as store:
-        with store.start_run() as run:
+        with store.start_run(capture=False) as run:
             got = run.log_input(str(tree), name="train-set")
         assert got["stored"] is False and got["name"] == "train-set"
         with store.open_artifact(expected) as f:   # the manifest is kept without copy
@@ -122,7 +123,7 @@ def test_copy_dedups_across_runs_and_restores(tmp_path):
     path.write_bytes(data)
     with steplog.open(tmp_path / "s") as store:
         for _ in range(2):
-            with store.start_run() as run:
+            with store.start_run(capture=False) as run:
                 assert run.log_model(str(path), copy=True)["stored"] is True
         assert blob_files(tmp_path / "s") == [sha(data) + ".blob"]
         table = store.artifacts()
@@ -137,7 +138,7 @@ def test_copy_dedups_across_runs_and_restores(tmp_path):
 
 def test_uri_credentials_removed_nothing_downloaded(tmp_path):
     digest = "ab" * 32
-    with steplog.open(tmp_path / "s") as store, store.start_run() as run:
+    with steplog.open(tmp_path / "s") as store, store.start_run(capture=False) as run:
         a = run.log_input("s3://AKIA:hunter2@bucket/data/train.parquet?versionId=7&X-Amz-Signature=s3cr3t"
                           "&X-Amz-Credential=AKIA%2F1&X-Amz-Security-Token=tok", hash=digest.upper())
         b = run.log_input("https://user:pw@example.com:8443/m/model.bin?access_token=zzz&rev=main",
@@ -186,7 +187,7 @@ def bad_cases(tmp_path):
 
 
 def test_bad_input_names_the_argument_and_stores_nothing(tmp_path):
-    with steplog.open(tmp_path / "s") as store, store.start_run() as run:
+    with steplog.open(tmp_path / "s") as store, store.start_run(capture=False) as run:
         for kwargs, error, argument in bad_cases(tmp_path):
             with pytest.raises(error) as caught:
                 run.log_artifact(copy=kwargs.pop("copy", True), **kwargs)
@@ -206,7 +207,7 @@ def test_blobs_for_documents_and_run_kind(tmp_path):
         assert store.get_blob(digest) == b"numpy==2.0\n"
         with pytest.raises(steplog.NotFoundError):
             store.get_blob(sha(b"other"))
-        with store.start_run(kind="train", resources={"gpus": 8, "node": {"type": "a100"}}) as run:
+        with store.start_run(capture=False, kind="train", resources={"gpus": 8, "node": {"type": "a100"}}) as run:
             pass
         with pytest.raises(steplog.InvalidArgumentError, match="^kind"):
             store.start_run(kind="")
@@ -221,7 +222,7 @@ def test_blobs_for_documents_and_run_kind(tmp_path):
 def test_artifacts_survive_repair_and_verify(tmp_path, tree):
     path = tmp_path / "s"
     with steplog.open(path) as store:
-        with store.start_run() as run:
+        with store.start_run(capture=False) as run:
             run.log_input(str(tree / "a.csv"))
             run.log_model(str(tree), copy=True)
             run.log_artifact("https://example.com/x", name="remote")
@@ -249,7 +250,7 @@ def test_artifacts_survive_repair_and_verify(tmp_path, tree):
 def test_pages_hold_the_records_across_page_boundaries(tmp_path):
     path = tmp_path / "s"
     with steplog.open(path) as store:
-        runs = [store.start_run(name=f"r{i}") for i in range(3)]
+        runs = [store.start_run(capture=False, name=f"r{i}") for i in range(3)]
         logged = []
         for i in range(1100):   # more than one page of 1024, runs interleaved
             run = runs[i % 3]
@@ -278,7 +279,7 @@ import os, sys
 import steplog
 path, small, big = sys.argv[1:4]
 store = steplog.open(path)
-run = store.start_run(name="killed")
+run = store.start_run(capture=False, name="killed")
 run.log_artifact(small, copy=True)
 print(run.id, flush=True)
 run.log_artifact(big, copy=True)
@@ -322,7 +323,7 @@ def test_sigkill_during_copy_leaves_no_half_blob(tmp_path):
         for name in os.listdir(temp_dir):   # a dead writer's temp file, old enough, goes with the next write
             old = time.time() - 3600
             os.utime(os.path.join(temp_dir, name), (old, old))
-        with store.start_run() as run:
+        with store.start_run(capture=False) as run:
             run.log_artifact(str(big), copy=True)
         assert sorted(os.listdir(temp_dir)) == [big_sha + ".blob"]
         with store.open_artifact(big_sha) as f:
@@ -332,7 +333,7 @@ def test_sigkill_during_copy_leaves_no_half_blob(tmp_path):
 TWIN = r'''
 import sys
 import steplog
-with steplog.open(sys.argv[1]) as store, store.start_run() as run:
+with steplog.open(sys.argv[1]) as store, store.start_run(capture=False) as run:
     run.log_artifact(sys.argv[2], copy=True)
 '''
 

@@ -176,3 +176,19 @@ def test_runs_where_order_limit_experiment(open_store):
         store.runs(where="params.lr <")
     only_e1 = store.runs(experiment="e1")
     assert "params.model.depth" not in only_e1.column_names   # no run of e1 has it
+
+
+def test_kind_and_resources_are_columns_and_filters(tmp_path):
+    """start_run(kind=, resources=) reach runs() as kind and resources.* columns, from
+    and filter as an attribute and as resources.KEY."""
+    with steplog.open(tmp_path / "s") as store:
+        train = store.start_run(kind="train", resources={"gpus": 8, "node": {"type": "a100"}}, capture=False)
+        prep = store.start_run(kind="preprocess", resources={"gpus": 0}, capture=False)
+        plain = store.start_run(capture=False)
+        table = store.runs()
+        by_id = dict(zip(table.column("id").to_pylist(), table.to_pylist()))
+        assert by_id[train.id]["kind"] == "train" and by_id[plain.id]["kind"] is None
+        assert by_id[train.id]["resources.node.type"] == "a100" and by_id[prep.id]["resources.gpus"] == 0
+        assert store.runs(where="resources.gpus >= 1").column("id").to_pylist() == [train.id]
+        assert store.runs(where="kind = 'preprocess'").column("id").to_pylist() == [prep.id]
+        assert store.runs(where="kind IS NULL").column("id").to_pylist() == [plain.id]

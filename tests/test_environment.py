@@ -297,3 +297,23 @@ def test_undecodable_arguments_and_names(repo, monkeypatch):
 def test_git_found_from_the_working_directory(repo, monkeypatch):
     monkeypatch.chdir(repo)                                       # pytest's own __main__ lies in no repository
     assert describe_of(capture(["git"]))["git"]["commit"] == git(repo, "rev-parse", "HEAD").decode().strip()
+
+
+def test_start_run_records_the_environment_once_per_content(tmp_path):
+    """start_run captures by default: Store.environment gives back what capture() sees,
+    the shared parts are stored once for many runs, capture=False records nothing, and
+    a run's record stays small."""
+    path = tmp_path / "s"
+    with steplog.open(path) as store:
+        runs = [store.start_run(name=f"r{i}") for i in range(20)]
+        bare = store.start_run(capture=False)
+        only = store.start_run(capture=["python"])
+        env = store.environment(runs[-1].id)
+        want = environment.describe(environment.capture().record, store.get_blob)
+        assert env["python"] == want["python"] and env["packages"] == want["packages"]
+        assert store.environment(bare.id) == {}
+        assert set(store.environment(only.id)) == {"python"}
+        with pytest.raises(steplog.InvalidArgumentError):
+            store.start_run(capture=["nope"])
+    blobs = [name for _, _, names in os.walk(path / "blobs") for name in names]
+    assert len(blobs) == len(environment.capture().blobs) + 1   # + capture=["python"]'s own shared part

@@ -358,6 +358,8 @@ def test_order_by_sorts_as_the_brute_force_does(runs, keys, style, limit):
     ("run.run_name = 'x'", Ref("attribute", "name")),
     ("attribute.`Run Name` ILIKE '%alpha%'", Ref("attribute", "name")),
     ("`Run Name` = 'x'", Ref("attribute", "name")),
+    ("resources.gpus >= 8", Ref("resource", "gpus")),
+    ("kind = 'train'", Ref("attribute", "kind")),
     ("run_name = 'x'", Ref("attribute", "name")),
     ("attributes.experiment_id = 'x'", Ref("attribute", "experiment")),
     ("experiment = 'sweep'", Ref("attribute", "experiment")),
