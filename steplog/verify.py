@@ -3,7 +3,8 @@
 verify checks the whole store in a child process (blocks, index tables, and every blob
 read whole and hashed): LMDB may abort a process that reads a
 badly damaged index, and that must become a report and an exit code, not a dead shell.
-Exit codes: 0 clean, 1 damage found, 2 not a store (or it does not open).
+Exit codes: 0 clean, 1 damage found, 2 not a store (no such directory, or it does not
+open). repair: 0 done, 1 refused (or no such directory), 2 not a store.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ CHILD = "import sys; from steplog.verify import verify_here; sys.exit(verify_her
 
 def run_verify(path: str) -> int:
     """Verify in a child process, printing its lines as they come."""
+    if not os.path.isdir(path):
+        print(f"{path}: {_no_directory(path)}")
+        return 2
     if not os.path.isdir(StoreLayout(path).index_dir):
         print(f"{path}: not a steplog store (no index/; `steplog repair` rebuilds one from segments/)")
         return 2
@@ -87,6 +91,9 @@ def run_repair(path: str) -> int:
     from .engine.upgrade import open_index
 
     layout = StoreLayout(path)
+    if not os.path.isdir(path):
+        print(f"{path}: {_no_directory(path)}")
+        return 1
     if not os.path.isdir(layout.segments_dir):
         print(f"{path}: not a steplog store (no segments/)")
         return 2
@@ -107,3 +114,7 @@ def run_repair(path: str) -> int:
     if report.old_index:
         print(f"the replaced index was kept at {report.old_index}")
     return 0
+
+
+def _no_directory(path: str) -> str:
+    return "not a directory, so no steplog store" if os.path.exists(path) else "no such directory"

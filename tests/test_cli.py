@@ -405,6 +405,36 @@ def test_sql_export_import_round_trip(logged, tmp_path):
             assert np.array_equal(got, loss_values(i), equal_nan=True)
     done = cli("import", copy, dest)   # the runs are there already: refused
     assert done.returncode == 1 and "already holds" in done.stderr
+    assert os.path.isdir(copy)           # and the store it did not create is kept
+
+
+def test_a_failed_import_leaves_no_store_behind(logged, tmp_path):
+    path, runs = logged
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "_runs.parquet").write_text("not parquet")
+    dest = tmp_path / "dataset"
+    assert cli("export", path, str(dest), "--runs", sorted(runs)[0]).returncode == 0
+    points = next(dest.glob("*/*/points.parquet"))
+    points.write_bytes(points.read_bytes()[:100])   # damaged: found only once the import has begun
+    for source in (tmp_path / "nothing", tmp_path / "file", tmp_path, tmp_path / "junk", dest):
+        store = tmp_path / "new.steplog"
+        done = cli("import", str(store), str(source))
+        assert done.returncode == 1 and done.stderr.startswith("steplog: error: source"), (source, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert not store.exists(), source
+
+
+def test_verify_and_repair_tell_a_missing_directory_from_one_that_is_no_store(tmp_path):
+    missing, empty = tmp_path / "typo.steplog", tmp_path / "empty"
+    empty.mkdir()
+    for command, code in (("verify", 2), ("repair", 1)):
+        done = cli(command, str(missing))
+        said = done.stdout.replace(str(missing), "PATH")
+        assert done.returncode == code and said == "PATH: no such directory\n", said
+        assert not missing.exists()
+    done = cli("verify", str(empty))
+    assert done.returncode == 2 and "not a steplog store" in done.stdout
 
 
 def on_terminal(*args, columns: int = 100, stdout_too: bool = False) -> tuple[int, str, bytes]:

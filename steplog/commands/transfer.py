@@ -13,8 +13,11 @@ def add_parser(sub) -> None:
         "steplog export runs.steplog two --runs 3f2a9c41,8d0e77b2"]),
         description="Write the runs of a store (all, those --where picks, or --runs) to DEST, a new directory: "
                     "experiment=NAME/run=ID/points.parquet for the points, _runs.parquet for the runs, "
-                    "_tensors/ for tensor summaries. Spark, DuckDB, Polars and pyarrow read it as it is; "
-                    "`steplog import` reads it back.")
+                    "_tensors/ for tensor summaries. To read the points: pyarrow.dataset.dataset(DEST, "
+                    "partitioning=\"hive\") and Spark as it is (they skip the _ paths); DuckDB "
+                    "read_parquet('DEST/*/*/points.parquet', hive_partitioning=true) and Polars "
+                    "pl.scan_parquet('DEST/*/*/points.parquet', hive_partitioning=True) with that glob, as "
+                    "_tensors/ and _runs.parquet sit beside the points. `steplog import` reads it back.")
     p.add_argument("path", help="store directory")
     p.add_argument("dest", help="directory to create (must not exist, or be empty)")
     p.add_argument("--where", help="a run filter in MLflow's search syntax")
@@ -24,7 +27,7 @@ def add_parser(sub) -> None:
     p = add_command(sub, "import", "import a dataset written by `steplog export` into a store",
                     "steplog import other.steplog runs-parquet",
                     description="Import the runs of a dataset that `steplog export` wrote into the store at PATH "
-                                "(created if missing): ids, params, tags, statuses, times and every point, bit "
+                                "(created if missing; removed again if the import fails): ids, params, tags, statuses, times and every point, bit "
                                 "for bit. A store that holds one of the runs already is refused, untouched.")
     p.add_argument("path", help="store directory (created if missing)")
     p.add_argument("source", help="dataset directory")
@@ -50,12 +53,47 @@ def run_export(args) -> int:
 
 
 def run_import(args) -> int:
-    from ..transfer import import_dataset
+    import os
+
+    from .. import transfer
     from ._console import progress_bar
     from ._runs import open_store
 
-    with open_store(args.path, write=True) as store:
-        with progress_bar("importing runs", args.quiet) as progress:
-            done = import_dataset(store, args.source, progress=progress)
+    import pyarrow as pa
+
+    from ..engine.errors import InvalidArgumentError
+
+    _check_source(args.source)
+    created = not os.path.exists(args.path)
+    try:
+        with open_store(args.path, write=True) as store:
+            with progress_bar("importing runs", args.quiet) as progress:
+                try:
+                    done = transfer.import_dataset(store, args.source, progress=progress)
+                except pa.ArrowException as exc:   # a damaged file of the dataset
+                    raise InvalidArgumentError("source", f"a file of {args.source} does not read: {exc}") from None
+    except BaseException:
+        if created and os.path.isdir(args.path):   # only what this command made
+            import shutil
+
+            shutil.rmtree(args.path, ignore_errors=True)
+        raise
     print(f"imported {done['runs']:,} runs, {done['series']:,} series, {done['points']:,} points into {args.path}")
     return 0
+
+
+def _check_source(source: str) -> None:
+    """Read the dataset's run records before any store is opened: a bad source creates
+    none."""
+    import pyarrow as pa
+
+    from .. import transfer
+    from ..engine.errors import InvalidArgumentError, StepLogError
+
+    path = transfer._source_arg(source)
+    try:
+        transfer._run_records(path)
+    except StepLogError:
+        raise
+    except (pa.ArrowException, ValueError) as exc:   # not Parquet, or damaged
+        raise InvalidArgumentError("source", f"{transfer.RUNS_FILE} of {path} does not read: {exc}") from None
