@@ -34,7 +34,7 @@ from .query import read as _read
 from .query.downsample import empty_table as empty_bucket_table
 from .query.reader import X_AXES, SeriesReader
 from .query.runs import RUN_COLUMNS, series_table
-from .run import Run, exit_status
+from .run import RUN_STATUSES, Run, exit_status
 
 DURABILITY = ("fsync", "commit", "none")
 _UNFLUSHED_SEQ = 1 << 62   # block_seqs of the points not flushed yet, for their aggregates: after every stored one
@@ -278,6 +278,15 @@ class Store:
         self._writer.live_runs.add(run_id)
         return self._track(Run(self, run_id))
 
+    def set_terminated(self, run_id: str, status: str = "finished") -> None:
+        """End a run by its id, as MLflow's ``set_terminated`` does: a crashed run
+        (its processes gone) marked failed, say. status: finished, failed or killed."""
+        self._check_writable()
+        key = self._existing_run(run_id)
+        if status not in RUN_STATUSES[1:]:
+            raise InvalidArgumentError("status", f"must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        self.end_run(key, status)
+
     def _capture_environment(self, capture) -> dict | None:
         """The run record's environment: small, its big parts (package list, diff,
         machine) stored as blobs first, once per content and process."""
@@ -348,6 +357,7 @@ class Store:
     def update_run(self, run_id: bytes, change) -> None:
         """Apply ``change(record)`` to the stored record of a run, in one transaction."""
         self._check_writable()
+        run_id = self._existing_run(run_id) if isinstance(run_id, str) else run_id
 
         def update(txn):
             record = txn.get_run(run_id)
@@ -359,6 +369,7 @@ class Store:
     def end_run(self, run_id: bytes, status: str) -> None:
         """Flush the points of a run, then record its final status."""
         self._check_writable()
+        run_id = self._existing_run(run_id) if isinstance(run_id, str) else run_id
         self._writer.flush(run_id)
 
         def finish(txn):
@@ -487,10 +498,19 @@ class Store:
         picked = table.take(take)
         columns = {name: picked.column(name) for name in ("id", "experiment", "name", "status", "start_time",
                                                          "end_time")}
-        for name in picked.column_names:
-            root = name.split(".", 1)[0]
-            if root in ("params", "params_text") and (keep is None or name in keep
-                                                       or name.replace("params_text.", "params.", 1) in keep):
+        as_param = {n: n.replace("params_text.", "params.", 1) for n in picked.column_names
+                    if n.split(".", 1)[0] in ("params", "params_text")}
+
+        def under(name: str, key: str) -> bool:   # "params.model" keeps "params.model.depth"
+            return name == key or name.startswith(key + ".")
+
+        for key in keep or ():
+            if not any(under(p, key) for p in as_param.values()):
+                bare = len("params.")
+                raise NotFoundError(f"params: no selected run has a param {key[bare:]!r}"
+                                    f"{_did_you_mean(key[bare:], [p[bare:] for p in as_param.values()])}")
+        for name, param in as_param.items():
+            if keep is None or any(under(param, key) for key in keep):
                 columns[name] = picked.column(name)
         held = view.scalar_series_names(None if picked.num_rows == view.n else rows)
         if names is not None:

@@ -83,3 +83,17 @@ def test_run_flush_makes_points_count(open_store):
     run.flush()
     assert store.analytics(aggs=["last", "count"]).column("x.count").to_pylist() == [2]
     run.end()
+
+
+def test_params_keeps_the_keys_named_and_refuses_unknown_ones(tmp_path):
+    """params= keeps the named keys (a nested dict's key keeps its leaves, a mixed key
+    its text column) and a key no selected run has is NotFoundError with close names."""
+    with steplog.open(tmp_path / "s") as store:
+        with store.start_run(params={"lr": 0.1, "model": {"depth": 50}, "batch": 32}, capture=False) as run:
+            run.log("loss", 1.0, step=0)
+        store.start_run(params={"batch": "auto"}, capture=False).end()
+        table = store.analytics(params=["model", "params.batch"])
+        params = [n for n in table.column_names if n.startswith(("params.", "params_text."))]
+        assert params == ["params.batch", "params_text.batch", "params.model.depth"]
+        with pytest.raises(steplog.NotFoundError, match="did you mean 'lr'"):
+            store.analytics(params=["lrr"])

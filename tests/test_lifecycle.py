@@ -343,3 +343,29 @@ def test_read_only_open_of_an_older_format_reads_it_as_the_upgrade_does(tmp_path
     after = tree(old)
     after.pop("index/lock.mdb", None), before.pop("index/lock.mdb", None)
     assert after == before   # not upgraded, not touched
+
+
+def test_set_terminated_ends_a_crashed_run_by_its_id(tmp_path):
+    """A run whose process was SIGKILLed shows crashed; set_terminated(id, "failed")
+    records failed and an end time; bad statuses and unknown ids are typed errors."""
+    path = str(tmp_path / "s")
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal, steplog
+        store = steplog.open({path!r})
+        run = store.start_run(name="doomed", capture=False)
+        run.log("loss", 1.0, step=0)
+        run.flush()
+        print(run.id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)], capture_output=True, text=True)
+    run_id = child.stdout.strip()
+    with steplog.open(path) as store:
+        status = lambda: store.runs().to_pylist()[0]
+        assert status()["status"] == "crashed"
+        with pytest.raises(steplog.InvalidArgumentError):
+            store.set_terminated(run_id, "done")
+        with pytest.raises(steplog.NotFoundError):
+            store.set_terminated("0" * 32, "failed")
+        store.set_terminated(run_id, "failed")
+        assert status()["status"] == "failed" and status()["end_time"] is not None
+        assert store.read(run_id, "loss").column("value").to_pylist() == [1.0]
