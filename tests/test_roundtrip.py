@@ -643,9 +643,11 @@ def test_store_layout_on_disk(open_store, store_path):
     run = store.start_run()
     run.log("m", 1.0)
     store.close()
-    assert sorted(os.listdir(store_path)) == ["index", "segments"]
+    assert sorted(os.listdir(store_path)) == ["blobs", "index", "segments"]   # blobs: the environment
     for seg in os.listdir(store_path / "segments"):
         assert len(seg) == 20 and seg.endswith(".seg") and int(seg[:16], 16) > 0
+    for folder, _, names in os.walk(store_path / "blobs"):   # named by their hash, nothing else
+        assert all(len(n) == 64 + len(".blob") and int(n[:64], 16) >= 0 for n in names)
 
 
 def test_read_many_names_typos_and_tensor_names(store):
