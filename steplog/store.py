@@ -996,8 +996,10 @@ def _dest_arg(dest) -> str:
     path = os.path.abspath(os.path.expanduser(os.fspath(dest)))
     if os.path.lexists(path):
         raise InvalidArgumentError("dest", f"{path} exists; restore writes a new file or directory")
-    if not os.path.isdir(os.path.dirname(path)):
-        raise InvalidArgumentError("dest", f"{os.path.dirname(path)} is not a directory")
+    parent = os.path.dirname(path)
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise InvalidArgumentError("dest", f"{parent} is not a directory")
+    os.makedirs(parent, exist_ok=True)   # as `cp` into a new folder would need by hand
     return path
 
 

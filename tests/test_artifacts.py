@@ -351,3 +351,16 @@ def test_two_processes_copying_one_file_keep_one_blob(tmp_path):
     with steplog.open(path, mode="r") as store:
         assert store.artifacts().column("sha256").to_pylist() == [digest, digest]
         assert sha(store.get_blob(digest)) == digest
+
+
+def test_restore_creates_the_folders_above_dest(tmp_path):
+    model = tmp_path / "model.bin"
+    model.write_bytes(os.urandom(1000))
+    with steplog.open(tmp_path / "s") as store, store.start_run(capture=False) as run:
+        sha = run.log_model(model, copy=True)["sha256"]
+        dest = tmp_path / "restored" / "deep" / "model.bin"
+        assert store.restore_artifact(sha, dest) == str(dest)
+        assert dest.read_bytes() == model.read_bytes()
+        (tmp_path / "afile").write_bytes(b"")
+        with pytest.raises(steplog.InvalidArgumentError, match="not a directory"):
+            store.restore_artifact(sha, tmp_path / "afile" / "model.bin")
