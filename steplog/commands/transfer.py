@@ -3,6 +3,8 @@ Hive-partitioned Parquet dataset and back."""
 
 from __future__ import annotations
 
+import sys
+
 from ._parsing import add_command, add_quiet
 
 
@@ -27,8 +29,8 @@ def add_parser(sub) -> None:
     p = add_command(sub, "import", "import a dataset written by `steplog export` into a store",
                     "steplog import other.steplog runs-parquet",
                     description="Import the runs of a dataset that `steplog export` wrote into the store at PATH "
-                                "(created if missing; removed again if the import fails): ids, params, tags, statuses, times and every point, bit "
-                                "for bit. A store that holds one of the runs already is refused, untouched.")
+                                "(created if missing; removed again if the import fails): ids, params, tags, statuses, times, every point "
+                                "and every tensor summary, bit for bit (artifacts are not exported). A store that holds one of the runs already is refused, untouched.")
     p.add_argument("path", help="store directory (created if missing)")
     p.add_argument("source", help="dataset directory")
     add_quiet(p)
@@ -49,6 +51,9 @@ def run_export(args) -> int:
             done = export_store(store, args.dest, runs=runs, where=args.where, progress=progress)
     print(f"exported {done['runs']:,} runs, {done['series']:,} series, {done['points']:,} points to "
           f"{done['path']} ({done['files']:,} files, {done['bytes'] / 1e6:,.1f} MB)")
+    if done.get("running"):
+        print(f"steplog: note: {done['running']:,} runs were still running; an import shows them crashed",
+              file=sys.stderr)
     return 0
 
 
@@ -78,7 +83,8 @@ def run_import(args) -> int:
 
             shutil.rmtree(args.path, ignore_errors=True)
         raise
-    print(f"imported {done['runs']:,} runs, {done['series']:,} series, {done['points']:,} points into {args.path}")
+    print(f"imported {done['runs']:,} runs, {done['series']:,} series, {done['points']:,} points, "
+          f"{done.get('tensor_rows', 0):,} tensor summaries into {args.path}")
     return 0
 
 
