@@ -21,15 +21,16 @@ import pyarrow as pa
 import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from .errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+from .secrets import is_secret_name
 
 ROLES = ("input", "output", "model", "code", "checkpoint", "other")
 KINDS = ("file", "dir", "uri")
 MANIFEST_VERSION = 1
 PAGE_ROWS = 1024   # artifacts an artifact_pages value holds (the last page fills up first)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_PATH_PARAM = re.compile(r";([^;/=]+)=[^;/]*")   # ;jsessionid=... in a path segment
 # Query parameters dropped from a URI: presigned URLs carry their credentials there
 # (X-Amz-Signature, X-Amz-Credential, X-Goog-Signature, Azure's sig, access_token, ...).
-_SECRET_PARAM = re.compile(r"token|signature|^sig$|key|secret|password|passwd|credential", re.I)
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema([("run_id", pa.string()), ("seq", pa.int64()), ("name", pa.string()), ("role", pa.string()),
                     ("kind", pa.string()), ("location", pa.string()), ("size", pa.int64()), ("mtime", TIME_TYPE),
@@ -75,6 +76,8 @@ def describe(path_or_uri, hash: str | None = None) -> Described:
         path_or_uri = urlsplit(path_or_uri).path
     if not isinstance(path_or_uri, (str, os.PathLike)):
         raise InvalidTypeError("path_or_uri", f"must be a path or a URI, got {type(path_or_uri).__name__}")
+    if not os.fspath(path_or_uri):   # abspath("") would be the working directory
+        raise InvalidArgumentError("path_or_uri", "is empty")
     path = os.path.abspath(os.fspath(path_or_uri))
     try:
         info = os.stat(path)
@@ -189,8 +192,10 @@ def _describe_uri(uri: str, hash) -> Described:
 
 
 def clean_uri(uri: str) -> str:
-    """``uri`` without credentials: no user:password@, and no query parameter named
-    like a token, signature, key, secret, password or credential."""
+    """``uri`` without credentials: no user:password@, and no parameter whose name may
+    hold a secret (engine/secrets.py: token, signature, key, secret, password, auth,
+    session, ...; and Azure's ``code``), in the query, in ``;name=value`` path
+    parameters or in a fragment of name=value pairs (OAuth's ``#access_token=``)."""
     try:
         parts = urlsplit(uri)
         host = parts.hostname or ""
@@ -198,8 +203,19 @@ def clean_uri(uri: str) -> str:
     except ValueError as exc:
         raise InvalidArgumentError("path_or_uri", f"not a URI: {exc}") from None
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _SECRET_PARAM.search(k)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept, quote_via=quote, safe="/"), parts.fragment))
+    path = _PATH_PARAM.sub(lambda m: "" if _secret_pair(m.group(1)) else m.group(0), parts.path)
+    fragment = _kept_pairs(parts.fragment) if "=" in parts.fragment else parts.fragment
+    return urlunsplit((parts.scheme, netloc, path, _kept_pairs(parts.query), fragment))
+
+
+def _secret_pair(pair: str) -> bool:
+    name = pair.split("=", 1)[0]
+    return is_secret_name(name) or name.lower() in ("code", "pwd")   # Azure's key; a password, not $PWD
+
+
+def _kept_pairs(text: str) -> str:
+    kept = [(k, v) for k, v in parse_qsl(text, keep_blank_values=True) if not _secret_pair(k)]
+    return urlencode(kept, quote_via=quote, safe="/")
 
 
 def default_name(fields: dict) -> str:

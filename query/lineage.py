@@ -210,11 +210,20 @@ def artifact_key(artifacts: pa.Table, value, argument: str = "artifact") -> str:
         from ..engine.artifacts import describe   # a directory's sha256 is that of its manifest
 
         return describe(value).fields["sha256"]
-    locations = (value,) if "://" in value else (value, os.path.abspath(value), os.path.realpath(value))
+    if "://" in value:   # kept without its credentials, so looked up and named without them
+        from ..engine.artifacts import clean_uri
+
+        value = clean_uri(value)
+        locations = (value,)
+    else:
+        locations = (value, os.path.abspath(value), os.path.realpath(value))
     held = artifacts.filter(pc.is_in(artifacts.column("location"), value_set=pa.array(list(locations))))
     if held.num_rows:
         hashes = [h for h in held.column("sha256").to_pylist() if h]
         return hashes[-1] if hashes else held.column("location")[0].as_py()
+    if os.path.lexists(value):
+        raise NotFoundError(f"{argument}: {value!r} is neither a file nor a directory one can hash, "
+                            "and no run logged that location")
     raise NotFoundError(f"{argument}: no file, sha256 or logged location {value!r}")
 
 

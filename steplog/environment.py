@@ -46,6 +46,7 @@ import sys
 import threading
 
 from .engine.errors import CorruptionError, InvalidArgumentError, InvalidTypeError
+from .engine.secrets import is_secret_name
 
 __all__ = ["CAPTURE_ALL", "Captured", "capture", "describe", "is_secret_name", "strip_credentials", "reset_cache",
            "ENV_NAMES", "ENV_PREFIXES", "ENV_PER_PROCESS", "DIFF_LIMIT"]
@@ -126,26 +127,7 @@ def reset_cache() -> None:
 
 # -- secrets ---------------------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_SECRET_WORDS = frozenset({"token", "secret", "secrets", "password", "passwd", "passphrase", "pass", "credential",
-                           "credentials", "creds", "auth", "authorization", "apikey", "key", "signature", "sig",
-                           "cookie", "dsn", "privatekey", "jwt"})
-_SECRET_PARTS = ("password", "passwd", "secret", "apikey", "credential", "privatekey", "accesskey", "authtoken",
-                 "accesstoken", "connectionstring")
-
-
-@functools.lru_cache(maxsize=4096)
-def is_secret_name(name: str) -> bool:
-    """Whether a variable, argument or parameter named ``name`` may hold a secret: a
-    word token, secret, password, pass, credential, auth, key, signature, sig, cookie,
-    dsn or jwt (``GITHUB_TOKEN``, ``--api-key``, ``apiKey``, ``X-Amz-Signature``), or
-    password, secret, apikey, credential, privatekey, accesskey inside a word. Counts
-    (``--max-tokens``) and ``--tokenizer`` are not secrets; false alarms are cheap."""
-    words = {w.lower() for w in _WORD.findall(name)}
-    if words & _SECRET_WORDS:
-        return True
-    flat = re.sub(r"[^a-z0-9]", "", name.lower())
-    return any(part in flat for part in _SECRET_PARTS)
+# is_secret_name (engine/secrets.py): one rule for variables, arguments and URLs
 
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#\s]*)@")

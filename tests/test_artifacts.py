@@ -183,6 +183,7 @@ def bad_cases(tmp_path):
         (dict(path_or_uri=str(ok), copy="yes"), TypeError, "copy"),
         (dict(path_or_uri=str(ok), hash="0" * 64), steplog.InvalidArgumentError, "hash"),
         (dict(path_or_uri=12), TypeError, "path_or_uri"),
+        (dict(path_or_uri=""), steplog.InvalidArgumentError, "path_or_uri"),   # not the working directory
     ]
 
 
@@ -364,3 +365,25 @@ def test_restore_creates_the_folders_above_dest(tmp_path):
         (tmp_path / "afile").write_bytes(b"")
         with pytest.raises(steplog.InvalidArgumentError, match="not a directory"):
             store.restore_artifact(sha, tmp_path / "afile" / "model.bin")
+
+
+@pytest.mark.parametrize("uri, secret", [
+    ("https://h/x?Authorization=Bearer%20zz&part=1", "Bearer"),
+    ("https://fn.azurewebsites.net/api/run?code=AZSECRET", "AZSECRET"),
+    ("https://h/x?pwd=P1&jwt=J2&session=S3&auth=A4&pw=P5", "P1"),
+    ("https://h/cb#access_token=OAUTHTOKEN&state=ok", "OAUTHTOKEN"),
+    ("https://h/app;jsessionid=JSESSION/file.bin", "JSESSION"),
+    ("https://user:PASSWORD9@h/x?X-Amz-Signature=SIG9", "PASSWORD9"),
+])
+def test_uri_credentials_never_reach_the_store(tmp_path, uri, secret):
+    """Every spelling of a credential in a URI is dropped before the record is written,
+    and provenance of the URI as the user has it (credentials and all) finds it without
+    repeating them."""
+    with steplog.open(tmp_path / "s") as store, store.start_run(capture=False) as run:
+        kept = run.log_input(uri, hash="a" * 64)["location"]
+        assert secret not in kept and kept.startswith(uri.split(":", 1)[0] + "://")
+        assert store.provenance(uri).sha256 == "a" * 64
+    for folder, _, names in os.walk(tmp_path / "s"):   # the index keeps artifact records as plain JSON
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                assert secret.encode() not in f.read(), name
