@@ -24,10 +24,11 @@ characters or more) is masked wherever else it shows up (argv, diff, remotes).
 
 Cost: everything that cannot change within a process (python, packages, machine, gpus)
 is read once per process. Git state is read once per repository and read again only
-when ``HEAD``, the index, the branch ref, ``packed-refs`` or the config change (a
-commit, a checkout, a ``git add``): editing a tracked file without staging it after the
-first capture of a process is NOT seen, so a later run of that process may carry a stale
-dirty flag and diff. ``reset_cache()`` forgets everything. Safe to call from several
+when ``HEAD``, the index, the branch ref, ``packed-refs``, the config or (in a
+repository of at most ``WATCH_FILES`` tracked files) a tracked file change: a commit, a
+checkout, a ``git add``, an edit saved from a notebook. In a larger repository an edit
+of a tracked file that is not staged after the first capture of a process is NOT seen,
+so a later run of that process may carry a stale dirty flag and diff. ``reset_cache()`` forgets everything. Safe to call from several
 threads and after ``fork()``.
 """
 
@@ -268,10 +269,19 @@ def _git_paths(where: str) -> dict | None:
         ref = ""
     branch = ref[len("ref: refs/heads/"):] if ref.startswith("ref: refs/heads/") else None
     watched = [os.path.join(gitdir, "HEAD"), os.path.join(gitdir, "index"), os.path.join(common, "packed-refs"),
-               os.path.join(common, "config")]
+               os.path.join(common, "config")] + _tracked_files(where, lines[0])
     if ref.startswith("ref: "):
         watched.append(os.path.join(common, ref[5:]))
     return {"top": lines[0], "commit": head, "branch": branch, "watched": watched}
+
+
+def _tracked_files(where: str, top: str) -> list[str]:
+    """The tracked files, when few enough to stat at every capture (about 1 us each)."""
+    done = _git(where, "ls-files", "-z")
+    if done is None or done.returncode != 0:
+        return []
+    names = [n for n in done.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
+    return [os.path.join(top, n) for n in names] if len(names) <= WATCH_FILES else []
 
 
 def _fingerprint(paths: dict) -> tuple:
@@ -535,6 +545,7 @@ def _env_part(names: list, secrets: tuple) -> tuple:
 
 _lock = threading.RLock()
 _cache: dict = {}                 # part -> (section, {sha: blob}) read once per process
+WATCH_FILES = 1000                # tracked files whose edits a later capture sees
 _git_cache: dict = {}             # where -> (fingerprint, paths, (section, blobs) or None)
 
 

@@ -90,6 +90,18 @@ def test_git_state_is_read_again_after_a_commit(repo):
     assert second["untracked"] == 1                             # untracked files alone: not dirty
 
 
+def test_an_edit_between_two_captures_is_seen(repo):
+    """A notebook edits its code between two runs without staging it: the second
+    capture carries the new diff, and an edit back to the commit reads clean."""
+    first = describe_of(capture(["git"], cwd=repo))["git"]
+    (repo / "train.py").write_text("lr = 0.3\nepochs = 30\n")
+    second = describe_of(capture(["git"], cwd=repo))["git"]
+    assert second["dirty"] is True and "+lr = 0.3" in second["diff"] and second["diff_sha256"] != first["diff_sha256"]
+    assert second["diff"] == git(repo, "diff", "HEAD").decode()
+    (repo / "train.py").write_text("lr = 0.1\nepochs = 3\n")
+    assert describe_of(capture(["git"], cwd=repo))["git"]["dirty"] is False
+
+
 def test_git_diff_over_the_limit_keeps_hash_and_size(repo, monkeypatch):
     monkeypatch.setattr(environment, "DIFF_LIMIT", 10)
     captured = capture(["git"], cwd=repo)
