@@ -545,7 +545,7 @@ def _env_part(names: list, secrets: tuple) -> tuple:
 
 _lock = threading.RLock()
 _cache: dict = {}                 # part -> (section, {sha: blob}) read once per process
-WATCH_FILES = 1000                # tracked files whose edits a later capture sees
+WATCH_FILES = 500                 # tracked files whose edits a later capture sees
 _git_cache: dict = {}             # where -> (fingerprint, paths, (section, blobs) or None)
 
 
