@@ -375,7 +375,30 @@ def _script_part(secrets: tuple) -> tuple:
     spec = getattr(main, "__spec__", None)
     if spec is not None and getattr(spec, "name", None):
         section["module"] = spec.name
-    return section, _mask_argv(argv, secrets)
+    blobs = {}
+    source = _script_source(path, secrets)
+    if source is not None:   # an untracked or edited script is in no commit: its text is the record
+        section["sha256"], section["bytes"] = _put(blobs, source), len(source)
+    return section, _mask_argv(argv, secrets), blobs
+
+
+def _script_source(path: str, secrets: tuple) -> bytes | None:
+    """The entry script's bytes (secret values masked), up to DIFF_LIMIT; read again
+    only when its size or modification time changes."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not os.path.isfile(path) or st.st_size > DIFF_LIMIT:
+        return None
+    key = ("script", path, st.st_mtime_ns, st.st_size)
+    if key not in _cache:
+        try:
+            with open(path, "rb") as f:
+                _cache[key] = _scrub_bytes(f.read(DIFF_LIMIT + 1), secrets)
+        except OSError:
+            return None
+    return _cache[key]
 
 
 def _getcwd() -> str:
@@ -587,7 +610,8 @@ def _capture(parts: tuple, cwd: str | None) -> Captured:
             shared["git"], git_blobs = got
             blobs.update(git_blobs)
     if "script" in parts:
-        shared["script"], record["argv"] = _script_part(secrets)
+        shared["script"], record["argv"], script_blobs = _script_part(secrets)
+        blobs.update(script_blobs)
     for part in ("python", "packages", "machine", "gpus"):
         if part in parts:
             section, part_blobs = _static_part(part, secrets)
@@ -679,7 +703,9 @@ def _describe_packages(section, record, get_blob) -> dict:
 
 _DESCRIBE = {
     "git": _describe_git,
-    "script": lambda section, record, get_blob: dict(section, argv=record.get("argv")),
+    "script": lambda section, record, get_blob: dict(
+        section, argv=record.get("argv"),
+        **({"text": get_blob(section["sha256"]).decode("utf-8", "replace")} if "sha256" in section else {})),
     "python": lambda section, record, get_blob: section,
     "packages": _describe_packages,
     "machine": lambda section, record, get_blob: _json_blob(get_blob, section["blob"]),

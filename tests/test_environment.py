@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -329,3 +330,24 @@ def test_start_run_records_the_environment_once_per_content(tmp_path):
             store.start_run(capture=["nope"])
     blobs = [name for _, _, names in os.walk(path / "blobs") for name in names]
     assert len(blobs) == len(environment.capture().blobs) + 1   # + capture=["python"]'s own shared part
+
+
+def test_the_entry_script_text_is_kept(tmp_path):
+    """A script in no repository (or untracked) is in no commit: its text is recorded,
+    once per content, and read back by Store.environment; a secret value in it that the
+    process holds in a secret-named variable is masked."""
+    script = tmp_path / "evaluate.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, steplog
+        key = "{'k' * 12}"   # the value of a secret-named variable of this process
+        with steplog.open({str(tmp_path / 's')!r}) as store:
+            run = store.start_run(capture=["script"])
+            print(run.id)
+        """))
+    env = dict(os.environ, MY_SERVICE_TOKEN="k" * 12)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=True)
+    with steplog.open(tmp_path / "s", mode="r") as store:
+        got = store.environment(done.stdout.strip())["script"]
+    assert got["path"] == str(script)
+    assert got["text"] == script.read_text().replace("k" * 12, "***")
+    assert got["sha256"] == hashlib.sha256(got["text"].encode()).hexdigest()
