@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -483,3 +484,26 @@ def test_ls_on_a_terminal_fits_its_width(logged):
         if columns == 200:   # a table: every id, and the names whole
             assert len([i for i in runs for s in shown if i.startswith(s)]) == RUNS, text
             assert all(name in text for _, name, _ in runs.values())
+
+
+def test_show_lists_kind_resources_and_artifacts(tmp_path):
+    """show prints what start_run(kind=, resources=) and log_input/log_model kept."""
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n1,2\n")
+    path = tmp_path / "s"
+    with steplog.open(path) as store, store.start_run(name="trial", kind="train", resources={"gpus": 4},
+                                                      capture=False) as run:
+        run.log_input(data)
+        run.log_model(data, name="weights", copy=True)
+        run_id = run.id
+    done = subprocess.run([sys.executable, "-m", "steplog", "show", str(path), run_id[:8]], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert "kind        train" in done.stdout and "gpus" in done.stdout and "4" in done.stdout
+    assert "artifacts (2)" in done.stdout and f"sha256 {digest[:12]}" in done.stdout
+    assert "weights  (file, kept)" in done.stdout
+    shown = json.loads(subprocess.run([sys.executable, "-m", "steplog", "show", str(path), "trial", "--format", "json"],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert shown["kind"] == "train" and shown["resources"] == {"gpus": 4}
+    assert [(a["role"], a["sha256"]) for a in shown["artifacts"]] == [("input", digest), ("model", digest)]

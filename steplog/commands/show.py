@@ -1,4 +1,5 @@
-"""``steplog show PATH RUN``: one run: its record, params, tags and series."""
+"""``steplog show PATH RUN``: one run: its record, params, tags, resources, artifacts
+and series."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def run(args) -> int:
 
         row = runs.filter(pc.equal(runs.column("id"), run_id)).to_pylist()[0]
         series = _series(store, run_id)
-    record = _record(row)
+        artifacts = _artifacts(store, run_id)
+    record = {**_record(row), "artifacts": artifacts}
     if args.format == "json":
         from ._console import json_safe, json_value
 
@@ -43,8 +45,9 @@ def run(args) -> int:
 
 def _record(row: dict) -> dict:
     """The runs-table row of a run, its params and tags as {flattened key: value}."""
-    record = {k: row[k] for k in ("id", "experiment", "name", "parent", "status", "start_time", "end_time")}
-    for group in ("params", "tags"):
+    record = {k: row.get(k) for k in ("id", "experiment", "name", "parent", "kind", "status", "start_time",
+                                      "end_time")}
+    for group in ("params", "tags", "resources"):
         values = {}
         for key, value in row.items():
             prefix, _, name = key.partition(".")
@@ -52,6 +55,12 @@ def _record(row: dict) -> dict:
                 values[name] = value
         record[group] = dict(sorted(values.items()))
     return record
+
+
+def _artifacts(store, run_id: str) -> list[dict]:
+    """What the run logged as artifacts: name, role, kind, size, sha256, kept or not."""
+    fields = ("name", "role", "kind", "size", "sha256", "stored", "location")
+    return [{k: row[k] for k in fields} for row in store.artifacts(run_id).to_pylist()]
 
 
 def _series(store, run_id: str) -> list[dict]:
@@ -64,19 +73,27 @@ def _print(record: dict, series: list[dict]) -> None:
 
     start, end = record["start_time"], record["end_time"]
     lines = [("run", record["id"]), ("experiment", record["experiment"]), ("name", record["name"]),
-             ("parent", record["parent"]), ("status", record["status"]),
+             ("parent", record["parent"]), ("kind", record["kind"]), ("status", record["status"]),
              ("started", local_time(start, zone=True) if start else None),
              ("ended", local_time(end, zone=True) if end else None),
              ("duration", duration((end - start).total_seconds()) if start and end else None)]
     for label, value in lines:
         if value is not None:
             print(f"{label:<11} {value}")
-    for group in ("params", "tags"):
+    for group in ("params", "tags", "resources"):
         values = record[group]
+        if group == "resources" and not values:
+            continue
         print(f"\n{group} ({len(values)})")
         width = max((len(k) for k in values), default=0)
         for key, value in values.items():
             print(f"  {key:<{width}}  {cell(value)}")
+    if record["artifacts"]:
+        print(f"\nartifacts ({len(record['artifacts'])})")
+        for a in record["artifacts"]:
+            digest = (a["sha256"] or "")[:12] or "-"
+            kept = ", kept" if a["stored"] else ""
+            print(f"  {a['role']:<10} {a['name']}  ({a['kind']}{kept})  sha256 {digest}  {a['location']}")
     print(f"\nseries ({len(series)})")
     if series:
         print_table(["metric", "context", "kind", "count", "steps", "last"],
