@@ -58,6 +58,7 @@ from .errors import (ClosedError, CorruptionError, FormatVersionError, InvalidAr
                      ReadOnlyError, StorageFullError, StorageIOError)
 
 FORMAT_VERSION = 5
+UNWRITTEN_PAGES = 8   # pages past the end of data.mdb a commit may count without writing them
 FIRST_CHECKED_VERSION = 2      # values carry checksums from this version on
 READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older versions are upgraded when opened to write (engine.upgrade)
 ROLLUP_MIN_POINTS = 4096       # a series keeps rollups from this many points on; smaller ones decode
@@ -262,10 +263,13 @@ class Index:
         return not self._readonly or os.access(lock_path if os.path.exists(lock_path) else self.path, os.W_OK)
 
     def _check_size(self) -> None:
-        """A data file shorter than its last page would fault (SIGBUS) when read."""
+        """A data file shorter than its last page would fault (SIGBUS) when read. LMDB's
+        last page number may run a page past what its commits wrote (an open racing
+        commits saw it one page short, its tree whole), so up to UNWRITTEN_PAGES are let
+        be; a file cut short by damage loses more (half of it, in the damage tests)."""
         info, page = self.env.info(), self.env.stat()["psize"]
         size = os.path.getsize(self.data_path)
-        if size < (info["last_pgno"] + 1) * page:
+        if size < (info["last_pgno"] + 1 - UNWRITTEN_PAGES) * page:
             raise CorruptionError(self.data_path, size, f"index file cut short: {size} bytes, its pages "
                                   f"reach {(info['last_pgno'] + 1) * page}")
 
