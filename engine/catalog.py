@@ -103,6 +103,12 @@ def flatten(mapping: dict, prefix: str) -> dict:
     return flat
 
 
+def record_keys(record: dict) -> dict:
+    """A run record's params, tags and resources by flattened column name."""
+    return {**flatten(record["params"], "params."), **flatten(record["tags"], "tags."),
+            **flatten(record.get("resources") or {}, "resources.")}
+
+
 def value_kind(value) -> int | None:
     """KIND_* of a param or tag value (None: null). An int past int64 is a float; one
     past float64 is JSON text."""
@@ -125,9 +131,7 @@ def value_kind(value) -> int | None:
 
 
 def _param_rows(row: int, record: dict, out: list) -> None:
-    flat = {**flatten(record["params"], "params."), **flatten(record["tags"], "tags."),
-            **flatten(record.get("resources") or {}, "resources.")}
-    for key, value in flat.items():
+    for key, value in record_keys(record).items():
         kind = value_kind(value)
         if kind is None:
             continue

@@ -21,6 +21,7 @@ import time
 
 import pyarrow as pa
 
+from ..engine.catalog import record_keys
 from ..engine.index import HOST_ID
 
 STALE_HEARTBEAT_NS = 60 * 10**9   # six missed heartbeats (engine.writer.HEARTBEAT_SECONDS)
@@ -46,17 +47,6 @@ def writer_is_dead(beat) -> bool:
         except PermissionError:
             pass
     return False
-
-
-def flatten(mapping: dict, prefix: str) -> dict:
-    """{"model": {"depth": 50}} -> {"params.model.depth": 50}"""
-    flat = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def text_column_name(name: str) -> str:
@@ -124,8 +114,7 @@ def runs_table(records: list[dict], heartbeats: dict) -> pa.Table:
     columns = {name: pa.array([r.get(name) for r in records], type) for name, type in RUN_COLUMNS}
     extra: dict[str, list] = {}
     for i, record in enumerate(records):
-        for key, value in {**flatten(record["params"], "params."), **flatten(record["tags"], "tags."),
-                           **flatten(record.get("resources") or {}, "resources.")}.items():
+        for key, value in record_keys(record).items():
             extra.setdefault(key, [None] * len(records))[i] = value
     for key in sorted(extra):
         columns.update(param_columns(key, extra[key]))

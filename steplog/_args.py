@@ -259,7 +259,7 @@ def _context_value(value, argument: str, limits: bool):
 
 def mapping_arg(value, argument: str) -> dict:
     """params or tags as a plain JSON dict (the conversions are in _json_value), within
-    the limits, with no two key paths that flatten to one name (query.runs.flatten
+    the limits, with no two key paths that flatten to one name (engine.catalog.flatten
     joins keys with "."). Other objects raise InvalidTypeError naming the key path,
     e.g. params["model"]["act"]."""
     if value is None:
@@ -304,7 +304,7 @@ def _check_mapping(plain: dict, argument: str) -> None:
 
 
 def _flat_names(mapping: dict, prefix: str, path: str):
-    """(flattened name, key path) of every leaf, as query.runs.flatten() names columns."""
+    """(flattened name, key path) of every leaf, as engine.catalog.flatten() names columns."""
     for key, value in mapping.items():
         spelled = f"{path}[{_quote(key)}]"
         if isinstance(value, dict) and value:

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from steplog.engine.errors import InvalidArgumentError, InvalidTypeError
-from steplog.query.runs import RUN_TIME_TYPE, flatten, param_columns
+from steplog.engine.catalog import flatten
+from steplog.query.runs import RUN_TIME_TYPE, param_columns
 from steplog.query.search import OrderKey, Ref, parse_filter, parse_order_by, select
 
 UTC = dt.timezone.utc
