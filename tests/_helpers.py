@@ -87,3 +87,36 @@ def stored_counts(store, run_id: str) -> dict:
     with store._index.read() as txn:
         return {(name, context or None): txn.series_info(entry.series_id).count
                 for entry, name, context in txn.run_series(bytes.fromhex(run_id))}
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def copy_fixture(tmp_path, name: str):
+    """A copy of the fixture store ``name`` ("store-v3") and the ids its script wrote."""
+    import json
+    import shutil
+
+    path = tmp_path / name
+    shutil.copytree(os.path.join(FIXTURES, name), path)
+    with open(os.path.join(FIXTURES, f"{name}.json")) as f:
+        return path, json.load(f)
+
+
+def index_version(path) -> int:
+    """The format version a store's index says, read without upgrading it."""
+    from steplog.engine.index import Index
+    from steplog.engine.layout import StoreLayout
+
+    index = Index(StoreLayout(str(path)).index_dir, sync=False, create=False, readonly=True)
+    try:
+        return index.version
+    finally:
+        index.close()
+
+
+def file_sizes(path) -> dict:
+    """Every file of a store and its size, but LMDB's lock file (its reader table, which
+    any open may create: a fresh clone of a fixture has none)."""
+    return {name: os.path.getsize(os.path.join(path, name)) for name in list_tree(path)
+            if os.path.isfile(os.path.join(path, name)) and not name.endswith("lock.mdb")}

@@ -5,9 +5,6 @@ aggregates of every scalar series, verifies clean and survives repair."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -18,34 +15,15 @@ from steplog.engine.index import Index
 from steplog.engine.layout import StoreLayout
 from steplog.engine.repair import repair
 
-from _helpers import list_tree
+from _helpers import copy_fixture, file_sizes, index_version
 from test_aggregates import check, kept
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 SCALARS = ["loss", "small", "mixed", "single"]
 
 
 @pytest.fixture
 def v3(tmp_path):
-    path = tmp_path / "store-v3"
-    shutil.copytree(os.path.join(FIXTURES, "store-v3"), path)
-    with open(os.path.join(FIXTURES, "store-v3.json")) as f:
-        return path, json.load(f)
-
-
-def version(path) -> int:
-    index = Index(StoreLayout(str(path)).index_dir, sync=False, create=False, readonly=True)
-    try:
-        return index.version
-    finally:
-        index.close()
-
-
-def snapshot(path) -> dict:
-    """Every file and its size, but LMDB's lock file (its reader table, which any open
-    of an environment may create: a fresh clone of the fixture has none)."""
-    return {name: os.path.getsize(os.path.join(path, name)) for name in list_tree(path)
-            if os.path.isfile(os.path.join(path, name)) and not name.endswith("lock.mdb")}
+    return copy_fixture(tmp_path, "store-v3")
 
 
 def series_rows(store, run_id) -> dict:
@@ -55,8 +33,8 @@ def series_rows(store, run_id) -> dict:
 
 def test_read_only_open_reads_aggregates_from_blocks_and_writes_nothing(v3):
     path, ids = v3
-    before = snapshot(path)
-    assert version(path) == 3
+    before = file_sizes(path)
+    assert index_version(path) == 3
     with steplog.open(path, mode="r") as store:
         assert store._index.version == 3
         rows = series_rows(store, ids["long"])
@@ -70,7 +48,7 @@ def test_read_only_open_reads_aggregates_from_blocks_and_writes_nothing(v3):
         assert rows[("acc", '{"subset":"val"}')]["last"] == 0.75
         assert rows[("grad", None)]["kind"] == "tensor" and rows[("grad", None)]["min"] is None
         assert store.runs(where="metrics.loss.min < 0").column("name").to_pylist() == ["long"]
-    assert snapshot(path) == before
+    assert file_sizes(path) == before
 
 
 def test_open_to_write_upgrades_and_keeps_every_scalar_series(v3):

@@ -5,9 +5,7 @@ survives repair with its points and artifacts."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import steplog
 from steplog.engine.check import verify
@@ -15,44 +13,22 @@ from steplog.engine.index import Index
 from steplog.engine.layout import StoreLayout
 from steplog.engine.repair import repair
 
-from _helpers import bits, list_tree
-
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
-
-def copy_fixture(tmp_path):
-    path = tmp_path / "store-v4"
-    shutil.copytree(os.path.join(FIXTURES, "store-v4"), path)
-    with open(os.path.join(FIXTURES, "store-v4.json")) as f:
-        return path, json.load(f)
-
-
-def version(path) -> int:
-    index = Index(StoreLayout(str(path)).index_dir, sync=False, create=False, readonly=True)
-    try:
-        return index.version
-    finally:
-        index.close()
-
-
-def sizes(path) -> dict:
-    return {n: os.path.getsize(os.path.join(path, n)) for n in list_tree(path)
-            if os.path.isfile(os.path.join(path, n)) and not n.endswith("lock.mdb")}   # LMDB's own lock file
+from _helpers import bits, copy_fixture, file_sizes, index_version
 
 
 def test_read_only_open_has_no_artifacts_and_writes_nothing(tmp_path):
-    path, ids = copy_fixture(tmp_path)
-    before = sizes(path)
+    path, ids = copy_fixture(tmp_path, "store-v4")
+    before = file_sizes(path)
     with steplog.open(path, mode="r") as store:
         assert store._index.version == 4
         assert store.artifacts().num_rows == 0 and store.artifacts(ids["train"]).num_rows == 0
         assert store.read(ids["train"], "loss").num_rows == 6000
         assert set(store.runs().column("id").to_pylist()) == set(ids.values())
-    assert sizes(path) == before and version(path) == 4
+    assert file_sizes(path) == before and index_version(path) == 4
 
 
 def test_upgrade_then_artifacts_verify_and_repair(tmp_path):
-    path, ids = copy_fixture(tmp_path)
+    path, ids = copy_fixture(tmp_path, "store-v4")
     data = tmp_path / "weights.bin"
     data.write_bytes(os.urandom(5000))
     with steplog.open(path) as store:
