@@ -1,1 +1,1 @@
-"""Adapters for other tracking frontends (none yet)."""
+"""Adapters that put steplog under other tracking frontends: mlflow/ (MLflow's tracking store)."""

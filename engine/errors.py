@@ -31,6 +31,10 @@ class NotFoundError(StepLogError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AlreadyExistsError(StepLogError, ValueError):
+    """An experiment (or other named thing) that the store already holds."""
+
+
 class ClosedError(StepLogError, RuntimeError):
     """An operation on a store that was closed, or logging to a run that has ended."""
 

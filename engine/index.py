@@ -876,6 +876,9 @@ class IndexWriter(IndexReader):
     def put_experiment(self, record: dict) -> None:
         self._put("experiments", name_hash(record["name"]), _dumps(record))
 
+    def delete_experiment(self, name: str) -> None:
+        self.txn.delete(name_hash(name), db=self._db["experiments"])
+
     def put_run(self, run_id: bytes, record: dict) -> None:
         self._put("runs", run_id, _dumps(record))
         self.note_change(run_id)

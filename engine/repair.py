@@ -52,7 +52,7 @@ class Rebuild:
     """What the scan found, folded in segment order."""
 
     def __init__(self):
-        self.experiments: dict[str, dict] = {}
+        self.experiments: dict[str, tuple[int, dict]] = {}   # id (or name) -> (seq, record)
         self.runs: dict[str, tuple[int, dict]] = {}        # run id -> (seq, record)
         self.series: dict[int, dict] = {}                  # series_id -> series record
         self.artifacts: dict[tuple[str, int], tuple[int, dict]] = {}   # (run id, seq) -> (record seq, record)
@@ -64,8 +64,11 @@ class Rebuild:
 
     def add_record(self, record: dict) -> None:
         kind = record.get("type")
-        if kind == "experiment":
-            self.experiments.setdefault(record["record"]["name"], record["record"])
+        if kind == "experiment":   # the latest record of each experiment (by id: a rename keeps it)
+            found = record["record"]
+            key = found.get("id") or found["name"]
+            if key not in self.experiments or self.experiments[key][0] <= record.get("seq", 0):
+                self.experiments[key] = (record.get("seq", 0), found)
         elif kind == "run":
             seq, run = record.get("seq", 0), record["record"]
             self.max_seq = max(self.max_seq, seq)
@@ -203,7 +206,7 @@ def _fill(txn: IndexWriter, found: Rebuild) -> int:
 
     txn.track_changes = False   # a new index: its catalog is built from it whole
     txn.set_format_version(FORMAT_VERSION)
-    for record in found.experiments.values():
+    for _, record in found.experiments.values():
         txn.put_experiment(record)
     for _, record in found.runs.values():
         txn.put_run(bytes.fromhex(record["id"]), record)

@@ -7,7 +7,7 @@
         store.read(run.id, "loss")
 """
 
-from .engine.errors import (ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError,
+from .engine.errors import (AlreadyExistsError, ClosedError, CorruptionError, FormatVersionError, InvalidArgumentError,
                             InvalidTypeError, NotFoundError, ReadOnlyError, StepLogError,
                             StorageFullError, StorageIOError)
 from .engine.index import FORMAT_VERSION
@@ -15,6 +15,6 @@ from .run import Run
 from .store import Store, open
 
 __all__ = ["open", "Store", "Run", "FORMAT_VERSION", "StepLogError", "InvalidArgumentError", "InvalidTypeError",
-           "NotFoundError", "ReadOnlyError", "ClosedError", "CorruptionError", "FormatVersionError", "StorageFullError",
+           "NotFoundError", "AlreadyExistsError", "ReadOnlyError", "ClosedError", "CorruptionError", "FormatVersionError", "StorageFullError",
            "StorageIOError"]
 __version__ = "0.1.0"

@@ -485,6 +485,14 @@ def _float64_column(array: np.ndarray, argument: str) -> np.ndarray:
     return column
 
 
+def time_arg(value, argument: str = "time") -> int:
+    """A point's time: int ns since the epoch, an aware datetime or a datetime64."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, _dt.datetime, np.datetime64, _dt.date)):
+        raise InvalidTypeError(argument, f"must be int ns since the epoch or an aware datetime, "
+                                         f"got {type(value).__name__}")
+    return _time_ns(value, argument)
+
+
 def _time_ns(value, argument: str) -> int:
     """One time of an object column: an aware datetime, a datetime64 or int64 ns."""
     if isinstance(value, _dt.datetime):

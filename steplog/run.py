@@ -62,15 +62,19 @@ class Run:
 
     # -- metrics -----------------------------------------------------------------------
 
-    def log(self, name, value=None, step: int | None = None, context: dict | None = None) -> None:
+    def log(self, name, value=None, step: int | None = None, context: dict | None = None,
+            time: int | None = None) -> None:
         """Log one point, or several metrics at one step when ``name`` is a dict.
         step=None logs at the next step of each series: one past the latest step any
         thread of this process logged to it (from 0). Ranks in other processes pass
-        ``step``, or a context such as {"rank": rank}."""
+        ``step``, or a context such as {"rank": rank}. time: when the point was
+        measured (int ns since the epoch, or an aware datetime), if not now."""
         if self._stop is not None:
             raise ClosedError(self._stop)
+        if time is not None and type(time) is not int:
+            time = _args.time_arg(time)
         if type(name) is dict:
-            return self._log_dict(name, value, step, context)
+            return self._log_dict(name, value, step, context, time)
         try:
             if context is None:
                 buf = self._local.plain.get(name)
@@ -83,19 +87,19 @@ class Run:
         if type(value) is not float:
             value = _args.value_arg(value)
         if step is None:
-            buf.append_next(_time_ns(), value)
+            buf.append_next(_time_ns() if time is None else time, value)
             values = buf.cols[2]
         else:
             if type(step) is not int or step > INT64_MAX or step < INT64_MIN:
                 step = _args.step_arg(step)
             steps, times, values = buf.cols
             steps.append(step)
-            times.append(_time_ns())
+            times.append(_time_ns() if time is None else time)
             values.append(value)  # last: len(values) counts complete points
         if len(values) >= self._writer.seal_at:
             self._writer.seal_full(buf)
 
-    def _log_dict(self, metrics: dict, value, step, context) -> None:
+    def _log_dict(self, metrics: dict, value, step, context, time) -> None:
         if value is not None:
             raise InvalidArgumentError("value", "pass either a dict of metrics or one name and a value")
         if step is not None and (type(step) is not int or step > INT64_MAX or step < INT64_MIN):
@@ -116,7 +120,7 @@ class Run:
         if step is None:
             for buf in bufs:
                 buf.next_step()   # may refuse: before appending any
-        now = _time_ns()
+        now = _time_ns() if time is None else time
         seal_at = self._writer.seal_at
         full = []
         for buf, value in zip(bufs, values):

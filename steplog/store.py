@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import _args
-from .engine.errors import ClosedError, InvalidArgumentError, NotFoundError, ReadOnlyError, StepLogError
+from .engine.errors import AlreadyExistsError, ClosedError, InvalidArgumentError, NotFoundError, ReadOnlyError, StepLogError
 from .engine.block import KIND_SCALAR, KIND_SUMMARY
-from .engine.index import Heartbeat, Index
+from .engine.index import RUN_FIELDS, Heartbeat, Index
 from .engine.layout import StoreLayout
 from .engine.upgrade import open_index
 from .engine.records import artifact_record, experiment_record, run_record
@@ -262,9 +262,7 @@ class Store:
         def create(txn):
             if parent_id is not None and txn.get_run(parent_id) is None:
                 raise NotFoundError(f"parent: no run {parent_id.hex()}")
-            records = []
-            if txn.get_experiment(experiment) is None:
-                records.append(experiment_record(txn, {"name": experiment, "created": now}))
+            records = new_experiment_records(txn, experiment, now)
             records.append(run_record(txn, {"id": run_id.hex(), "experiment": experiment,
                                             "name": name or run_id.hex()[:8],
                                             "parent": parent_id.hex() if parent_id else None, "status": "running",
@@ -314,13 +312,18 @@ class Store:
         found = record.get("environment")
         return environment.describe(found, self.get_blob) if found else {}
 
-    def run(self, run_id: str) -> "Run":
+    def run(self, run_id: str, resume: bool = True) -> "Run":
         """Reopen a run to log more (a job resumed from a checkpoint); it is running again.
-        A run this handle has open and not ended is returned as it is."""
+        A run this handle has open and not ended is returned as it is. resume=False
+        (frontends that keep their own run life cycle, such as MLflow's): a Run to log
+        to that leaves the record as it is and is not ended when the store closes."""
         self._check_writable()
         key = self._run_id_arg(run_id, "run_id")
         if key in self._runs:
             return self._runs[key]
+        if not resume:
+            self._existing_run(run_id)
+            return Run(self, key)
 
         def resume(txn):
             record = txn.get_run(key)
@@ -333,6 +336,102 @@ class Store:
         self._writer.commit_records(resume)
         self._writer.live_runs.add(key)
         return self._track(Run(self, key))
+
+    # -- experiments, and records as a frontend gives them -------------------------------
+
+    def experiments(self) -> list[dict]:
+        """Every experiment record: name, id, created (ns), and what frontends keep in
+        it (tags, deleted, artifact_location, updated); by creation."""
+        self._check_open()
+        with self._index.read() as txn:
+            found = list(txn.experiments())
+        return sorted(found, key=lambda e: (e["created"], e["name"]))
+
+    def create_experiment(self, name: str, tags: dict | None = None, artifact_location: str | None = None,
+                          *, id: str | None = None) -> dict:
+        """Create an experiment and return its record; one of that name raises
+        AlreadyExistsError. id: a frontend's own id (MLflow's "0" for its Default
+        experiment); by default the next number."""
+        self._check_writable()
+        name = _args.name_arg(name, "name")
+        tags = _args.mapping_arg(tags, "tags")
+        if artifact_location is not None and not isinstance(artifact_location, str):
+            raise _args.InvalidTypeError("artifact_location", f"must be a str, got {type(artifact_location).__name__}")
+        if id is not None and (not isinstance(id, str) or not id.strip()):
+            raise InvalidArgumentError("id", f"must be a non-empty str, got {id!r}")
+
+        def create(txn):
+            if txn.get_experiment(name) is not None:
+                raise AlreadyExistsError(f"name: an experiment named {name!r} exists")
+            if id is not None and any(e.get("id") == id for e in txn.experiments()):
+                raise AlreadyExistsError(f"id: an experiment has id {id!r}")
+            now = _time_ns()
+            record = {"name": name, "created": now, "id": id or str(txn.next_ids(b"next_experiment")),
+                      "tags": tags, "artifact_location": artifact_location, "updated": now}
+            return record, [experiment_record(txn, record)]
+
+        return self._writer.commit_records(create)
+
+    def update_experiment(self, name: str, change) -> dict:
+        """Apply ``change(record)`` to an experiment's record in one transaction and return
+        it. A changed "name" renames the experiment: its runs move with it, and a name
+        in use raises AlreadyExistsError. A record kept without an id is given one."""
+        self._check_writable()
+        name = _args.lookup_name_arg(name, "name")
+
+        def update(txn):
+            record = txn.get_experiment(name)
+            if record is None:
+                raise NotFoundError(f"name: no experiment {name!r}")
+            change(record)
+            record["name"] = _args.name_arg(record["name"], "name")
+            record.setdefault("id", None)
+            record["id"] = record["id"] or str(txn.next_ids(b"next_experiment"))
+            record["updated"] = _time_ns()
+            renamed = record["name"] != name
+            if renamed and txn.get_experiment(record["name"]) is not None:
+                raise AlreadyExistsError(f"name: an experiment named {record['name']!r} exists")
+            if renamed:
+                txn.delete_experiment(name)
+            records = [experiment_record(txn, record)]
+            if renamed:
+                for run in txn.runs():
+                    if run["experiment"] == name:
+                        records.append(run_record(txn, {**run, "experiment": record["name"]}))
+            return record, records
+
+        return self._writer.commit_records(update)
+
+    def run_records(self) -> list[dict]:
+        """Every run record as stored (docs/FORMAT.md "Run record"), in id order."""
+        self._check_open()
+        with self._index.read() as txn:
+            return list(txn.runs())
+
+    def run_record(self, run_id: str) -> dict | None:
+        """A run's record as stored, or None when the store holds no such run."""
+        self._check_open()
+        key = self._run_id_arg(run_id, "run_id")
+        with self._index.read() as txn:
+            return txn.get_run(key)
+
+    def put_run_record(self, record: dict) -> None:
+        """Store a run record as a frontend or an importer gives it (id, times, status),
+        with its experiment's record if the store lacks one, in one transaction. No
+        heartbeat is written and the run is not tracked by this handle: a "running"
+        record reads as crashed in steplog's own views until a writer resumes it."""
+        self._check_writable()
+        missing = sorted(RUN_FIELDS - set(record))
+        if missing:
+            raise InvalidArgumentError("record", f"lacks {', '.join(missing)}")
+        self._run_id_arg(record["id"], "record['id']")
+
+        def put(txn):
+            records = new_experiment_records(txn, record["experiment"], record["start_time"])
+            records.append(run_record(txn, dict(record)))
+            return None, records
+
+        self._writer.commit_records(put)
 
     def _track(self, run: Run) -> Run:
         self._runs[run._key] = run
@@ -933,6 +1032,14 @@ class Store:
             if txn.get_run(key) is None:
                 raise NotFoundError(f"run_id: no run {run_id}")
         return key
+
+
+def new_experiment_records(txn, name: str, now: int) -> list:
+    """The experiment record of ``name`` when the store lacks it (stored), as a list of
+    segment records to append."""
+    if txn.get_experiment(name) is not None:
+        return []
+    return [experiment_record(txn, {"name": name, "created": now, "id": str(txn.next_ids(b"next_experiment"))})]
 
 
 class SeriesCounts(NamedTuple):

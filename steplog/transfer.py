@@ -19,7 +19,7 @@ so the importing store shows them "crashed"; the others as they were.
 A store that already holds one of the dataset's runs is refused before anything is
 written (InvalidArgumentError naming ``source``): an import never mixes points into a
 run. Points are logged through the public Run API; only the run records (original id,
-times and status) are written by ``_put_run_record``, through the store's own record
+times and status) are written by ``Store.put_run_record``, in the store's own record
 transaction, so that ``steplog repair`` rebuilds them from the segments as well.
 """
 
@@ -107,7 +107,7 @@ def _run_records(source: str) -> list[dict]:
 def _import_run(store, source: str, record: dict, summary: dict) -> None:
     import pyarrow.parquet as pq
 
-    _put_run_record(store, {**record, "status": "running", "end_time": None})
+    store.put_run_record({**record, "status": "running", "end_time": None})
     run = store.run(record["id"])
     try:
         series = set()
@@ -125,7 +125,7 @@ def _import_run(store, source: str, record: dict, summary: dict) -> None:
     except BaseException:
         run.end("failed")
         raise
-    _put_run_record(store, record)
+    store.put_run_record(record)
 
 
 def _log_row_group(run, group: pa.Table) -> set:
@@ -245,21 +245,3 @@ def _dictionary(column: pa.ChunkedArray) -> pa.DictionaryArray:
     if not pa.types.is_dictionary(array.type):
         array = array.dictionary_encode()
     return array
-
-
-def _put_run_record(store, record: dict) -> None:
-    """Store a run record as it is given (id, times and status included), and its
-    experiment's record if the store lacks it, in one record transaction of the store's
-    writer, as Store.start_run does. No heartbeat is written: a "running" record reads
-    as crashed until a writer resumes it. This is the one write past the public API:
-    Store has no call that sets a run's id, times or final status."""
-    from .engine.records import experiment_record, run_record
-
-    def put(txn):
-        records = []
-        if txn.get_experiment(record["experiment"]) is None:
-            records.append(experiment_record(txn, {"name": record["experiment"], "created": record["start_time"]}))
-        records.append(run_record(txn, dict(record)))
-        return None, records
-
-    store._writer.commit_records(put)

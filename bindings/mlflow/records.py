@@ -1,0 +1,104 @@
+"""steplog records as MLflow entities, and back: the mapping docs/MLFLOW.md describes.
+
+An experiment is a steplog experiment record (its MLflow id in "id", tags, "deleted",
+"artifact_location"); a run is a steplog run record ("user", "deleted", "inputs" added);
+a metric point is a point of the scalar series named by the key, its MLflow timestamp
+(ms) kept as time_ns = ms * 1e6.
+"""
+
+from __future__ import annotations
+
+from mlflow.entities import (Dataset, DatasetInput, Experiment, ExperimentTag, InputTag, LifecycleStage, Metric,
+                             Param, Run, RunData, RunInfo, RunInputs, RunOutputs, RunTag)
+
+NS_PER_MS = 1_000_000
+STATUS_TO_MLFLOW = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED",
+                    "scheduled": "SCHEDULED", "crashed": "RUNNING"}
+STATUS_FROM_MLFLOW = {value: key for key, value in STATUS_TO_MLFLOW.items() if key != "crashed"}
+
+
+def ms(ns: int | None) -> int | None:
+    return None if ns is None else ns // NS_PER_MS
+
+
+def lifecycle(record: dict) -> str:
+    return LifecycleStage.DELETED if record.get("deleted") else LifecycleStage.ACTIVE
+
+
+def experiment_entity(record: dict) -> Experiment:
+    tags = record.get("tags") or {}
+    return Experiment(experiment_id=record["id"], name=record["name"],
+                      artifact_location=record.get("artifact_location") or "",
+                      lifecycle_stage=lifecycle(record),
+                      tags=[ExperimentTag(key, str(value)) for key, value in tags.items()],
+                      creation_time=ms(record["created"]), last_update_time=ms(record.get("updated", record["created"])))
+
+
+def run_info(record: dict, experiment: dict) -> RunInfo:
+    return RunInfo(run_id=record["id"], experiment_id=experiment["id"], user_id=record.get("user") or "",
+                   status=STATUS_TO_MLFLOW.get(record["status"], "RUNNING"), start_time=ms(record["start_time"]),
+                   end_time=ms(record["end_time"]), lifecycle_stage=lifecycle(record),
+                   artifact_uri=artifact_uri(record, experiment), run_name=record["name"])
+
+
+def artifact_uri(record: dict, experiment: dict) -> str:
+    root = (experiment.get("artifact_location") or "").rstrip("/")
+    return f"{root}/{record['id']}/artifacts"
+
+
+def run_entity(record: dict, experiment: dict, latest: dict) -> Run:
+    """latest: metric key -> (value, timestamp ms, step)."""
+    metrics = [Metric(key, value, timestamp, step) for key, (value, timestamp, step) in latest.items()]
+    data = RunData(metrics=metrics, params=[Param(k, text(v)) for k, v in record["params"].items()],
+                   tags=[RunTag(k, text(v)) for k, v in record["tags"].items()])
+    return Run(run_info(record, experiment), data, run_inputs(record), RunOutputs(model_outputs=[]))
+
+
+def run_inputs(record: dict) -> RunInputs:
+    inputs = []
+    for found in record.get("inputs") or ():
+        dataset = Dataset(name=found["name"], digest=found["digest"], source_type=found["source_type"],
+                          source=found["source"], schema=found.get("schema"), profile=found.get("profile"))
+        inputs.append(DatasetInput(dataset, [InputTag(k, v) for k, v in found.get("tags", {}).items()]))
+    return RunInputs(dataset_inputs=inputs, model_inputs=[])
+
+
+def dataset_record(dataset_input: DatasetInput) -> dict:
+    dataset = dataset_input.dataset
+    return {"name": dataset.name, "digest": dataset.digest, "source_type": dataset.source_type,
+            "source": dataset.source, "schema": dataset.schema, "profile": dataset.profile,
+            "tags": {tag.key: tag.value for tag in dataset_input.tags}}
+
+
+def text(value) -> str:
+    """A param or tag value as MLflow keeps it: a str (steplog's own runs may hold numbers)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+class RunView:
+    """What MLflow's SearchUtils.filter and sort read of a run (run.info attributes,
+    run.data dicts, run.inputs), without building the entities of every run searched."""
+
+    __slots__ = ("info", "data", "record", "_experiment")
+
+    def __init__(self, record: dict, experiment: dict, metrics: dict):
+        self.record = record
+        self._experiment = experiment
+        self.info = run_info(record, experiment)
+        self.data = _Data(metrics, {k: text(v) for k, v in record["params"].items()},
+                          {k: text(v) for k, v in record["tags"].items()})
+
+    @property
+    def inputs(self) -> RunInputs:
+        return run_inputs(self.record)
+
+
+class _Data:
+    __slots__ = ("metrics", "params", "tags")
+
+    def __init__(self, metrics: dict, params: dict, tags: dict):
+        self.metrics, self.params, self.tags = metrics, params, tags

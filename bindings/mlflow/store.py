@@ -1,0 +1,500 @@
+"""MLflow's tracking store on a steplog store: ``mlflow.set_tracking_uri("steplog:///path")``.
+
+Every method MLflow's client, fluent API, server and UI call (../docs/MLFLOW.md lists
+them with what differs from MLflow's SQL store). Semantics follow MLflow's own stores:
+MLflow's validators, param immutability, soft delete, the Default experiment "0",
+search filters, orderings and page tokens by MLflow's SearchUtils.
+
+Durability: in a client process points are buffered and flushed every second (and by
+``flush_async_logging``, ``update_run_info`` and at exit); under ``mlflow server``
+every write is flushed before its request returns, so that the next request, served by
+another worker process, reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import LifecycleStage, Metric, RunStatus, ViewType
+from mlflow.entities.metric import MetricWithRunId
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, INVALID_STATE, RESOURCE_ALREADY_EXISTS,
+                                          RESOURCE_DOES_NOT_EXIST)
+from mlflow.store.entities.paged_list import PagedList
+from mlflow.store.tracking import SEARCH_MAX_RESULTS_THRESHOLD
+from mlflow.store.tracking.abstract_store import AbstractStore
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.name_utils import _generate_random_name
+from mlflow.utils.search_utils import SearchExperimentsUtils, SearchUtils
+from mlflow.utils.validation import (_validate_batch_log_data, _validate_batch_log_limits,
+                                     _validate_experiment_artifact_location_length, _validate_experiment_name,
+                                     _validate_experiment_tag, _validate_metric, _validate_param,
+                                     _validate_param_keys_unique, _validate_run_id, _validate_tag)
+
+import steplog
+from steplog.engine.errors import AlreadyExistsError
+
+from . import records as rec
+from .records import NS_PER_MS, STATUS_FROM_MLFLOW
+
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT_NAME = "Default"
+ACTIVE_SECONDS = 1.0   # how long a run seen active is trusted to stay so, for per-call logging
+
+
+class SteplogStore(AbstractStore):
+    """A tracking store on the steplog store at ``steplog:///abs/path`` (created if missing)."""
+
+    def __init__(self, store_uri: str | None = None, artifact_uri: str | None = None):
+        super().__init__()   # MLflow's async logging queue
+        self.path = store_path(store_uri)
+        self.store = steplog.open(self.path)
+        self.artifact_root = artifact_uri or (Path(self.path) / "mlflow-artifacts").as_uri()
+        self.flush_each_write = "mlflow.server.handlers" in sys.modules
+        self._runs: dict[str, tuple[steplog.Run, float]] = {}   # run id -> (logging handle, when seen active)
+        self._lock = threading.Lock()
+        self._ensure_default_experiment()
+
+    def __repr__(self) -> str:
+        return f"<SteplogStore {self.path!r}>"
+
+    # -- experiments ---------------------------------------------------------------------
+
+    def _ensure_default_experiment(self) -> None:
+        found = self.store.experiments()
+        for record in found:
+            if not record.get("id"):   # made by steplog itself before it kept ids
+                self.store.update_experiment(record["name"], lambda r: None)
+        if not any(r.get("id") == DEFAULT_EXPERIMENT_ID for r in found):
+            try:
+                self.store.create_experiment(DEFAULT_EXPERIMENT_NAME, id=DEFAULT_EXPERIMENT_ID,
+                                             artifact_location=self._artifact_location(DEFAULT_EXPERIMENT_ID))
+            except AlreadyExistsError:
+                pass   # another process made it first, or a steplog experiment has that name
+
+    def _artifact_location(self, experiment_id: str) -> str:
+        return f"{self.artifact_root.rstrip('/')}/{experiment_id}"
+
+    def _experiment_records(self) -> dict[str, dict]:
+        return {r["id"]: r for r in self.store.experiments() if r.get("id")}
+
+    def _experiment_record(self, experiment_id) -> dict:
+        found = self._experiment_records().get(str(experiment_id))
+        if found is None:
+            raise MlflowException(f"No Experiment with id={experiment_id} exists", RESOURCE_DOES_NOT_EXIST)
+        return found
+
+    def search_experiments(self, view_type=ViewType.ACTIVE_ONLY, max_results=1000, filter_string=None,
+                           order_by=None, page_token=None):
+        _check_max_results(max_results)
+        wanted = _stages(view_type)
+        experiments = [rec.experiment_entity(r) for r in self._experiment_records().values()
+                       if rec.lifecycle(r) in wanted]
+        filtered = SearchExperimentsUtils.filter(experiments, filter_string)
+        ordered = SearchExperimentsUtils.sort(filtered, order_by or ["creation_time DESC", "experiment_id ASC"])
+        page, token = SearchUtils.paginate(ordered, page_token, max_results)
+        return PagedList(page, token)
+
+    def create_experiment(self, name, artifact_location=None, tags=None):
+        _validate_experiment_name(name)
+        if artifact_location:
+            _validate_experiment_artifact_location_length(artifact_location)
+        for tag in tags or []:
+            _validate_experiment_tag(tag.key, tag.value)
+        existing = self.get_experiment_by_name(name)
+        if existing is not None:
+            state = " in deleted state" if existing.lifecycle_stage == LifecycleStage.DELETED else ""
+            raise MlflowException(f"Experiment '{name}' already exists{state}.", RESOURCE_ALREADY_EXISTS)
+        try:
+            record = self.store.create_experiment(name, tags={t.key: t.value for t in tags or []},
+                                                  artifact_location=artifact_location or None)
+        except AlreadyExistsError as exc:
+            raise MlflowException(str(exc), RESOURCE_ALREADY_EXISTS) from None
+        if not artifact_location:
+            location = self._artifact_location(record["id"])
+            self.store.update_experiment(name, lambda r: r.update(artifact_location=location))
+        return record["id"]
+
+    def get_experiment(self, experiment_id):
+        return rec.experiment_entity(self._experiment_record(experiment_id))
+
+    def get_experiment_by_name(self, experiment_name):
+        for record in self._experiment_records().values():
+            if record["name"] == experiment_name:
+                return rec.experiment_entity(record)
+        return None
+
+    def delete_experiment(self, experiment_id):
+        if str(experiment_id) == DEFAULT_EXPERIMENT_ID:
+            raise MlflowException("Cannot delete the default experiment '0'. This is an internally reserved "
+                                  "experiment.", INVALID_PARAMETER_VALUE)
+        record = self._experiment_record(experiment_id)
+        if record.get("deleted"):
+            raise MlflowException(f"Experiment {experiment_id} is already deleted.", INVALID_PARAMETER_VALUE)
+        now = time.time_ns()
+        for run in self._run_records(record["name"]):
+            if not run.get("deleted"):
+                self.store.update_run(run["id"], lambda r: r.update(deleted=now))
+        self.store.update_experiment(record["name"], lambda r: r.update(deleted=now))
+        self._runs.clear()
+
+    def restore_experiment(self, experiment_id):
+        record = self._experiment_record(experiment_id)
+        if not record.get("deleted"):
+            raise MlflowException(f"Cannot restore an active experiment {experiment_id}", INVALID_PARAMETER_VALUE)
+        deleted = record["deleted"]
+        for run in self._run_records(record["name"]):
+            if run.get("deleted") == deleted:   # the runs its deletion deleted
+                self.store.update_run(run["id"], lambda r: r.update(deleted=None))
+        self.store.update_experiment(record["name"], lambda r: r.update(deleted=None))
+
+    def rename_experiment(self, experiment_id, new_name):
+        _validate_experiment_name(new_name)
+        record = self._experiment_record(experiment_id)
+        if record.get("deleted"):
+            raise MlflowException("Cannot rename a non-active experiment.", INVALID_STATE)
+        try:
+            self.store.update_experiment(record["name"], lambda r: r.update(name=new_name))
+        except AlreadyExistsError:
+            raise MlflowException(f"Experiment '{new_name}' already exists.", RESOURCE_ALREADY_EXISTS) from None
+
+    def set_experiment_tag(self, experiment_id, tag):
+        _validate_experiment_tag(tag.key, tag.value)
+        record = self._experiment_record(experiment_id)
+        if record.get("deleted"):
+            raise MlflowException("The experiment must be in the 'active' state.", INVALID_STATE)
+        self.store.update_experiment(record["name"], lambda r: r.update(tags={**(r.get("tags") or {}),
+                                                                              tag.key: tag.value}))
+
+    def delete_experiment_tag(self, experiment_id, key):
+        record = self._experiment_record(experiment_id)
+        if record.get("deleted"):
+            raise MlflowException("The experiment must be in the 'active' state.", INVALID_STATE)
+        if key not in (record.get("tags") or {}):
+            raise MlflowException(f"No tag with name: {key} in experiment with id {experiment_id}",
+                                  RESOURCE_DOES_NOT_EXIST)
+        self.store.update_experiment(record["name"], lambda r: r["tags"].pop(key))
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def _run_records(self, experiment_name: str) -> list[dict]:
+        return [r for r in self.store.run_records() if r["experiment"] == experiment_name]
+
+    def _run_record(self, run_id) -> dict:
+        _validate_run_id(run_id)
+        found = self.store.run_record(run_id) if len(run_id) == 32 else None
+        if found is None:
+            raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+        return found
+
+    def _active_run_record(self, run_id) -> dict:
+        record = self._run_record(run_id)
+        if record.get("deleted"):
+            raise MlflowException(f"The run {run_id} must be in the 'active' state. Current state is deleted.",
+                                  INVALID_PARAMETER_VALUE)
+        return record
+
+    def create_run(self, experiment_id, user_id, start_time, tags, run_name):
+        experiment_id = DEFAULT_EXPERIMENT_ID if experiment_id is None else str(experiment_id)
+        experiment = self._experiment_records().get(experiment_id)
+        if experiment is None:
+            raise MlflowException(f"Could not create run under experiment with ID {experiment_id} - no such "
+                                  "experiment exists.", RESOURCE_DOES_NOT_EXIST)
+        if experiment.get("deleted"):
+            raise MlflowException(f"Could not create run under non-active experiment with ID {experiment_id}.",
+                                  INVALID_STATE)
+        tags = {t.key: t.value for t in tags or []}
+        for key, value in tags.items():
+            _validate_tag(key, value)
+        named = tags.get(MLFLOW_RUN_NAME)
+        if run_name and named and run_name != named:
+            raise MlflowException("Both 'run_name' argument and 'mlflow.runName' tag are specified, but with "
+                                  f"different values (run_name='{run_name}', mlflow.runName='{named}').",
+                                  INVALID_PARAMETER_VALUE)
+        run_name = run_name or named or _generate_random_name()
+        tags[MLFLOW_RUN_NAME] = run_name
+        start = time.time_ns() if start_time is None else int(start_time) * NS_PER_MS
+        record = {"id": _new_run_id(), "experiment": experiment["name"], "name": run_name, "parent": None,
+                  "status": "running", "start_time": start, "end_time": None, "params": {}, "tags": tags,
+                  "user": user_id or "", "kind": None, "resources": {}, "environment": None}
+        self.store.put_run_record(record)
+        return rec.run_entity(record, experiment, {})
+
+    def get_run(self, run_id):
+        record = self._run_record(run_id)
+        experiment = self._experiment_of(record)
+        return rec.run_entity(record, experiment, self._latest_metrics(run_id))
+
+    def _experiment_of(self, record: dict) -> dict:
+        for experiment in self.store.experiments():
+            if experiment["name"] == record["experiment"]:
+                return experiment
+        return {"id": "", "name": record["experiment"]}
+
+    def update_run_info(self, run_id, run_status, end_time, run_name):
+        self._active_run_record(run_id)
+        status = STATUS_FROM_MLFLOW[RunStatus.to_string(run_status)]
+
+        def change(record):
+            record["status"] = status
+            record["end_time"] = None if end_time is None else int(end_time) * NS_PER_MS
+            if run_name:
+                record["name"] = run_name
+                record["tags"][MLFLOW_RUN_NAME] = run_name
+
+        self.store.flush()
+        self.store.update_run(run_id, change)
+        return self.get_run(run_id).info
+
+    def delete_run(self, run_id):
+        self._run_record(run_id)
+        self.store.update_run(run_id, lambda r: r.update(deleted=time.time_ns()))
+        self._runs.pop(run_id, None)
+
+    def restore_run(self, run_id):
+        self._run_record(run_id)
+        self.store.update_run(run_id, lambda r: r.update(deleted=None))
+
+    def delete_tag(self, run_id, key):
+        record = self._active_run_record(run_id)
+        if key not in record["tags"]:
+            raise MlflowException(f"No tag with name: {key} in run with id {run_id}", RESOURCE_DOES_NOT_EXIST)
+        self.store.update_run(run_id, lambda r: r["tags"].pop(key, None))
+
+    # -- logging -------------------------------------------------------------------------
+
+    def _logging_run(self, run_id) -> steplog.Run:
+        """The handle that logs points to a run, checked active at most ACTIVE_SECONDS ago."""
+        found = self._runs.get(run_id)
+        now = time.monotonic()
+        if found is not None and now - found[1] < ACTIVE_SECONDS:
+            return found[0]
+        self._active_run_record(run_id)
+        run = found[0] if found is not None else self.store.run(run_id, resume=False)
+        self._runs[run_id] = (run, now)
+        return run
+
+    def log_metric(self, run_id, metric):
+        _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
+        run = self._logging_run(run_id)
+        run.log(metric.key, float(metric.value), step=int(metric.step or 0),
+                time=int(metric.timestamp) * NS_PER_MS)
+        if self.flush_each_write:
+            self.store.flush()
+
+    def log_param(self, run_id, param):
+        self.log_batch(run_id, [], [param], [])
+
+    def set_tag(self, run_id, tag):
+        self.log_batch(run_id, [], [], [tag])
+
+    def log_batch(self, run_id, metrics, params, tags):
+        _validate_run_id(run_id)
+        metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
+        _validate_batch_log_limits(metrics, params, tags)
+        _validate_param_keys_unique(params)
+        run = self._logging_run(run_id)
+        if params or tags:
+            self._log_params_and_tags(run_id, params, tags)
+        if metrics:
+            for key, (steps, times, values) in _columns(metrics).items():
+                run.log_batch(key, steps, values, times)
+        if self.flush_each_write and metrics:
+            self.store.flush()
+
+    def _log_params_and_tags(self, run_id, params, tags) -> None:
+        def change(record):
+            for param in params:
+                stored = record["params"].get(param.key)
+                value = rec.text(param.value)
+                if stored is not None and rec.text(stored) != value:
+                    raise MlflowException(
+                        f"Changing param values is not allowed. Param with key='{param.key}' was already logged "
+                        f"with value='{rec.text(stored)}' for run ID='{run_id}'. Attempted logging new value "
+                        f"'{value}'.", INVALID_PARAMETER_VALUE)
+                record["params"][param.key] = value
+            for tag in tags:
+                record["tags"][tag.key] = rec.text(tag.value)
+                if tag.key == MLFLOW_RUN_NAME:
+                    record["name"] = rec.text(tag.value)
+
+        self.store.update_run(run_id, change)
+
+    def log_inputs(self, run_id, datasets=None, models=None):
+        self._active_run_record(run_id)
+        if not datasets:
+            return
+        added = [rec.dataset_record(d) for d in datasets]
+
+        def change(record):
+            inputs = record.setdefault("inputs", []) or []
+            seen = {(i["name"], i["digest"]) for i in inputs}
+            record["inputs"] = inputs + [d for d in added if (d["name"], d["digest"]) not in seen]
+
+        self.store.update_run(run_id, change)
+
+    def flush_async_logging(self):
+        super().flush_async_logging()
+        self.store.flush()
+
+    # -- metric histories ----------------------------------------------------------------
+
+    def _history(self, run_id: str, metric_key: str, start=None, stop=None):
+        """(steps, times ms, values) of a series as numpy arrays, in step order."""
+        table = self.store.read(run_id, metric_key, start=start, stop=stop, missing_ok=True)
+        return (table.column("step").to_numpy(), table.column("time_ns").to_numpy() // NS_PER_MS,
+                table.column("value").to_numpy())
+
+    def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
+        self._run_record(run_id)
+        steps, times, values = self._history(run_id, metric_key)
+        offset = SearchUtils.parse_start_offset_from_page_token(page_token) if page_token else 0
+        end = len(steps) if max_results is None else min(len(steps), offset + int(max_results))
+        metrics = _metrics(metric_key, steps[offset:end], times[offset:end], values[offset:end])
+        token = SearchUtils.create_page_token(end) if end < len(steps) else None
+        return PagedList(metrics, token)
+
+    def get_metric_history_bulk(self, run_ids, metric_key, max_results):
+        found = []
+        for run_id in sorted(set(run_ids)):
+            steps, times, values = self._history(run_id, metric_key)
+            order = np.lexsort((values, steps, times))
+            found += [MetricWithRunId(m, run_id) for m in
+                      _metrics(metric_key, steps[order], times[order], values[order])]
+        return found[:max_results]
+
+    def get_metric_history_bulk_interval_from_steps(self, run_id, metric_key, steps, max_results):
+        history_steps, times, values = self._history(run_id, metric_key)
+        keep = np.isin(history_steps, np.asarray(list(steps), np.int64))
+        order = np.lexsort((times[keep], history_steps[keep]))[:max_results]
+        chosen = _metrics(metric_key, history_steps[keep][order], times[keep][order], values[keep][order])
+        return [MetricWithRunId(m, run_id) for m in chosen]
+
+    def get_metric_history_bulk_interval(self, run_ids, metric_key, max_results, start_step, end_step):
+        """Each run's history between start_step and end_step (inclusive) as at most
+        max_results real points that hold the first, minimum, maximum and last point of
+        every one of max_results // 4 step buckets: spikes stay visible (MLflow's own
+        stores sample steps evenly and drop them). Answered from rollups."""
+        found = []
+        for run_id in run_ids:
+            stop = None if end_step is None else int(end_step) + 1
+            table = self.store.read(run_id, metric_key, start=start_step, stop=stop, buckets=max(1, max_results // 4),
+                                    method="m4", missing_ok=True)
+            steps, times, values = (table.column("step").to_numpy(), table.column("time_ns").to_numpy() // NS_PER_MS,
+                                    table.column("value").to_numpy())
+            found += [MetricWithRunId(m, run_id) for m in _metrics(metric_key, steps, times, values)]
+        return found
+
+    # -- search --------------------------------------------------------------------------
+
+    def _search_runs(self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token):
+        if max_results > SEARCH_MAX_RESULTS_THRESHOLD:
+            raise MlflowException("Invalid value for request parameter max_results. It must be at most "
+                                  f"{SEARCH_MAX_RESULTS_THRESHOLD}, but got value {max_results}",
+                                  INVALID_PARAMETER_VALUE)
+        experiments = self._experiment_records()
+        by_name = {experiments[str(i)]["name"]: experiments[str(i)] for i in experiment_ids
+                   if str(i) in experiments}
+        wanted = _stages(run_view_type)
+        self.store.flush()
+        records = [r for r in self.store.run_records() if r["experiment"] in by_name and rec.lifecycle(r) in wanted]
+        latest = self._latest_values([r["id"] for r in records]) if records else {}
+        views = [rec.RunView(r, by_name[r["experiment"]], latest.get(r["id"], {})) for r in records]
+        filtered = SearchUtils.filter(views, filter_string)
+        ordered = SearchUtils.sort(filtered, order_by)
+        page, token = SearchUtils.paginate(ordered, page_token, max_results)
+        return [rec.run_entity(v.record, by_name[v.record["experiment"]], self._latest_metrics(v.record["id"]))
+                for v in page], token
+
+    def _latest_values(self, run_ids: list[str]) -> dict[str, dict]:
+        """run id -> {metric key: latest value} from the kept aggregates (no point decoded)."""
+        table = self.store.series(runs=run_ids)
+        found: dict[str, dict] = {}
+        columns = [table.column(c).to_pylist() for c in ("run_id", "metric", "context", "kind", "last")]
+        for run_id, key, context, kind, last in zip(*columns):
+            if context is None and kind == "scalar":
+                found.setdefault(run_id, {})[key] = last
+        return found
+
+    def _latest_metrics(self, run_id: str) -> dict:
+        """metric key -> (value, timestamp ms, step) of MLflow's latest point: the one at
+        the highest step, ties the latest written (MLflow breaks them by timestamp)."""
+        table = self.store.metrics(run_id)
+        found = {}
+        for key, context, kind, count, last_step in zip(*[table.column(c).to_pylist() for c in
+                                                          ("metric", "context", "kind", "count", "last_step")]):
+            if context is not None or kind != "scalar" or not count:
+                continue
+            steps, times, values = self._history(run_id, key, start=last_step, stop=last_step + 1)
+            found[key] = (float(values[-1]), int(times[-1]), int(steps[-1]))
+        return found
+
+    # -- what steplog does not keep: traces, logged models ---------------------------------
+
+    def search_logged_models(self, experiment_ids, filter_string=None, datasets=None, max_results=None,
+                             order_by=None, page_token=None):
+        return PagedList([], None)
+
+    def search_traces(self, experiment_ids=None, filter_string=None, max_results=100, order_by=None,
+                      page_token=None, model_id=None, locations=None):
+        return [], None
+
+    def link_traces_to_run(self, trace_ids, run_id):
+        raise MlflowException("Traces are not kept by the steplog tracking store.", INVALID_PARAMETER_VALUE)
+
+    def _search_datasets(self, experiment_ids):
+        return []
+
+
+def store_path(store_uri: str | None) -> str:
+    """The store directory a ``steplog:///abs/path`` URI names."""
+    parsed = urllib.parse.urlparse(store_uri or "")
+    if parsed.scheme != "steplog" or not parsed.path or parsed.netloc:
+        raise MlflowException(f"A steplog tracking URI is steplog:///absolute/path/to/store, got {store_uri!r}",
+                              INVALID_PARAMETER_VALUE)
+    return urllib.parse.unquote(parsed.path)
+
+
+def _new_run_id() -> str:
+    import secrets
+
+    return secrets.token_hex(16)
+
+
+def _stages(view_type) -> tuple:
+    if view_type == ViewType.DELETED_ONLY:
+        return (LifecycleStage.DELETED,)
+    if view_type == ViewType.ALL:
+        return (LifecycleStage.ACTIVE, LifecycleStage.DELETED)
+    return (LifecycleStage.ACTIVE,)
+
+
+def _check_max_results(max_results) -> None:
+    if not isinstance(max_results, int) or max_results < 1:
+        raise MlflowException(f"Invalid value {max_results} for parameter 'max_results' supplied. It must be a "
+                              "positive integer", INVALID_PARAMETER_VALUE)
+    if max_results > SEARCH_MAX_RESULTS_THRESHOLD:
+        raise MlflowException(f"Invalid value {max_results} for parameter 'max_results' supplied. It must be at "
+                              f"most {SEARCH_MAX_RESULTS_THRESHOLD}", INVALID_PARAMETER_VALUE)
+
+
+def _columns(metrics) -> dict:
+    """metric key -> (steps, times ns, values) of a batch, in the batch's order."""
+    found: dict[str, tuple[list, list, list]] = {}
+    for m in metrics:
+        steps, times, values = found.setdefault(m.key, ([], [], []))
+        steps.append(int(m.step or 0))
+        times.append(int(m.timestamp) * NS_PER_MS)
+        values.append(float(m.value))
+    return {key: (np.array(s, np.int64), np.array(t, np.int64), np.array(v, np.float64))
+            for key, (s, t, v) in found.items()}
+
+
+def _metrics(key: str, steps, times, values) -> list:
+    return [Metric(key, v, t, s) for s, t, v in zip(steps.tolist(), times.tolist(), values.tolist())]
+
