@@ -37,6 +37,7 @@ from .query.runs import RUN_COLUMNS, series_table
 from .run import RUN_STATUSES, Run, exit_status
 
 DURABILITY = ("fsync", "commit", "none")
+READ_METHODS = ("minmax", "lttb", "m4")
 _UNFLUSHED_SEQ = 1 << 62   # block_seqs of the points not flushed yet, for their aggregates: after every stored one
 MODES = ("a", "r")
 _time_ns = _time.time_ns
@@ -734,6 +735,10 @@ class Store:
         method "lttb": at most N raw points chosen by Largest-Triangle-Three-Buckets,
         first and last kept, and within N the first NaN or inf of each LTTB bucket; over
         time, in time order, for x="time" or "relative" (which adds a relative column).
+        With method "m4": the real points (as without buckets) that hold the first,
+        minimum, maximum and last value of each of N step buckets, and its first NaN: at
+        most 4N, found from rollups in a time that does not grow with the series
+        (query/m4.py), so that a chart of them shows every spike.
         A series the run does not hold raises NotFoundError naming the closest names;
         with ``missing_ok=True`` (code polling a live run) it reads as no rows.
         """
@@ -1119,12 +1124,14 @@ def _range_args(start, stop, buckets, method, x) -> tuple:
         if buckets < 1:
             raise InvalidArgumentError("buckets", f"must be at least 1, got {buckets}")
         buckets = int(buckets)
-    if method not in ("minmax", "lttb"):
-        raise InvalidArgumentError("method", f"must be 'minmax' or 'lttb', got {method!r}")
+    if method not in READ_METHODS:
+        raise InvalidArgumentError("method", f"must be one of {READ_METHODS}, got {method!r}")
     if x not in X_AXES:
         raise InvalidArgumentError("x", f"must be one of {X_AXES}, got {x!r}")
-    if method == "lttb" and buckets is None:
-        raise InvalidArgumentError("buckets", "method='lttb' needs the number of points to keep")
+    if method != "minmax" and buckets is None:
+        raise InvalidArgumentError("buckets", f"method={method!r} needs the number of buckets")
+    if method == "m4" and x != "step":
+        raise InvalidArgumentError("x", "method='m4' buckets steps: x must be 'step'")
     return start, stop, buckets, method, x
 
 
@@ -1137,11 +1144,17 @@ def _list_arg(values, argument: str) -> list:
 def _read_one(reader: "SeriesReader | None", run: dict | None, start, stop, buckets, method, x) -> pa.Table:
     """The table ``Store.read`` returns for one series (reader None: its empty schema)."""
     run_start = run["start_time"] if run else 0
-    if buckets is None or method == "lttb":
+    if buckets is None or method == "m4":
         if reader is None:
-            return _read.Points.empty().to_arrow() if buckets is None else _read.empty_points_table(x)
+            return _read.Points.empty().to_arrow()
         if buckets is None:
             return reader.points(start, stop).to_arrow()
+        from .query.m4 import m4_points
+
+        return m4_points(reader, start, stop, buckets).to_arrow()
+    if method == "lttb":
+        if reader is None:
+            return _read.empty_points_table(x)
         return reader.lttb(start, stop, buckets, x, run_start).to_arrow()
     if reader is None:
         return empty_bucket_table(x)
