@@ -71,7 +71,7 @@ class Run:
         measured (int ns since the epoch, or an aware datetime), if not now."""
         if self._stop is not None:
             raise ClosedError(self._stop)
-        if time is not None and type(time) is not int:
+        if time is not None and (type(time) is not int or time > INT64_MAX or time < INT64_MIN):
             time = _args.time_arg(time)
         if type(name) is dict:
             return self._log_dict(name, value, step, context, time)
