@@ -734,7 +734,7 @@ def test_normalization_keeps_real_differences():
     steplog_like = scrub({"v": [math.nan, math.inf, -math.inf, 1.0],
                           "id": "a" * 32, "e": Failure("MlflowException", "INVALID_PARAMETER_VALUE", "y")}, ids)
     assert list(differences(sqlite_like, steplog_like)) == []
-    changed = dict(steplog_like, v=[math.nan, math.inf, math.inf, 1], e=Failure("MlflowException", None))
+    changed = scrub(dict(steplog_like, v=[math.nan, math.inf, math.inf, 1], e=Failure("MlflowException", None)), ids)
     assert list(differences(sqlite_like, changed)) == [
         "$.e: expected Failure(MlflowException, INVALID_PARAMETER_VALUE: 'x'), got Failure(MlflowException, None: '')",
         "$.v[2]: expected '-inf', got 'inf'",
