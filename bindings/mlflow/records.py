@@ -8,8 +8,12 @@ a metric point is a point of the scalar series named by the key, its MLflow time
 
 from __future__ import annotations
 
+import json
+
 from mlflow.entities import (Dataset, DatasetInput, Experiment, ExperimentTag, InputTag, LifecycleStage, Metric,
                              Param, Run, RunData, RunInfo, RunInputs, RunOutputs, RunTag)
+
+from steplog.engine.catalog import flatten
 
 NS_PER_MS = 1_000_000
 STATUS_TO_MLFLOW = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED",
@@ -49,8 +53,8 @@ def artifact_uri(record: dict, experiment: dict) -> str:
 def run_entity(record: dict, experiment: dict, latest: dict) -> Run:
     """latest: metric key -> (value, timestamp ms, step)."""
     metrics = [Metric(key, value, timestamp, step) for key, (value, timestamp, step) in latest.items()]
-    data = RunData(metrics=metrics, params=[Param(k, text(v)) for k, v in record["params"].items()],
-                   tags=[RunTag(k, text(v)) for k, v in record["tags"].items()])
+    data = RunData(metrics=metrics, params=[Param(k, v) for k, v in texts(record["params"]).items()],
+                   tags=[RunTag(k, v) for k, v in texts(record["tags"]).items()])
     return Run(run_info(record, experiment), data, run_inputs(record), RunOutputs(model_outputs=[]))
 
 
@@ -70,12 +74,19 @@ def dataset_record(dataset_input: DatasetInput) -> dict:
             "tags": {tag.key: tag.value for tag in dataset_input.tags}}
 
 
+def texts(mapping: dict) -> dict[str, str]:
+    """Params or tags as MLflow keeps them: flat keys (steplog's nested dicts dotted), str values."""
+    return {key: text(value) for key, value in flatten(mapping, "").items()}
+
+
 def text(value) -> str:
     """A param or tag value as MLflow keeps it: a str (steplog's own runs may hold numbers)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
     return "" if value is None else str(value)
 
 
@@ -89,8 +100,7 @@ class RunView:
         self.record = record
         self._experiment = experiment
         self.info = run_info(record, experiment)
-        self.data = _Data(metrics, {k: text(v) for k, v in record["params"].items()},
-                          {k: text(v) for k, v in record["tags"].items()})
+        self.data = _Data(metrics, texts(record["params"]), texts(record["tags"]))
 
     @property
     def inputs(self) -> RunInputs:
