@@ -138,6 +138,30 @@ class SeriesReader:
         keep = (found.gid >= first) & (found.gid < end)
         return type(found)(*(field[keep] for field in found))
 
+    def rollup_groups(self, level: int, pages: np.ndarray):
+        """The stored groups of ``level`` in the rollup pages ``pages`` (ascending, distinct
+        page numbers), ascending: one index scan for each run of consecutive pages."""
+        from ..engine.rollup import read_groups
+
+        found = []
+        if len(pages):
+            breaks = np.flatnonzero(np.diff(pages) != 1) + 1
+            for run in np.split(pages, breaks):
+                found += self._txn.rollup_pages(self.entry.series_id, level, int(run[0]), int(run[-1]) + 1)
+        return read_groups(found)
+
+    def stored_points_near(self, ranges: list[tuple[int, int]], start: int | None, stop: int | None) -> Points:
+        """The stored points with start <= step < stop of every block that holds a step of
+        one of ``ranges`` ([lo, hi) pairs), each block decoded once, in write order: all
+        the points of the ranges, and the rest of their blocks."""
+        if self.entry is None:
+            return Points.empty()
+        refs = {}
+        for lo, hi in ranges:
+            for ref in self._txn.blocks_overlapping(self.entry.series_id, lo, hi):
+                refs[ref.seq] = ref
+        return decode_blocks(self._segments, self._path_of, list(refs.values()), start, stop)
+
     def _widen_to_groups(self, lo: int, hi: int) -> tuple[int, int]:
         """Move lo down (hi up) to the edge of its level-0 group when none of that group's
         stored points lies outside [lo, hi): the whole group then counts, exactly, and
