@@ -170,6 +170,7 @@ class Writer:
         self._pid = os.getpid()
         self.seal_lock = threading.Lock()
         self._series: dict[SeriesKey, SeriesRef] = {}
+        self._run_series: dict[bytes, list[SeriesRef]] = {}   # run id -> its entries of _series
         self._buffers: list[SeriesBuffer] = []
         self._thread_buffers: dict[tuple[int, SeriesKey], SeriesBuffer] = {}
         self._run_buffers: dict[bytes, list[SeriesBuffer]] = {}   # flush(run_id) seals these alone
@@ -207,6 +208,7 @@ class Writer:
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = SeriesRef(key, kind)
+                self._run_series.setdefault(key.run_id, []).append(series)
             elif series.kind != kind:
                 raise InvalidArgumentError("name", f"{key.name!r} already holds {KIND_NAMES[series.kind]}")
             mine = (threading.get_ident(), key)
@@ -366,9 +368,11 @@ class Writer:
         series = self._series.get(key)
         return None if series is None else series.kind
 
-    def series_keys(self, kind: int) -> list[SeriesKey]:
+    def series_keys(self, kind: int, run_id: bytes | None = None) -> list[SeriesKey]:
+        """The series of ``kind`` this writer has buffers for (of one run, or all)."""
         with self.seal_lock:
-            return [key for key, series in self._series.items() if series.kind == kind]
+            held = self._series.values() if run_id is None else self._run_series.get(run_id, ())
+            return [series.key for series in held if series.kind == kind]
 
     def unflushed_many(self, keys) -> dict[SeriesKey, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         """The points of each key not yet indexed, in write order, in one pass over the

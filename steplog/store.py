@@ -692,8 +692,7 @@ class Store:
         key = self._existing_run(run_id)
         with self._writer.publish_lock:
             txn = self._index.read()
-            logged = [k for kind in (KIND_SCALAR, KIND_SUMMARY) for k in self._writer.series_keys(kind)
-                      if k.run_id == key]
+            logged = [k for kind in (KIND_SCALAR, KIND_SUMMARY) for k in self._writer.series_keys(kind, key)]
             unflushed = self._writer.unflushed_many(logged)
         with txn:
             rows = {}
@@ -806,6 +805,30 @@ class Store:
         empty = _read_one(None, None, start, stop, buckets, method, x)
         return pa.Table.from_arrays([pa.array([], pa.string())] * 3 + empty.columns,
                                     names=["run_id", "metric", "context"] + empty.column_names)
+
+    def last_points(self, runs: Iterable[str]) -> pa.Table:
+        """The last point (highest step; ties, the latest written) of every scalar series of
+        ``runs``, stored or logged here and not yet flushed: run_id, metric, context (JSON
+        text or null), step, time_ns, value. One block decoded a series."""
+        self._check_open()
+        run_keys = [self._run_id_arg(r, "runs") for r in dict.fromkeys(_list_arg(runs, "runs"))]
+        with self._index.read() as txn:
+            keys = {SeriesKey(run_key, name, context): None for run_key in run_keys
+                    for entry, name, context in txn.run_series(run_key) if entry.kind == KIND_SCALAR}
+        for run_key in run_keys:
+            keys.update(dict.fromkeys(self._writer.series_keys(KIND_SCALAR, run_key)))
+        rows = []
+        with self._snapshot(list(keys)) as (_, readers):
+            for key, reader in readers.items():
+                bounds = reader.step_bounds()
+                if bounds is not None:
+                    last = reader.points(bounds[1] - 1, bounds[1])
+                    rows.append((key.run_id.hex(), key.name, key.context or None, int(last.steps[-1]),
+                                 int(last.times[-1]), float(last.values[-1])))
+        names = ("run_id", "metric", "context", "step", "time_ns", "value")
+        types = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.float64())
+        columns = list(zip(*rows)) or [()] * len(names)
+        return pa.table({n: pa.array(c, t) for n, c, t in zip(names, columns, types)})
 
     def read_tensor(self, run_id: str, name: str, context: dict | None = None, start: int | None = None,
                     stop: int | None = None, buckets: int | None = None, missing_ok: bool = False) -> pa.Table:
@@ -1066,7 +1089,7 @@ class _ReadOnlyWriter:
     def kind_of(self, key: SeriesKey) -> None:
         return None
 
-    def series_keys(self, kind: int) -> list:
+    def series_keys(self, kind: int, run_id: bytes | None = None) -> list:
         return []
 
     def flush(self, run_id: bytes | None = None) -> None:
@@ -1090,8 +1113,8 @@ def _did_you_mean(name: str, held) -> str:
 def _missing_series(txn, key: SeriesKey, writer) -> NotFoundError:
     """The error for a series the run does not hold, naming what it does hold closest."""
     held = {(name, context) for _, name, context in txn.run_series(key.run_id)}
-    held.update((k.name, k.context) for kind in (KIND_SCALAR, KIND_SUMMARY) for k in writer.series_keys(kind)
-                if k.run_id == key.run_id)
+    held.update((k.name, k.context) for kind in (KIND_SCALAR, KIND_SUMMARY)
+                for k in writer.series_keys(kind, key.run_id))
     where = f"run {key.run_id.hex()}"
     contexts = sorted(context for name, context in held if name == key.name)
     if contexts:

@@ -228,7 +228,7 @@ class SteplogStore(AbstractStore):
     def get_run(self, run_id):
         record = self._run_record(run_id)
         experiment = self._experiment_of(record)
-        return rec.run_entity(record, experiment, self._latest_metrics(run_id))
+        return rec.run_entity(record, experiment, self._latest_metrics([run_id])[run_id])
 
     def _experiment_of(self, record: dict) -> dict:
         for experiment in self.store.experiments():
@@ -408,8 +408,8 @@ class SteplogStore(AbstractStore):
         filtered = SearchUtils.filter(views, filter_string)
         ordered = SearchUtils.sort(filtered, order_by)
         page, token = SearchUtils.paginate(ordered, page_token, max_results)
-        return [rec.run_entity(v.record, by_name[v.record["experiment"]], self._latest_metrics(v.record["id"]))
-                for v in page], token
+        latest = self._latest_metrics([v.record["id"] for v in page])
+        return [rec.run_entity(v.record, by_name[v.record["experiment"]], latest[v.record["id"]]) for v in page], token
 
     def _latest_values(self, run_ids: list[str]) -> dict[str, dict]:
         """run id -> {metric key: latest value} from the kept aggregates (no point decoded)."""
@@ -421,17 +421,14 @@ class SteplogStore(AbstractStore):
                 found.setdefault(run_id, {})[key] = last
         return found
 
-    def _latest_metrics(self, run_id: str) -> dict:
-        """metric key -> (value, timestamp ms, step) of MLflow's latest point: the one at
+    def _latest_metrics(self, run_ids: list[str]) -> dict[str, dict]:
+        """run id -> {metric key: (value, timestamp ms, step)} of MLflow's latest points: at
         the highest step, ties the latest written (MLflow breaks them by timestamp)."""
-        table = self.store.metrics(run_id)
-        found = {}
-        for key, context, kind, count, last_step in zip(*[table.column(c).to_pylist() for c in
-                                                          ("metric", "context", "kind", "count", "last_step")]):
-            if context is not None or kind != "scalar" or not count:
-                continue
-            steps, times, values = self._history(run_id, key, start=last_step, stop=last_step + 1)
-            found[key] = (float(values[-1]), int(times[-1]), int(steps[-1]))
+        table = self.store.last_points(run_ids)
+        found: dict[str, dict] = {run_id: {} for run_id in run_ids}
+        for run_id, key, context, step, time_ns, value in zip(*[c.to_pylist() for c in table.columns]):
+            if context is None:
+                found[run_id][key] = (value, time_ns // NS_PER_MS, step)
         return found
 
     # -- what steplog does not keep: traces, logged models ---------------------------------
