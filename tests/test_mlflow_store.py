@@ -169,3 +169,14 @@ def test_bulk_interval_keeps_a_one_step_spike(tmp_path):
     assert (123_457, 50.0) in {(m.step, m.value) for m in found}
     assert all(values[m.step] == m.value for m in found)
     assert {0, len(values) - 1} <= {m.step for m in found}
+
+
+def test_what_is_not_kept_searches_empty_and_refuses_writes(tmp_path):
+    store = SteplogStore(store_uri=f"steplog://{tmp_path}/s")
+    assert store.search_logged_models(["0"]).to_list() == [] and store.search_traces(["0"]) == ([], None)
+    assert store.list_scorers("0") == [] and store.search_datasets(["0"]).to_list() == []
+    with pytest.raises(MlflowException, match="not traces, logged models") as caught:
+        store.create_logged_model("0")
+    assert caught.value.error_code == "NOT_IMPLEMENTED"
+    with pytest.raises(MlflowException, match="start_trace"):
+        store.start_trace(None)

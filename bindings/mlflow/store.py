@@ -23,8 +23,8 @@ import numpy as np
 from mlflow.entities import LifecycleStage, Metric, RunStatus, ViewType
 from mlflow.entities.metric import MetricWithRunId
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, INVALID_STATE, RESOURCE_ALREADY_EXISTS,
-                                          RESOURCE_DOES_NOT_EXIST)
+from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, INVALID_STATE, NOT_IMPLEMENTED,
+                                          RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST)
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.tracking import SEARCH_MAX_RESULTS_THRESHOLD
 from mlflow.store.tracking.abstract_store import AbstractStore
@@ -431,21 +431,66 @@ class SteplogStore(AbstractStore):
                 found[run_id][key] = (value, time_ns // NS_PER_MS, step)
         return found
 
-    # -- what steplog does not keep: traces, logged models ---------------------------------
+    # -- what steplog does not keep: traces, logged models and the other GenAI surfaces ----
 
-    def search_logged_models(self, experiment_ids, filter_string=None, datasets=None, max_results=None,
-                             order_by=None, page_token=None):
-        return PagedList([], None)
-
-    def search_traces(self, experiment_ids=None, filter_string=None, max_results=100, order_by=None,
-                      page_token=None, model_id=None, locations=None):
+    def search_traces(self, *args, **kwargs):
         return [], None
-
-    def link_traces_to_run(self, trace_ids, run_id):
-        raise MlflowException("Traces are not kept by the steplog tracking store.", INVALID_PARAMETER_VALUE)
 
     def _search_datasets(self, experiment_ids):
         return []
+
+    def link_traces_to_run(self, trace_ids, run_id):
+        _not_kept("link_traces_to_run")
+
+
+def _not_kept(method: str):
+    raise MlflowException(f"{method}: the steplog tracking store keeps experiments, runs, params, tags, metrics and "
+                          "dataset inputs, not traces, logged models, evaluation datasets, scorers, label schemas "
+                          "or review queues; log a model file as an artifact instead", NOT_IMPLEMENTED)
+
+
+def _refusing(method: str):
+    def refuse(self, *args, **kwargs):
+        _not_kept(method)
+
+    refuse.__name__ = method
+    return refuse
+
+
+def _nothing(empty):
+    def search(self, *args, **kwargs):
+        return empty()
+
+    return search
+
+
+# Searches and lists of what is not kept answer empty, so that MLflow's UI pages show no
+# error; every other call of those surfaces raises.
+_EMPTY_PAGE = ("search_logged_models", "search_datasets", "search_issues", "query_trace_metrics",
+               "list_label_schemas", "list_review_queues", "list_review_queue_items")
+_EMPTY_LIST = ("batch_get_traces", "batch_get_trace_infos", "find_completed_sessions", "list_scorers",
+               "list_scorer_versions", "get_online_scoring_configs", "get_active_online_scorers",
+               "get_dataset_experiment_ids")
+_REFUSED = ("start_trace", "_delete_traces", "get_trace_info", "get_trace", "archive_traces",
+            "get_online_trace_details", "set_trace_tag", "delete_trace_tag", "get_assessment", "create_assessment",
+            "update_assessment", "delete_assessment", "create_issue", "get_issue", "update_issue", "log_spans",
+            "log_outputs", "record_logged_model", "create_logged_model", "finalize_logged_model",
+            "set_logged_model_tags", "delete_logged_model_tag", "get_logged_model", "delete_logged_model",
+            "log_logged_model_params", "create_dataset", "get_dataset", "delete_dataset", "upsert_dataset_records",
+            "delete_dataset_records", "set_dataset_tags", "delete_dataset_tag", "_load_dataset_records",
+            "add_dataset_to_experiments", "remove_dataset_from_experiments", "unlink_traces_from_run",
+            "link_prompts_to_trace", "calculate_trace_filter_correlation", "register_scorer", "get_scorer",
+            "delete_scorer", "upsert_online_scoring_config", "create_label_schema", "get_label_schema",
+            "get_label_schema_by_name", "update_label_schema", "delete_label_schema", "create_review_queue",
+            "get_or_create_user_queue", "get_review_queue", "get_review_queue_by_name", "update_review_queue",
+            "delete_review_queue", "add_items_to_review_queue", "remove_items_from_review_queue",
+            "set_review_queue_item_status")
+for _name in _EMPTY_PAGE:
+    setattr(SteplogStore, _name, _nothing(lambda: PagedList([], None)))
+for _name in _EMPTY_LIST:
+    setattr(SteplogStore, _name, _nothing(list))
+for _name in _REFUSED:
+    setattr(SteplogStore, _name, _refusing(_name))
 
 
 def store_path(store_uri: str | None) -> str:
