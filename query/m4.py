@@ -60,10 +60,12 @@ def m4_points(reader: SeriesReader, start: int | None, stop: int | None, buckets
     top = None if hi > INT64_MAX else hi   # a step range may end at 2**63, past int64
     base = reader.entry.rollup_shift if reader.entry is not None else None
     if base is not None and hi - lo >= (len(edges) - 1) << (base + 1):
-        stored = reader.stored_points_near(_regions(reader, edges), lo, top)
+        regions = _regions(reader, edges)
+        stored = reader.stored_points_near(regions, lo, top)
     else:
-        stored = reader.stored_points(lo, top)
-    return pick(lo, edges, [stored, *reader.recent_points(lo, top)])
+        regions, stored = [(lo, hi)], reader.stored_points(lo, top)
+    recent = reader.recent_points(lo, top)
+    return pick(lo, edges, [stored, *recent], [regions] + [[(lo, hi)]] * len(recent))
 
 
 def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
@@ -76,29 +78,33 @@ def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
 # -- choosing the points ---------------------------------------------------------------
 
 
-def pick(lo: int, edges: list[int], parts: list[Points]) -> Points:
-    """The M4 points of ``parts`` (in write order) in the buckets ``edges``: the points
-    to choose from must include every bucket's chosen ones."""
+def pick(lo: int, edges: list[int], parts: list[Points], regions: list[list[tuple[int, int]]]) -> Points:
+    """The M4 points in the buckets ``edges`` of ``parts`` (in write order), of whose
+    points those in ``regions[k]`` ([lo, hi) step ranges, sorted, disjoint, within the
+    edges) count for part k: they must include every bucket's chosen points."""
     offsets = np.array([e - lo for e in edges[:-1]], np.uint64)   # each below 2**64
+    windows = [(np.array([a for a, _ in r], np.int64), np.array([b - 1 for _, b in r], np.int64)) for r in regions]
     small = twins.use_numpy(CALL_WORDS + POINT_WORDS * sum(len(p) for p in parts))
-    return _gather(parts, _within_four(fold(parts, lo, edges[-1] - 1, offsets, numpy=small)))
+    return _gather(parts, _within_four(fold(parts, windows, lo, offsets, numpy=small)))
 
 
-def fold(parts: list[Points], lo: int, last: int, offsets: np.ndarray, numpy: bool = False) -> np.ndarray:
+def fold(parts: list[Points], windows: list[tuple], lo: int, offsets: np.ndarray, numpy: bool = False) -> np.ndarray:
     """The role table of the buckets starting ``offsets`` (uint64, ascending, the first
     0) after lo: for each role (FIRST, MIN, MAX, LAST, NAN) and bucket, the write-order
-    position in ``parts`` of the point holding it, -1 for none. Steps outside [lo, last]
-    count for no bucket. numpy=True: the numpy twin, the same table."""
+    position in ``parts`` of the point holding it, -1 for none. Only the points of part
+    k with a step in one of its windows count: ``windows[k]`` = (firsts, lasts), int64,
+    inclusive, sorted, disjoint, at or after lo. numpy=True: the numpy twin, the same table."""
     roles = np.full((ROLES, len(offsets)), -1, np.int64)
     if numpy:
-        _fold_numpy(parts, lo, last, offsets, roles)
+        _fold_numpy(parts, windows, lo, offsets, roles)
         return roles
     steps = np.empty((ROLES, len(offsets)), np.int64)
     values = np.empty((ROLES, len(offsets)), np.float64)
     kernel, base = _kernel(), 0
-    for part in parts:
-        kernel(part.steps, part.steps.view(np.uint64), part.values, np.int64(base), np.int64(lo), np.int64(last),
-               np.uint64(lo % (1 << 64)), offsets, roles, steps, values)
+    for part, (firsts, lasts) in zip(parts, windows):
+        if len(firsts):
+            kernel(part.steps, part.steps.view(np.uint64), part.values, np.int64(base), firsts, lasts,
+                   np.uint64(lo % (1 << 64)), offsets, roles, steps, values)
         base += len(part)
     return roles
 
@@ -127,11 +133,12 @@ def _gather(parts: list[Points], positions: np.ndarray) -> Points:
     return Points(steps[order], times[order], values[order])
 
 
-def _fold_numpy(parts: list[Points], lo: int, last: int, offsets: np.ndarray, roles: np.ndarray) -> None:
-    """``_fold`` over all parts in numpy: a stable sort by step, then each bucket's runs."""
-    steps = np.concatenate([p.steps for p in parts]) if parts else np.empty(0, np.int64)
-    values = np.concatenate([p.values for p in parts]) if parts else np.empty(0)
-    inside = np.flatnonzero((steps >= lo) & (steps <= last))
+def _fold_numpy(parts: list[Points], windows: list[tuple], lo: int, offsets: np.ndarray, roles: np.ndarray) -> None:
+    """``fold`` in numpy: the points that count, stably sorted by step, then each bucket's run."""
+    steps = np.concatenate([np.empty(0, np.int64)] + [p.steps for p in parts])
+    values = np.concatenate([np.empty(0)] + [p.values for p in parts])
+    counts = np.concatenate([np.zeros(0, bool)] + [_in_windows(p.steps, *w) for p, w in zip(parts, windows)])
+    inside = np.flatnonzero(counts)
     order = inside[np.argsort(steps[inside], kind="stable")]
     if not len(order):
         return
@@ -148,23 +155,41 @@ def _fold_numpy(parts: list[Points], lo: int, last: int, offsets: np.ndarray, ro
     _first_where(roles[NAN], keys, order, ~number)
 
 
+def _in_windows(steps: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
+    window = np.searchsorted(firsts, steps, side="right") - 1
+    return (window >= 0) & (steps <= lasts[np.maximum(window, 0)]) if len(firsts) else np.zeros(len(steps), bool)
+
+
 def _first_where(row: np.ndarray, keys: np.ndarray, order: np.ndarray, hit: np.ndarray) -> None:
     at = np.flatnonzero(hit)
     held, first = np.unique(keys[at], return_index=True)
     row[held] = order[at[first]]
 
 
-def _fold_python(steps, usteps, values, base, lo, last, ulo, offsets, roles, role_steps, role_values):
-    """Fold points (in write order, numbered from ``base``) into the role table of the
-    buckets starting at ``offsets`` from lo (uint64, ascending): keeps, for each role,
-    the position, step and value of the point that wins it so far. Steps outside
-    [lo, last] are skipped. The numba kernel is made of this function (``_kernel``)."""
-    count = offsets.shape[0]
-    j = 0
+def _fold_python(steps, usteps, values, base, firsts, lasts, ulo, offsets, roles, role_steps, role_values):
+    """Fold the points of one part (in write order, numbered from ``base``) whose step
+    lies in a window [firsts[w], lasts[w]] into the role table of the buckets starting
+    at ``offsets`` after lo (``fold``), keeping for each role the position, step and
+    value of the point that wins it so far. The numba kernel is made of this function."""
+    count, windows = offsets.shape[0], firsts.shape[0]
+    j, w = 0, 0
     for i in range(steps.shape[0]):
         s = steps[i]
-        if s < lo or s > last:
-            continue
+        if s < firsts[w] or s > lasts[w]:
+            if w + 1 < windows and s > lasts[w] and s < firsts[w + 1]:
+                continue   # between this window and the next: steps mostly ascend
+            if s < firsts[0]:
+                continue
+            a, b = 0, windows - 1   # the last window starting at or before s
+            while a < b:
+                m = (a + b + 1) // 2
+                if firsts[m] <= s:
+                    a = m
+                else:
+                    b = m - 1
+            w = a
+            if s > lasts[w]:
+                continue
         off = usteps[i] - ulo
         if off < offsets[j] or (j + 1 < count and off >= offsets[j + 1]):
             a, b = 0, count - 1   # the last bucket starting at or before off
@@ -228,15 +253,26 @@ def _regions(reader: SeriesReader, edges: list[int]) -> list[tuple[int, int]]:
 
 
 def _cover(edges: list[int], base: int):
-    """Each bucket as whole groups ({level: [(first gid, end gid, bucket)]}, coarsest
-    that fit) and raw pieces ([(lo, hi, bucket)]) of the level-0 groups its edges cut."""
+    """Each bucket as whole groups ({level: [(first gid, end gid, bucket)]}, the coarsest
+    that fit, as downsample.decompose covers a range) and raw pieces ([(lo, hi, bucket)])
+    of the level-0 groups its edges cut."""
+    shifts = [level_shift(base, level) for level in range(LEVELS)]
     wholes, pieces = {}, []
     for j in range(len(edges) - 1):
-        groups, raw = [], []
-        downsample.decompose(edges[j], edges[j + 1], LEVELS - 1, base, groups, raw)
-        for level, first, end in groups:
-            wholes.setdefault(level, []).append((first, end, j))
-        pieces += [(a, b, j) for a, b in raw]
+        a, b = edges[j], edges[j + 1]
+        inner = None   # the whole groups of the level above, in gids of this level
+        for level in range(LEVELS - 1, -1, -1):
+            first, end = -(-a >> shifts[level]), b >> shifts[level]
+            if first >= end:   # none at this level, so none above either
+                continue
+            spans = ((first, end),) if inner is None else ((first, inner[0]), (inner[1], end))
+            spans = [(f, e, j) for f, e in spans if f < e]
+            if spans:
+                wholes.setdefault(level, []).extend(spans)
+            inner = (first << LEVEL_BITS, end << LEVEL_BITS)
+        first, end = -(-a >> shifts[0]), b >> shifts[0]
+        cuts = ((a, b),) if first >= end else ((a, first << shifts[0]), (end << shifts[0], b))
+        pieces += [(x, y, j) for x, y in cuts if x < y]
     return wholes, pieces
 
 
@@ -285,17 +321,18 @@ def _known_ends(pieces, level0, edges: list[int]) -> tuple[np.ndarray, np.ndarra
     count = len(edges) - 1
     known_first, known_last = np.zeros(count, bool), np.zeros(count, bool)
     steps = np.sort(np.concatenate([level0.first_step, level0.last_step]))
-    for a, b, j in pieces:
-        holds = _any_between(steps, a, b)
-        known_first[j] |= holds and a == edges[j]
-        known_last[j] |= holds and b == edges[j + 1]
+    if not pieces or not len(steps):
+        return known_first, known_last
+    firsts = np.array([a for a, _, _ in pieces], np.int64)
+    lasts = np.array([b - 1 for _, b, _ in pieces], np.int64)   # b may be 2**63, b - 1 is not
+    bucket = np.array([j for _, _, j in pieces], np.int64)
+    at = np.minimum(np.searchsorted(steps, firsts), len(steps) - 1)
+    holds = (np.searchsorted(steps, firsts) < len(steps)) & (steps[at] <= lasts)
+    starts = firsts == np.array(edges[:-1], np.int64)[bucket]
+    ends = lasts == np.array([e - 1 for e in edges[1:]], np.int64)[bucket]
+    known_first[bucket[holds & starts]] = True
+    known_last[bucket[holds & ends]] = True
     return known_first, known_last
-
-
-def _any_between(steps: np.ndarray, a: int, b: int) -> bool:
-    """Whether sorted int64 ``steps`` hold one in [a, b); b may be 2**63."""
-    first = int(np.searchsorted(steps, a))
-    return first < len(steps) and int(steps[first]) < b
 
 
 def _targets(units: dict, known_first: np.ndarray, known_last: np.ndarray):

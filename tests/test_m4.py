@@ -234,25 +234,29 @@ def test_steps_at_the_ends_of_int64(tmp_path):
 
 
 def test_numpy_twin_and_kernel_agree():
-    """The two folds give the same role table over parts with repeats, NaN, inf and
-    steps outside the range, including the ends of int64."""
+    """The two folds give the same role table over parts with repeats, NaN, inf, steps
+    outside the windows that count, and steps at the ends of int64."""
     rng = np.random.default_rng(5)
-    for trial in range(40):
-        parts = []
-        for _ in range(int(rng.integers(1, 4))):
-            n = int(rng.integers(0, 300))
-            steps = rng.integers(-50, 50, n) * int(rng.choice([1, 2**56]))
-            values = rng.choice([0.0, -0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 2.5], n)
-            parts.append(Points(steps, np.zeros(n, np.int64), values))
-        lo, last = sorted(int(x) for x in rng.integers(-40, 40, 2) * int(rng.choice([1, 2**56])))
+    for trial in range(60):
+        scale = int(rng.choice([1, 2**56]))
+        parts, windows = [], []
+        lo, last = sorted(int(x) * scale for x in rng.integers(-40, 40, 2))
         if trial == 0:
             lo, last = INT64_MIN, INT64_MAX
+        for _ in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(0, 300))
+            steps = rng.integers(-50, 50, n) * scale
+            values = rng.choice([0.0, -0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 2.5], n)
+            parts.append(Points(steps, np.zeros(n, np.int64), values))
+            cuts = np.unique(rng.integers(lo, last, 6, endpoint=True)) if trial % 2 else np.array([lo, last])
+            windows.append((cuts[:-1:2].copy(), cuts[1::2].copy()))
         edges = m4.bucket_edges(lo, last + 1, int(rng.integers(1, 20)))
         offsets = np.array([e - lo for e in edges[:-1]], np.uint64)
-        kernel = m4.fold(parts, lo, last, offsets, numpy=False)
-        twin = m4.fold(parts, lo, last, offsets, numpy=True)
+        kernel = m4.fold(parts, windows, lo, offsets, numpy=False)
+        twin = m4.fold(parts, windows, lo, offsets, numpy=True)
         assert kernel.tolist() == twin.tolist()
-        assert (kernel >= 0).any() == any(((p.steps >= lo) & (p.steps <= last)).any() for p in parts)
+        counted = any((m4._in_windows(p.steps, *w)).any() for p, w in zip(parts, windows))
+        assert (kernel >= 0).any() == counted
 
 
 @pytest.fixture(scope="module")
