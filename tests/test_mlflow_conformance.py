@@ -153,7 +153,6 @@ def _experiment_lifecycle(env, ids):
         "deleted by name": env.attempt(lambda: view(c.get_experiment_by_name("exp-gamma"))),
         "create over a deleted name": env.attempt(c.create_experiment, "exp-gamma"),
         "delete again": env.outcome(c.delete_experiment, ids["exp-gamma"]),
-        "delete Default": env.outcome(c.delete_experiment, "0"),
         "delete a missing experiment": env.outcome(c.delete_experiment, "987654"),
     }
     for label, view_type in [("active", ViewType.ACTIVE_ONLY), ("deleted", ViewType.DELETED_ONLY),
@@ -168,6 +167,8 @@ def _experiment_lifecycle(env, ids):
 
 def _experiment_tags(env, ids):
     c, alpha = env.client, ids["exp-alpha"]
+    before = c.get_experiment(alpha).last_update_time
+    _pause()
     out = {
         "replace": env.outcome(c.set_experiment_tag, alpha, "team", "c"),
         "add": env.outcome(c.set_experiment_tag, alpha, "note", "hello"),
@@ -176,6 +177,7 @@ def _experiment_tags(env, ids):
         "delete a missing key": env.outcome(c.delete_experiment_tag, alpha, "never-set"),
         "on a missing experiment": env.outcome(c.set_experiment_tag, "987654", "k", "v"),
     }
+    out["tags move last_update_time"] = env.attempt(lambda: c.get_experiment(alpha).last_update_time > before)
     _pause()
     out["tag another"] = env.outcome(c.set_experiment_tag, ids["other"], "late", "1")
     out["alpha"] = env.attempt(lambda: env.experiment(c.get_experiment(alpha)))
@@ -219,6 +221,9 @@ def scenario_experiments(env):
     out["tags"] = _experiment_tags(env, ids)
     out["search after changes"] = _experiment_searches(env)
     out["fluent"] = _experiments_fluent(env, ids)
+    # Last: where deleting Default succeeds, it would change every search above.
+    out["delete Default"] = env.outcome(c.delete_experiment, "0")
+    out["Default afterwards"] = env.attempt(lambda: env.experiment(c.get_experiment("0")))
     return out
 
 
@@ -594,7 +599,8 @@ def scenario_datasets(env):
     c = env.client
     trainer = _logged_fluently(env)
     exp = c.get_experiment_by_name("datasets").experiment_id
-    first, second = (env.create_run(exp, run_name=name).info.run_id for name in ("first", "second"))
+    first, second = (env.create_run(exp, run_name=name, start_time=CLIENT_T0 + k).info.run_id
+                     for k, name in enumerate(("first", "second")))
     log = env.outcome
     out = {
         "client": log(c.log_inputs, first, [DatasetInput(_eval_dataset(), [_context("eval")])]),
@@ -656,14 +662,13 @@ def _interval_properties(points, history, max_results, start, end):
     return bad
 
 
-def _bulk_interval(env, run_ids, histories, max_results, start=None, end=None, key="m"):
+def _bulk_interval(env, histories, run_ids, max_results, start=None, end=None, key="m"):
     answer = env.store.get_metric_history_bulk_interval(run_ids, key, max_results, start, end)
     by_run = {run_id: [] for run_id in run_ids}
     foreign = []
     for item in answer:
         (by_run[item.run_id] if item.run_id in by_run else foreign).append(_point(item))
-    result = {run_id: _interval_properties(points, histories[run_id] if key == "m" else [],
-                                           max_results, start, end)
+    result = {run_id: _interval_properties(points, histories.get((run_id, key), []), max_results, start, end)
               for run_id, points in by_run.items()}
     result["points of other runs"] = foreign[:5]
     return result
@@ -672,8 +677,8 @@ def _bulk_interval(env, run_ids, histories, max_results, start=None, end=None, k
 def scenario_bulk_interval(env):
     c, store = env.client, env.store
     dense, sparse, repeated = runs = _bulk_fixture(env)
-    histories = {r: sorted((_point(m) for m in c.get_metric_history(r, "m")), key=str) for r in runs}
-    histories = {r: sorted(h, key=lambda p: (p[0], p[1])) for r, h in histories.items()}
+    histories = {(r, "m"): sorted((_point(m) for m in c.get_metric_history(r, "m")), key=lambda p: p[:2])
+                 for r in runs}
     calls = {
         "all runs, 50": (list(runs), 50),
         "steps 100..300, 40": ([dense, sparse], 40, 100, 300),
@@ -684,10 +689,13 @@ def scenario_bulk_interval(env):
         "range without points": ([dense], 10, 1000, 2000),
         "unknown key": ([dense], 10, None, None, "absent"),
     }
-    out = {label: env.attempt(_bulk_interval, env, args[0], histories, *args[1:])
-           for label, args in calls.items()}
-    out["start without end"] = env.attempt(store.get_metric_history_bulk_interval, [dense], "m", 10, 5, None)
-    out["missing run"] = env.attempt(store.get_metric_history_bulk_interval, ["f" * 32], "m", 10, None, None)
+    out = {label: env.attempt(_bulk_interval, env, histories, *args) for label, args in calls.items()}
+
+    def raw(*args):
+        return env.attempt(lambda: [_point(m) for m in store.get_metric_history_bulk_interval(*args)][:5])
+
+    out["start without end"] = raw([dense], "m", 10, 5, None)
+    out["missing run"] = raw(["f" * 32], "m", 10, None, None)
     out["from steps"] = {
         f"{name} {steps}": env.attempt(lambda r=run_id, s=steps: env.history(
             store.get_metric_history_bulk_interval_from_steps(r, "m", s, 100)))
