@@ -111,30 +111,32 @@ def imported(sources, tmp_path_factory):
 
 # -- what MLflow's client shows -----------------------------------------------------------
 
-def number(value: float):
-    """A metric value as compared: NaN as "nan", MLflow SQLite's stand-in for +-inf as inf."""
+def number(value: float, sql: bool):
+    """A metric value as compared: NaN as "nan"; from MLflow's SQL store (``sql``), its
+    stand-in for +-inf as inf (steplog must give inf itself)."""
     if math.isnan(value):
         return "nan"
-    return math.copysign(math.inf, value) if abs(value) >= FLOAT64_MAX else value
+    return math.copysign(math.inf, value) if sql and abs(value) >= FLOAT64_MAX else value
 
 
 def snapshot(client: MlflowClient) -> dict:
     """Every experiment and run the client shows, with every point. An experiment's last
     update time is left out: the import is an update of the target's."""
+    sql = client.tracking_uri.startswith("sqlite:")
     experiments = client.search_experiments(view_type=ViewType.ALL)
     shown = {"experiments": {e.name: (e.experiment_id, e.lifecycle_stage, e.tags, e.artifact_location,
                                       e.creation_time) for e in experiments}, "runs": {}}
     for experiment in experiments:
         for run in client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000):
-            found = run_view(client, run)
-            assert run_view(client, client.get_run(run.info.run_id)) == found
+            found = run_view(client, run, sql)
+            assert run_view(client, client.get_run(run.info.run_id), sql) == found
             shown["runs"][run.info.run_id] = found
     return shown
 
 
-def run_view(client: MlflowClient, run) -> dict:
+def run_view(client: MlflowClient, run, sql: bool) -> dict:
     info = run.info
-    histories = {key: sorted(((m.step, m.timestamp, number(m.value)) for m in
+    histories = {key: sorted(((m.step, m.timestamp, number(m.value, sql)) for m in
                               client.get_metric_history(info.run_id, key)), key=repr)
                  for key in run.data.metrics}
     inputs = [(d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.schema,
@@ -142,7 +144,7 @@ def run_view(client: MlflowClient, run) -> dict:
     return {"info": (info.experiment_id, info.user_id, info.status, info.start_time, info.end_time,
                      info.lifecycle_stage, info.artifact_uri, info.run_name),
             "params": run.data.params, "tags": run.data.tags,
-            "metrics": {k: number(v) for k, v in run.data.metrics.items()}, "inputs": inputs, "histories": histories}
+            "metrics": {k: number(v, sql) for k, v in run.data.metrics.items()}, "inputs": inputs, "histories": histories}
 
 
 def steplog_client(path) -> MlflowClient:
