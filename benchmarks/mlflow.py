@@ -89,6 +89,7 @@ class Context:
     cache: str                    # shared by the children of one run: the migrated SQLite file
     options: Options
     _uri: str | None = None
+    histories: dict = dataclasses.field(default_factory=dict)   # points -> (experiment id, run id)
 
     @property
     def uri(self) -> str:
@@ -169,7 +170,14 @@ def write_history(ctx: Context, run_id: str, points: int) -> None:
 
 
 def history_run(ctx: Context, points: int) -> tuple[str, str]:
-    """(experiment id, run id) of a new run holding a history of ``points`` points."""
+    """(experiment id, run id) of a run holding a history of ``points`` points, made once
+    a process."""
+    if points not in ctx.histories:
+        ctx.histories[points] = new_history_run(ctx, points)
+    return ctx.histories[points]
+
+
+def new_history_run(ctx: Context, points: int) -> tuple[str, str]:
     from mlflow import MlflowClient
 
     client = MlflowClient(ctx.uri)
@@ -435,9 +443,11 @@ def rest_bulk_interval(ctx: Context, run_id: str, points: int, workers: int, ser
             server.stop()
 
 
-def _server_folder(ctx: Context) -> str:
-    folder = os.path.join(ctx.folder, f"server{time.monotonic_ns()}")
-    os.makedirs(folder)
+def _server_folder(ctx: Context):
+    from pathlib import Path
+
+    folder = Path(ctx.folder, f"server{time.monotonic_ns()}")
+    folder.mkdir()
     return folder
 
 
@@ -667,7 +677,7 @@ def table(figures: list[Figure], found: dict) -> str:
             entry = found.get(backend, {}).get(figure.name)
             if entry and (entry["note"] or len(entry["samples"]) > 1):
                 samples = ", ".join(shown(s, figure.unit) for s in entry["samples"])
-                notes.append(f"- {figure.name}, {backend}: " + "; ".join(filter(None, [entry["note"], f"samples {samples}"])))
+                notes.append(f"- {figure.name}, {backend}: " + "; ".join(filter(None, [entry["note"], samples and f"samples {samples}"])))
     return "\n".join(lines + [""] + notes)
 
 
@@ -704,7 +714,8 @@ def child_main(backend: str, folder: str, cache: str, quick: bool, names: list[s
             found.update(BY_NAME[name].function(ctx))
         except Exception as e:   # the group's other figures still count
             traceback.print_exc()
-            found[name] = skipped(f"failed: {type(e).__name__}: {str(e)[:300]}")
+            why = skipped(f"failed: {type(e).__name__}: {str(e)[:300]}")
+            found.update({f.name: why for f in FIGURES if f.function is BY_NAME[name].function})
     print("RESULT " + json.dumps({n: found[n] for n in names if n in found}), flush=True)
 
 
