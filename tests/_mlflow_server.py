@@ -1,17 +1,24 @@
 """A real ``mlflow server`` on a loopback port, its client processes, and headless Chromium.
 
-Imported by tests/test_mlflow_server.py; run as a script it is one client process
-(``python _mlflow_server.py URL EXPERIMENT_ID INDEX``): it imports mlflow, prints
+Imported by tests/test_mlflow_server.py. Run as a script it is either one client process
+(``python _mlflow_server.py URL EXPERIMENT_ID INDEX``: it imports mlflow, prints
 ``ready``, waits for a line on stdin so that all clients write at the same time, runs
-its workload and prints one JSON line with what it saw.
+its workload and prints one JSON line with what it saw), or
+(``python _mlflow_server.py prefill BACKEND_URI``) the process that writes the long
+series with a spike straight into the backend before the server starts: 200 log-batch
+round trips through the server cost ~25 s here, in-process logging a few.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import fcntl
 import json
 import os
 import re
+import select
+import shlex
 import shutil
 import signal
 import socket
@@ -47,8 +54,17 @@ SINGLE_METRICS = 20
 BASE_TIMESTAMP_MS = 1_700_000_000_000
 
 
+SPIKE_POINTS = 200_000
+SPIKE_STEP = 123_457          # not on MLflow's even sampling grid (multiples of 625 here)
+SPIKE_VALUE = 1000.0
+
+
 def loss_value(client_index: int, step: int) -> float:
     return client_index * 1e6 + step
+
+
+def spike_series_value(step: int) -> float:
+    return SPIKE_VALUE if step == SPIKE_STEP else (step * 7919 % 1000) / 1000
 
 
 def backend_uri(kind: str, directory: Path) -> str:
@@ -77,7 +93,9 @@ class Server:
     proc: subprocess.Popen
     stdout_path: Path
     stderr_path: Path
-    stopped: bool = field(default=False)
+    backend: str = ""
+    prefilled: dict = field(default_factory=dict)
+    stopped: bool = False
 
     def stderr_tail(self, chars: int = 6000) -> str:
         return self.stderr_path.read_text(errors="replace")[-chars:]
@@ -138,11 +156,37 @@ def stop_process_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=STOP_TIMEOUT)
 
 
+def quiet_env() -> dict:
+    env = {**os.environ, **QUIET_ENV}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def prefill(uri: str, directory: Path, timeout: float = 300) -> dict:
+    """Writes the spike run into the store at ``uri`` (no server yet); its ids."""
+    result = subprocess.run([sys.executable, __file__, "prefill", uri], env=quiet_env(), capture_output=True,
+                            text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=directory)
+    assert result.returncode == 0, f"prefill exited {result.returncode}:\n{result.stderr[-4000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prefill_main(uri: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("spike")
+    run_id = client.create_run(experiment_id, run_name="spike-run").info.run_id
+    client.log_batch(run_id, metrics=[Metric("loss", spike_series_value(s), BASE_TIMESTAMP_MS + s, s)
+                                      for s in range(SPIKE_POINTS)])
+    client.set_terminated(run_id)
+    print(json.dumps({"experiment_id": experiment_id, "run_id": run_id}), flush=True)
+
+
 def start_server(uri: str, directory: Path, workers: int = 2) -> Server:
     port = free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    env = {**os.environ, **QUIET_ENV}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = quiet_env()
     stdout_path, stderr_path = directory / "server.stdout", directory / "server.stderr"
     command = [str(mlflow_cli), "server", "--backend-store-uri", uri,
                "--artifacts-destination", str(directory / "artifacts"),
@@ -175,9 +219,7 @@ def wait_healthy(server: Server) -> None:
 
 
 def start_clients(url: str, experiment_id: str, count: int) -> list[subprocess.Popen]:
-    env = {**os.environ, **QUIET_ENV}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return [subprocess.Popen([sys.executable, __file__, url, experiment_id, str(index)], env=env,
+    return [subprocess.Popen([sys.executable, __file__, url, experiment_id, str(index)], env=quiet_env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
             for index in range(count)]
@@ -259,19 +301,104 @@ def chromium_binary() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def render_page(url: str, screenshot: Path, profile: Path) -> str:
-    """The DOM of ``url`` after the page's scripts ran, and a screenshot of it."""
-    command = [chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--window-size=1400,1000", "--virtual-time-budget=20000", f"--user-data-dir={profile}",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--disable-default-apps",
-               # Every name but loopback fails to resolve: the page cannot reach beyond 127.0.0.1.
-               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-               f"--screenshot={screenshot}", "--dump-dom", url]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT,
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"chromium exited {result.returncode}:\n{result.stderr[-4000:]}"
-    return result.stdout
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps",
+    # Every name but loopback fails to resolve: the page cannot reach beyond 127.0.0.1.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+class DevTools:
+    """Chromium driven over --remote-debugging-pipe (fd 3 in, fd 4 out, NUL-framed JSON).
+
+    A fixed --virtual-time-budget raced the UI's lazily loaded charts (drawn in 2 of 6
+    loads here), so the page is polled until a condition holds instead."""
+
+    def __init__(self, url: str, profile: Path):
+        to_browser_r, self.to_browser = os.pipe()
+        self.from_browser, from_browser_w = os.pipe()
+        # Above fd 4, so that "3<&N 4>&M" cannot overwrite one end with the other (bash: dash takes fds <= 9 only).
+        to_browser_r, from_browser_w = (high_fd(fd) for fd in (to_browser_r, from_browser_w))
+        command = " ".join(["exec", *map(shlex.quote, [chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                                        "--remote-debugging-pipe", url]),
+                            f"3<&{to_browser_r}", f"4>&{from_browser_w}"])
+        self.proc = subprocess.Popen(["bash", "-c", command], pass_fds=(to_browser_r, from_browser_w),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self.buffer, self.last_id, self.session = b"", 0, None
+        page = self._first_page()
+        self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+
+    def _first_page(self) -> dict:
+        for _ in range(40):
+            pages = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+            if pages:
+                return pages[0]
+            time.sleep(0.25)
+        raise AssertionError("chromium opened no page")
+
+    def call(self, method: str, timeout: float = 30, **params):
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            message["sessionId"] = self.session
+        os.write(self.to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self.last_id:
+                assert "error" not in reply, f"{method}: {reply['error']}"
+                return reply["result"]
+
+    def _read(self, deadline: float) -> dict:
+        while b"\0" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.from_browser], [], [], max(0.0, remaining))
+            chunk = os.read(self.from_browser, 1 << 20) if ready else b""
+            if not chunk:
+                self.proc.kill()
+                raise AssertionError(("chromium closed its pipe" if ready else "chromium did not answer in time")
+                                     + f":\n{self.proc.stderr.read().decode(errors='replace')[-3000:]}")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("Browser.close", timeout=10)
+        with contextlib.suppress(OSError):
+            os.close(self.to_browser)
+        with contextlib.suppress(OSError):
+            os.close(self.from_browser)
+        stop_process_group(self.proc)
+        self.proc.stderr.close()
+
+
+def high_fd(fd: int) -> int:
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
+def render_page(url: str, ready_js: str, screenshot: Path, profile: Path, timeout: float = CHROMIUM_TIMEOUT) -> str:
+    """The DOM of ``url`` once ``ready_js`` is true (or ``timeout`` passed), and a screenshot."""
+    browser = DevTools(url, profile)
+    try:
+        deadline = time.monotonic() + timeout
+        while not browser.evaluate(ready_js) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        png = browser.call("Page.captureScreenshot", format="png")["data"]
+        screenshot.write_bytes(base64.b64decode(png))
+        return browser.evaluate("document.documentElement.outerHTML")
+    finally:
+        browser.close()
 
 
 ACCESS_LINE = re.compile(r'"(GET|POST|PATCH|DELETE|PUT) (\S+) HTTP/[\d.]+" (\d{3})')
@@ -283,4 +410,7 @@ def requests_in(access_log: str) -> list[tuple[str, str, int]]:
 
 
 if __name__ == "__main__":
-    client_main(sys.argv[1:])
+    if sys.argv[1] == "prefill":
+        prefill_main(sys.argv[2])
+    else:
+        client_main(sys.argv[1:])
