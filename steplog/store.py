@@ -388,7 +388,6 @@ class Store:
             record["name"] = _args.name_arg(record["name"], "name")
             record.setdefault("id", None)
             record["id"] = record["id"] or str(txn.next_ids(b"next_experiment"))
-            record["updated"] = _time_ns()
             renamed = record["name"] != name
             if renamed and txn.get_experiment(record["name"]) is not None:
                 raise AlreadyExistsError(f"name: an experiment named {record['name']!r} exists")

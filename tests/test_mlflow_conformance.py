@@ -731,7 +731,28 @@ def test_behaves_as_sqlite(scenario, uris):
     broken = list(failures(expected, _SCENARIO_BUGS))
     assert not broken, f"the scenario fails on the reference store itself: {broken[:5]}"
     actual = play(scenario, candidate)
+    if CANDIDATE == "steplog":
+        set_aside_documented(expected, actual)
     assert_conforms(expected, actual, "sqlite", CANDIDATE)
+
+
+# Where steplog answers otherwise on purpose (docs/MLFLOW.md), each difference checked
+# exactly, then left out of the comparison.
+DOCUMENTED = {
+    # MLflow's SQLite store passes on its database's IntegrityError as BAD_REQUEST.
+    ("lifecycle", "rename onto a taken name"): ("BAD_REQUEST", "RESOURCE_ALREADY_EXISTS"),
+}
+
+
+def set_aside_documented(expected: dict, actual: dict) -> None:
+    for path, (want_expected, want_actual) in DOCUMENTED.items():
+        *parents, leaf = path
+        got_expected, got_actual = expected, actual
+        for key in parents:
+            got_expected, got_actual = got_expected.get(key, {}), got_actual.get(key, {})
+        if leaf in got_expected:
+            assert (got_expected[leaf].error_code, got_actual[leaf].error_code) == (want_expected, want_actual)
+            del got_expected[leaf], got_actual[leaf]
 
 
 def test_normalization_keeps_real_differences():

@@ -31,7 +31,7 @@ from mlflow.store.tracking.abstract_store import AbstractStore
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from mlflow.utils.name_utils import _generate_random_name
 from mlflow.utils.search_utils import SearchExperimentsUtils, SearchUtils
-from mlflow.utils.validation import (_validate_batch_log_data, _validate_batch_log_limits,
+from mlflow.utils.validation import (_validate_batch_log_data, _validate_batch_log_limits, _validate_dataset_inputs,
                                      _validate_experiment_artifact_location_length, _validate_experiment_name,
                                      _validate_experiment_tag, _validate_metric, _validate_param,
                                      _validate_param_keys_unique, _validate_run_id, _validate_tag)
@@ -83,9 +83,10 @@ class SteplogStore(AbstractStore):
     def _experiment_records(self) -> dict[str, dict]:
         return {r["id"]: r for r in self.store.experiments() if r.get("id")}
 
-    def _experiment_record(self, experiment_id) -> dict:
+    def _experiment_record(self, experiment_id, stage: str | None = None) -> dict:
+        """The record of an experiment (of that lifecycle stage, when given)."""
         found = self._experiment_records().get(str(experiment_id))
-        if found is None:
+        if found is None or (stage is not None and rec.lifecycle(found) != stage):
             raise MlflowException(f"No Experiment with id={experiment_id} exists", RESOURCE_DOES_NOT_EXIST)
         return found
 
@@ -130,28 +131,23 @@ class SteplogStore(AbstractStore):
         return None
 
     def delete_experiment(self, experiment_id):
-        if str(experiment_id) == DEFAULT_EXPERIMENT_ID:
-            raise MlflowException("Cannot delete the default experiment '0'. This is an internally reserved "
-                                  "experiment.", INVALID_PARAMETER_VALUE)
-        record = self._experiment_record(experiment_id)
-        if record.get("deleted"):
-            raise MlflowException(f"Experiment {experiment_id} is already deleted.", INVALID_PARAMETER_VALUE)
+        """Soft delete, with every run of the experiment (as MLflow's SQL store; the
+        Default experiment too)."""
+        record = self._experiment_record(experiment_id, LifecycleStage.ACTIVE)
         now = time.time_ns()
         for run in self._run_records(record["name"]):
             if not run.get("deleted"):
                 self.store.update_run(run["id"], lambda r: r.update(deleted=now))
-        self.store.update_experiment(record["name"], lambda r: r.update(deleted=now))
+        self.store.update_experiment(record["name"], lambda r: r.update(deleted=now, updated=now))
         self._runs.clear()
 
     def restore_experiment(self, experiment_id):
-        record = self._experiment_record(experiment_id)
-        if not record.get("deleted"):
-            raise MlflowException(f"Cannot restore an active experiment {experiment_id}", INVALID_PARAMETER_VALUE)
-        deleted = record["deleted"]
+        """Restore, with every run of the experiment (as MLflow's SQL store)."""
+        record = self._experiment_record(experiment_id, LifecycleStage.DELETED)
         for run in self._run_records(record["name"]):
-            if run.get("deleted") == deleted:   # the runs its deletion deleted
+            if run.get("deleted"):
                 self.store.update_run(run["id"], lambda r: r.update(deleted=None))
-        self.store.update_experiment(record["name"], lambda r: r.update(deleted=None))
+        self.store.update_experiment(record["name"], lambda r: r.update(deleted=None, updated=time.time_ns()))
 
     def rename_experiment(self, experiment_id, new_name):
         _validate_experiment_name(new_name)
@@ -159,7 +155,7 @@ class SteplogStore(AbstractStore):
         if record.get("deleted"):
             raise MlflowException("Cannot rename a non-active experiment.", INVALID_STATE)
         try:
-            self.store.update_experiment(record["name"], lambda r: r.update(name=new_name))
+            self.store.update_experiment(record["name"], lambda r: r.update(name=new_name, updated=time.time_ns()))
         except AlreadyExistsError:
             raise MlflowException(f"Experiment '{new_name}' already exists.", RESOURCE_ALREADY_EXISTS) from None
 
@@ -206,8 +202,8 @@ class SteplogStore(AbstractStore):
             raise MlflowException(f"Could not create run under experiment with ID {experiment_id} - no such "
                                   "experiment exists.", RESOURCE_DOES_NOT_EXIST)
         if experiment.get("deleted"):
-            raise MlflowException(f"Could not create run under non-active experiment with ID {experiment_id}.",
-                                  INVALID_STATE)
+            raise MlflowException(f"The experiment {experiment_id} must be in the 'active' state. Current state is "
+                                  "deleted.", INVALID_PARAMETER_VALUE)
         tags = {t.key: t.value for t in tags or []}
         for key, value in tags.items():
             _validate_tag(key, value)
@@ -326,6 +322,9 @@ class SteplogStore(AbstractStore):
         self.store.update_run(run_id, change)
 
     def log_inputs(self, run_id, datasets=None, models=None):
+        _validate_run_id(run_id)
+        if datasets:
+            _validate_dataset_inputs(datasets)
         self._active_run_record(run_id)
         if not datasets:
             return
@@ -344,14 +343,17 @@ class SteplogStore(AbstractStore):
 
     # -- metric histories ----------------------------------------------------------------
 
-    def _history(self, run_id: str, metric_key: str, start=None, stop=None):
-        """(steps, times ms, values) of a series as numpy arrays, in step order."""
-        table = self.store.read(run_id, metric_key, start=start, stop=stop, missing_ok=True)
+    def _history(self, run_id: str, metric_key: str, start=None, stop=None, **how):
+        """(steps, times ms, values) of a series as numpy arrays, in step order; empty for
+        a run the store does not hold, as in MLflow's SQL store."""
+        if len(run_id) != 32 or self.store.run_record(run_id) is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+        table = self.store.read(run_id, metric_key, start=start, stop=stop, missing_ok=True, **how)
         return (table.column("step").to_numpy(), table.column("time_ns").to_numpy() // NS_PER_MS,
                 table.column("value").to_numpy())
 
     def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
-        self._run_record(run_id)
+        _validate_run_id(run_id)
         steps, times, values = self._history(run_id, metric_key)
         offset = SearchUtils.parse_start_offset_from_page_token(page_token) if page_token else 0
         end = len(steps) if max_results is None else min(len(steps), offset + int(max_results))
@@ -375,18 +377,33 @@ class SteplogStore(AbstractStore):
         chosen = _metrics(metric_key, history_steps[keep][order], times[keep][order], values[keep][order])
         return [MetricWithRunId(m, run_id) for m in chosen]
 
+    def _count(self, run_id: str, metric_key: str, start, stop) -> int:
+        """How many points a series holds in [start, stop), from its rollups."""
+        if len(run_id) != 32 or self.store.run_record(run_id) is None:
+            return 0
+        table = self.store.read(run_id, metric_key, start=start, stop=stop, buckets=1, missing_ok=True)
+        return sum(table.column("count").to_pylist())
+
     def get_metric_history_bulk_interval(self, run_ids, metric_key, max_results, start_step, end_step):
-        """Each run's history between start_step and end_step (inclusive) as at most
-        max_results real points that hold the first, minimum, maximum and last point of
-        every one of max_results // 4 step buckets: spikes stay visible (MLflow's own
-        stores sample steps evenly and drop them). Answered from rollups."""
+        """Each run's history between start_step and end_step (inclusive): every point when
+        at most max_results are there, else at most max_results real points holding the
+        first, minimum, maximum and last point of each of max_results // 4 step buckets,
+        so that spikes stay visible (MLflow's own stores sample steps evenly and drop
+        them). Answered from rollups, in a time that does not grow with the history."""
+        if (start_step is None) != (end_step is None):
+            raise MlflowException.invalid_parameter_value("Both start_step and end_step must be provided together, "
+                                                          "or neither should be provided.")
+        max_results = max(1, int(max_results))
+        stop = None if end_step is None else int(end_step) + 1
         found = []
         for run_id in run_ids:
-            stop = None if end_step is None else int(end_step) + 1
-            table = self.store.read(run_id, metric_key, start=start_step, stop=stop, buckets=max(1, max_results // 4),
-                                    method="m4", missing_ok=True)
-            steps, times, values = (table.column("step").to_numpy(), table.column("time_ns").to_numpy() // NS_PER_MS,
-                                    table.column("value").to_numpy())
+            fits = self._count(run_id, metric_key, start_step, stop) <= max_results
+            how = {} if fits else {"buckets": max(1, max_results // 4), "method": "m4"}
+            steps, times, values = self._history(run_id, metric_key, start=start_step, stop=stop, **how)
+            if len(steps) > max_results:   # fewer than 4 asked for: the first, the last, the largest
+                largest = 0 if np.isnan(values).all() else int(np.nanargmax(values))
+                keep = sorted(list(dict.fromkeys([0, len(steps) - 1, largest]))[:max_results])
+                steps, times, values = steps[keep], times[keep], values[keep]
             found += [MetricWithRunId(m, run_id) for m in _metrics(metric_key, steps, times, values)]
         return found
 
