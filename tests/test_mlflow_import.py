@@ -5,7 +5,6 @@ entity; re-runs, the command line, and arguments that cannot work."""
 import contextlib
 import math
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -144,7 +143,8 @@ def run_view(client: MlflowClient, run, sql: bool) -> dict:
     return {"info": (info.experiment_id, info.user_id, info.status, info.start_time, info.end_time,
                      info.lifecycle_stage, info.artifact_uri, info.run_name),
             "params": run.data.params, "tags": run.data.tags,
-            "metrics": {k: number(v, sql) for k, v in run.data.metrics.items()}, "inputs": inputs, "histories": histories}
+            "metrics": {k: number(v, sql) for k, v in run.data.metrics.items()}, "inputs": inputs,
+            "histories": histories}
 
 
 def steplog_client(path) -> MlflowClient:
@@ -184,6 +184,14 @@ def test_the_scenario_holds_what_the_copy_must_keep(expected):
     assert [v for _, _, v in runs["parent"]["histories"]["edge"]][1:4] == ["nan", math.inf, -math.inf]
     assert runs["parent"]["metrics"]["repeat"] == 7.0   # step 2, timestamp tie: the larger value
     assert runs["parent"]["inputs"][0][0] == "digits"
+
+
+def test_histories_read_in_small_chunks_keep_every_point_in_order(sources, expected, tmp_path, monkeypatch):
+    """The SQLite reader fetches a history in chunks; the points of a step cut by a
+    chunk's end wait for the rest of that step (step 2 of "repeat": its latest point)."""
+    monkeypatch.setattr(importer, "HISTORY_CHUNK", 6)   # cuts between the two points of step 2
+    importer.import_mlflow(sources["sqlite"], tmp_path / "store")
+    assert snapshot(steplog_client(tmp_path / "store")) == expected["sqlite"]
 
 
 def test_a_rerun_copies_nothing_and_says_skipped(sources, expected, imported):
@@ -232,7 +240,8 @@ def test_an_experiment_created_after_the_import_gets_an_id_of_its_own(sources, t
 
 def test_a_run_an_interrupted_import_left_is_refused_and_nothing_written(sources, tmp_path, capsys):
     source = MlflowClient(sources["sqlite"])
-    [parent] = source.search_runs([source.get_experiment_by_name("train").experiment_id], "attributes.run_name = 'parent'")
+    [parent] = source.search_runs([source.get_experiment_by_name("train").experiment_id],
+                                  "attributes.run_name = 'parent'")
     path = tmp_path / "store"
     with contextlib.closing(steplog.open(path)) as store:   # what an import cut short leaves: no imported_from
         store.put_run_record({**importer.run_record(parent, "train"), "status": "running", "end_time": None})
@@ -249,7 +258,8 @@ def test_a_count_that_differs_is_an_error_naming_it(sources, tmp_path, capsys):
     path = tmp_path / "store"
     importer.import_mlflow(sources["sqlite"], path)
     source = MlflowClient(sources["sqlite"])
-    [parent] = source.search_runs([source.get_experiment_by_name("train").experiment_id], "attributes.run_name = 'parent'")
+    [parent] = source.search_runs([source.get_experiment_by_name("train").experiment_id],
+                                  "attributes.run_name = 'parent'")
     with contextlib.closing(steplog.open(path)) as store:
         store.run(parent.info.run_id, resume=False).log("repeat", 1.0, step=9)
     with pytest.raises(importer.MismatchError, match=f"run {parent.info.run_id}: metric 'repeat': 7 points in the "

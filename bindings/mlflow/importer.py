@@ -3,14 +3,16 @@
 
 The source is MLflow's SQLite store (``sqlite:///mlflow.db``) or its ./mlruns file store
 (a path, or a ``file:`` URI), read through MLflow's own client; only metric histories of
-an SQLite store are read a faster way: columns straight from MLflow's own ``metrics``
-model, without a Metric object a point. The copy writes the records the steplog
+an SQLite store are read a faster way: the columns of MLflow's own ``metrics`` table
+model, without a Metric object a point (MlflowClient.get_metric_history reads about
+10,000 points/s). The copy writes the records the steplog
 tracking store (store.py) writes itself:
 
-- experiments by name; one the target already holds is kept as it is. A new one keeps
-  its MLflow id unless the target uses that id already (then it gets the next), its
-  creation time, tags, artifact location and deleted state (deleted at its last
-  update time);
+- experiments by name; one the target already holds is kept as it is, and the runs go
+  into it (their artifact URIs then follow its artifact location: steplog derives a
+  run's from its experiment's). A new one keeps its MLflow id unless the target uses
+  that id already (then it gets the number after every id in use), its creation time,
+  tags, artifact location and deleted state (deleted at its last update time);
 - runs by MLflow run id, every view type (deleted ones stay deleted; a run of a deleted
   experiment is deleted at the time the experiment was, so that restoring the
   experiment restores it, as in MLflow); params, tags, status, times, user, dataset
@@ -53,7 +55,7 @@ from .records import NS_PER_MS, STATUS_FROM_MLFLOW
 
 FLOAT64_MAX = 1.7976931348623157e308
 PAGE = 1000                 # experiments and runs a search asks for
-HISTORY_CHUNK = 1_000_000   # points of one metric read and logged at a time
+HISTORY_CHUNK = 250_000     # points of a run read and logged at a time (SQL stores)
 MAX_LISTED = 10             # differences a failed verification names
 SQLITE_PREFIX = "sqlite:///"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -260,46 +262,79 @@ class Reader:
 
     def point_counts(self, run) -> dict[str, int]:
         """metric key -> points of one run."""
-        run_id = run.info.run_id
         if self.sql is None:
-            return {key: len(self.client.get_metric_history(run_id, key)) for key in run.data.metrics}
-        from mlflow.store.tracking.dbmodels.models import SqlMetric
-        from sqlalchemy import func
+            return {key: len(self.client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics}
+        with self.sql.engine.connect() as connection:
+            return _sql_counts(connection, run.info.run_id)
 
-        with self.sql.ManagedSessionMaker() as session:
-            rows = (session.query(SqlMetric.key, func.count()).filter(SqlMetric.run_uuid == run_id)
-                    .group_by(SqlMetric.key).all())
-        return {key: int(count) for key, count in rows}
-
-    def history(self, run_id: str, key: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(steps, timestamps ms, values) of a metric, in chunks, ordered by (step,
-        timestamp, value) with NaN after the numbers of its (step, timestamp)."""
+    def histories(self, run) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """(metric key, steps, timestamps ms, values) of every metric of a run, in chunks,
+        each metric's points ordered by (step, timestamp, value), NaN after the numbers
+        of its (step, timestamp)."""
         if self.sql is not None:
-            yield from self._sql_history(run_id, key)
+            yield from self._sql_histories(run.info.run_id)
             return
-        points = self.client.get_metric_history(run_id, key)
-        steps = np.fromiter((m.step for m in points), np.int64, len(points))
-        times = np.fromiter((m.timestamp for m in points), np.int64, len(points))
-        values = np.fromiter((m.value for m in points), np.float64, len(points))
-        order = np.lexsort((values, times, steps))
-        yield steps[order], times[order], values[order]
+        for key in run.data.metrics:
+            points = self.client.get_metric_history(run.info.run_id, key)
+            steps = np.fromiter((m.step for m in points), np.int64, len(points))
+            times = np.fromiter((m.timestamp for m in points), np.int64, len(points))
+            values = np.fromiter((m.value for m in points), np.float64, len(points))
+            order = np.lexsort((values, times, steps))
+            yield key, steps[order], times[order], values[order]
 
-    def _sql_history(self, run_id: str, key: str):
+    def _sql_histories(self, run_id: str):
+        """Read by the (run_uuid, key, step) index of MLflow's metrics table, in its
+        order: ordering by more columns makes SQLite take the primary key's index on key
+        instead and scan every run's points of that key. Rows come from the DBAPI cursor
+        as plain tuples (SQLAlchemy's Row objects cost more than the read)."""
         from mlflow.store.tracking.dbmodels.models import SqlMetric
-        from sqlalchemy import select
+        from sqlalchemy import bindparam, select
 
         query = (select(SqlMetric.step, SqlMetric.timestamp, SqlMetric.value, SqlMetric.is_nan)
-                 .where(SqlMetric.run_uuid == run_id, SqlMetric.key == key)
-                 .order_by(SqlMetric.step, SqlMetric.timestamp, SqlMetric.is_nan, SqlMetric.value)
-                 .execution_options(yield_per=HISTORY_CHUNK))
-        with self.sql.ManagedSessionMaker() as session:
-            for rows in session.execute(query).partitions():
-                steps, times, values, nans = zip(*rows)
-                values = np.array(values, np.float64)
-                values[np.array(nans, bool)] = np.nan
-                huge = np.abs(values) >= FLOAT64_MAX   # how MLflow's SQL store keeps +-inf
-                values[huge] = np.copysign(np.inf, values[huge])
-                yield np.array(steps, np.int64), np.array(times, np.int64), values
+                 .where(SqlMetric.run_uuid == run_id, SqlMetric.key == bindparam("metric_key"))
+                 .order_by(SqlMetric.step))
+        with self.sql.engine.connect() as connection:
+            for key in _sql_counts(connection, run_id):
+                cursor = connection.execute(query, {"metric_key": key}).cursor
+                for steps, times, values in _step_ordered(cursor):
+                    yield key, steps, times, values
+
+
+SQL_POINT = np.dtype([("step", np.int64), ("timestamp", np.int64), ("value", np.float64), ("is_nan", np.bool_)])
+
+
+def _sql_counts(connection, run_id: str) -> dict[str, int]:
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from sqlalchemy import func, select
+
+    query = select(SqlMetric.key, func.count()).where(SqlMetric.run_uuid == run_id).group_by(SqlMetric.key)
+    return {key: int(count) for key, count in connection.execute(query)}
+
+
+def _step_ordered(cursor) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(steps, timestamps, values) in chunks from a cursor of rows in step order, each
+    chunk ordered by (step, timestamp, value); the points of a chunk's last step wait
+    for the next chunk, which may hold more of them."""
+    held = np.empty(0, SQL_POINT)
+    while True:
+        rows = cursor.fetchmany(HISTORY_CHUNK)
+        points = np.concatenate([held, np.fromiter(rows, SQL_POINT, len(rows))]) if rows else held
+        if rows:
+            cut = int(np.searchsorted(points["step"], points["step"][-1]))
+            points, held = points[:cut], points[cut:]
+        if len(points):
+            yield _sql_ordered(points)
+        if not rows:
+            return
+
+
+def _sql_ordered(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values = points["value"].copy()
+    values[points["is_nan"]] = np.nan
+    huge = np.abs(values) >= FLOAT64_MAX   # how MLflow's SQL store keeps +-inf
+    values[huge] = np.copysign(np.inf, values[huge])
+    order = np.lexsort((values, points["timestamp"], points["step"]))
+    return points["step"][order], points["timestamp"][order], values[order]
 
 
 # -- writing the target -------------------------------------------------------------------
@@ -398,12 +433,10 @@ def _copy_run(store, reader: Reader, run, experiment_name: str, experiment_delet
     run_id = record["id"]
     store.put_run_record({**record, "status": "running", "end_time": None})
     handle = store.run(run_id, resume=False)
-    counts = {}
-    for key in run.data.metrics:
-        counts[key] = 0
-        for steps, times, values in reader.history(run_id, key):
-            handle.log_batch(key, steps, values, times * NS_PER_MS)
-            counts[key] += len(steps)
+    counts: dict[str, int] = {}
+    for key, steps, times, values in reader.histories(run):
+        handle.log_batch(key, steps, values, times * NS_PER_MS)
+        counts[key] = counts.get(key, 0) + len(steps)
     store.flush()
     store.put_run_record({**record, "imported_from": source_uri})
     return counts
@@ -439,12 +472,11 @@ def _verify(store, reader: Reader, experiments: list, runs: dict, names: dict, c
     held = {r["name"]: r for r in store.experiments()}
     differences = [f"experiment {e.name!r} (MLflow id {e.experiment_id}) is not in the target"
                    for e in experiments if e.name not in held]
-    for experiment in experiments:
-        for run in runs[experiment.experiment_id]:
-            differences += _run_differences(store, reader, run, names[experiment.experiment_id],
-                                            copied.get(run.info.run_id))
-            if len(differences) > MAX_LISTED:
-                break
+    every_run = ((run, names[e.experiment_id]) for e in experiments for run in runs[e.experiment_id])
+    for run, experiment_name in every_run:
+        if len(differences) > MAX_LISTED:
+            break
+        differences += _run_differences(store, reader, run, experiment_name, copied.get(run.info.run_id))
     if differences:
         shown = "; ".join(differences[:MAX_LISTED])
         more = " (and more)" if len(differences) > MAX_LISTED else ""
