@@ -119,12 +119,11 @@ def number(value: float, sql: bool):
 
 
 def snapshot(client: MlflowClient) -> dict:
-    """Every experiment and run the client shows, with every point. An experiment's last
-    update time is left out: the import is an update of the target's."""
+    """Every experiment and run the client shows, with every point."""
     sql = client.tracking_uri.startswith("sqlite:")
     experiments = client.search_experiments(view_type=ViewType.ALL)
     shown = {"experiments": {e.name: (e.experiment_id, e.lifecycle_stage, e.tags, e.artifact_location,
-                                      e.creation_time) for e in experiments}, "runs": {}}
+                                      e.creation_time, e.last_update_time) for e in experiments}, "runs": {}}
     for experiment in experiments:
         for run in client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000):
             found = run_view(client, run, sql)

@@ -11,12 +11,12 @@ tracking store (store.py) writes itself:
 - experiments by name; one the target already holds is kept as it is, and the runs go
   into it (their artifact URIs then follow its artifact location: steplog derives a
   run's from its experiment's). A new one keeps its MLflow id unless the target uses
-  that id already (then it gets the number after every id in use), its creation time,
-  tags, artifact location and deleted state (deleted at its last update time);
-- runs by MLflow run id, every view type (deleted ones stay deleted; a run of a deleted
-  experiment is deleted at the time the experiment was, so that restoring the
-  experiment restores it, as in MLflow); params, tags, status, times, user, dataset
-  inputs; every point of every metric, NaN and infinities as they are. MLflow's SQL
+  that id already (then it gets the number after every id in use), its creation and
+  last update times, tags, artifact location and deleted state (deleted at its last
+  update time);
+- runs by MLflow run id, every view type (deleted ones stay deleted: at the time their
+  deleted experiment was, else at their end time, as MLflow's client does not show
+  when); params, tags, status, times, user, dataset inputs; every point of every metric, NaN and infinities as they are. MLflow's SQL
   store keeps +-inf as +-1.7976931348623157e308 (the largest float64): values of that
   size read from an SQLite source become +-inf again;
 - points of a step are written in MLflow's (timestamp, value) order, so that the
@@ -386,6 +386,8 @@ def _experiment_change(experiment):
     def change(record):
         if experiment.creation_time is not None:
             record["created"] = int(experiment.creation_time) * NS_PER_MS
+        if experiment.last_update_time is not None:
+            record["updated"] = int(experiment.last_update_time) * NS_PER_MS
         if experiment.lifecycle_stage == LifecycleStage.DELETED:
             record["deleted"] = _deleted_ns(experiment)
 
@@ -451,8 +453,8 @@ def run_record(run, experiment_name: str, experiment_deleted: int | None = None)
               "tags": {k: rec.text(v) for k, v in run.data.tags.items()}, "user": info.user_id or "", "kind": None,
               "resources": {}, "environment": None}
     if info.lifecycle_stage == LifecycleStage.DELETED:
-        # MLflow's client does not show when a run was deleted; restoring a deleted
-        # experiment restores the runs deleted with it, which steplog knows by the time
+        # MLflow's client does not show when a run was deleted; one of a deleted
+        # experiment most likely went with it
         record["deleted"] = experiment_deleted or record["end_time"] or time.time_ns()
     inputs = [rec.dataset_record(d) for d in (run.inputs.dataset_inputs if run.inputs else [])]
     if inputs:
