@@ -9,3 +9,9 @@ def build(store_uri=None, artifact_uri=None):
     from steplog.bindings.mlflow.store import SteplogStore
 
     return SteplogStore(store_uri=store_uri, artifact_uri=artifact_uri)
+
+
+def build_registry(store_uri=None, tracking_uri=None):
+    from steplog.bindings.mlflow.registry import SteplogRegistryStore
+
+    return SteplogRegistryStore(store_uri=store_uri, tracking_uri=tracking_uri)

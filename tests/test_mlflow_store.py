@@ -180,3 +180,14 @@ def test_what_is_not_kept_searches_empty_and_refuses_writes(tmp_path):
     assert caught.value.error_code == "NOT_IMPLEMENTED"
     with pytest.raises(MlflowException, match="start_trace"):
         store.start_trace(None)
+
+
+def test_the_registry_of_the_scheme_searches_empty_and_says_where_a_registry_lives(tmp_path):
+    c = client(tmp_path / "s")
+    assert c.search_registered_models() == [] and c.search_model_versions("run_id='x'") == []
+    with pytest.raises(MlflowException, match="--registry-store-uri") as caught:
+        c.create_registered_model("model")
+    assert caught.value.error_code == "NOT_IMPLEMENTED"
+    with pytest.raises(MlflowException) as caught:
+        c.get_registered_model("model")
+    assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
