@@ -33,11 +33,14 @@ if __name__ == "mlflow":   # imported by mistake in the package's place: hand ov
     sys.modules[__name__] = importlib.import_module("mlflow")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
+import faulthandler  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -61,6 +64,7 @@ POPULATE_SECONDS = 180            # SQLite's populate stops here and says how ma
 OPTIMIZERS = ("adam", "sgd", "adamw", "lion")
 BASE_MS = 1_700_000_000_000
 NS_PER_MS = 1_000_000
+CALL_LIMIT_S = 300               # one read longer than this fails its figure
 LONG_DISK_BYTES = 3 * 10**9       # free space the 100 M-point history must find under the temp folder
 
 
@@ -356,12 +360,30 @@ def metric_objects_1m(ctx: Context) -> dict:
     return {"metric_objects_1m": result(samples)}
 
 
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """TimeoutError in this thread after ``seconds``, with every thread's stack on stderr."""
+    def expire(signum, frame):
+        faulthandler.dump_traceback(all_threads=True)
+        raise TimeoutError(f"over {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def time_bulk_interval(store, run_id: str, points: int, repeats: int) -> tuple[list[float], int]:
+    """Seconds of each call; one over CALL_LIMIT_S fails the figure."""
     samples = []
     for _ in range(repeats):
         began = time.perf_counter()
-        found = store.get_metric_history_bulk_interval(run_ids=[run_id], metric_key="loss", max_results=CHART_POINTS,
-                                                       start_step=None, end_step=None)
+        with time_limit(CALL_LIMIT_S):
+            found = store.get_metric_history_bulk_interval(run_ids=[run_id], metric_key="loss",
+                                                           max_results=CHART_POINTS, start_step=None, end_step=None)
         samples.append(time.perf_counter() - began)
         assert 0 < len(found) <= CHART_POINTS and found[-1].step == points - 1, (len(found), found[-1])
     return samples, len(found)
@@ -399,12 +421,14 @@ def bulk_interval_100m(ctx: Context) -> dict:
     experiment, run_id = history_run(ctx, LONG_POINTS)
     written = time.perf_counter() - began
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ctx.folder) for f in fs)
-    samples, returned = time_bulk_interval(store_of(ctx.uri), run_id, LONG_POINTS, 10)
-    note = f"{returned} points returned; history written in {written:.0f} s, {size / 1e9:.2f} GB"
-    found = {"bulk_interval_100m": result(samples, note, first=samples[0])}
-    found[rest] = rest_bulk_interval(ctx, run_id, LONG_POINTS, workers=1)
-    shutil.rmtree(os.path.join(ctx.folder, "s"), ignore_errors=True)
-    return found
+    try:
+        samples, returned = time_bulk_interval(store_of(ctx.uri), run_id, LONG_POINTS, 10)
+        note = f"{returned} points returned; history written in {written:.0f} s, {size / 1e9:.2f} GB"
+        found = {"bulk_interval_100m": result(samples, note, first=samples[0])}
+        found[rest] = rest_bulk_interval(ctx, run_id, LONG_POINTS, workers=1)
+        return found
+    finally:
+        shutil.rmtree(os.path.join(ctx.folder, "s"), ignore_errors=True)
 
 
 # -- through mlflow server -----------------------------------------------------------------
@@ -432,7 +456,7 @@ def rest_bulk_interval(ctx: Context, run_id: str, points: int, workers: int, ser
             began = time.perf_counter()
             response = requests.get(f"{server.url}/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
                                     params={"run_ids": run_id, "metric_key": "loss", "max_results": CHART_POINTS},
-                                    headers={"Connection": "close"}, timeout=600)
+                                    headers={"Connection": "close"}, timeout=CALL_LIMIT_S)
             samples.append(time.perf_counter() - began)
             assert response.status_code == 200, response.text[:2000]
             metrics = response.json()["metrics"]
@@ -467,8 +491,8 @@ def server_log_batch(ctx: Context) -> dict:
     server = helpers.start_server(ctx.uri, _server_folder(ctx), workers=SERVER_WORKERS)
     try:
         experiment = MlflowClient(server.url).create_experiment("server")
-        reports = drive_clients(server.url, experiment, ctx.options.server_seconds)
-        found = {"server_log_batch": server_rate(reports)}
+        reports, server_cpu = drive_clients(server, experiment, ctx.options.server_seconds)
+        found = {"server_log_batch": server_rate(reports, server_cpu)}
         found["server_bulk_interval_1m"] = (rest_bulk_interval(ctx, history, HISTORY_POINTS, SERVER_WORKERS, server)
                                             if with_history else skipped("skipped with --quick"))
         return found
@@ -476,12 +500,14 @@ def server_log_batch(ctx: Context) -> dict:
         server.stop()
 
 
-def server_rate(reports: list[dict]) -> dict:
+def server_rate(reports: list[dict], server_cpu: float) -> dict:
     points = sum(r["points"] for r in reports)
     seconds = max(r["end"] for r in reports) - min(r["start"] for r in reports)
     errors = sum(r["errors"] for r in reports)
     lost = sum(1 for r in reports if r["latest_step"] != r["last_step"])
-    note = f"{points:,} points in {seconds:.1f} s, {SERVER_CLIENTS} clients, {SERVER_WORKERS} workers"
+    client_cpu = sum(r["cpu"] for r in reports)
+    note = (f"{points:,} points in {seconds:.1f} s, {SERVER_CLIENTS} clients, {SERVER_WORKERS} workers; CPU s "
+            f"per 1,000 points: server {server_cpu / points * 1e3:.3f}, clients {client_cpu / points * 1e3:.3f}")
     if errors:
         note += f"; {errors} failed requests, first: {next(r['error'] for r in reports if r['error'])[:200]}"
     if lost:
@@ -489,8 +515,10 @@ def server_rate(reports: list[dict]) -> dict:
     return result([points / seconds], note)
 
 
-def drive_clients(url: str, experiment: str, seconds: float) -> list[dict]:
+def drive_clients(server, experiment: str, seconds: float) -> tuple[list[dict], float]:
+    """The clients' reports, and the CPU seconds the server's processes spent meanwhile."""
     helpers = server_module()
+    url = server.url
     env = {**os.environ, **helpers.QUIET_ENV}
     env.pop("MLFLOW_TRACKING_URI", None)
     clients = [subprocess.Popen([sys.executable, __file__, "--server-client", url, experiment, str(seconds)],
@@ -500,6 +528,7 @@ def drive_clients(url: str, experiment: str, seconds: float) -> list[dict]:
         for client in clients:
             line = client.stdout.readline().strip()
             assert line == "ready", f"client died before starting: {line}\n{client.stderr.read()[-4000:]}"
+        ticks = server_ticks(server)
         for client in clients:
             client.stdin.write("go\n")
             client.stdin.flush()
@@ -508,12 +537,21 @@ def drive_clients(url: str, experiment: str, seconds: float) -> list[dict]:
             out, err = client.communicate(timeout=seconds + 300)
             assert client.returncode == 0, f"client exited {client.returncode}:\n{err[-4000:]}"
             reports.append(json.loads(out.strip().splitlines()[-1]))
-        return reports
+        return reports, (server_ticks(server) - ticks) / os.sysconf("SC_CLK_TCK")
     finally:
         for client in clients:
             if client.poll() is None:
                 client.kill()
                 client.communicate()
+
+
+def server_ticks(server) -> int:
+    helpers = server_module()
+    total = 0
+    for pid, _ in helpers.group_processes(server.proc.pid):
+        with contextlib.suppress(OSError):
+            total += helpers.cpu_ticks(pid)
+    return total
 
 
 def server_client(url: str, experiment: str, seconds: float) -> None:
@@ -528,7 +566,7 @@ def server_client(url: str, experiment: str, seconds: float) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     points, errors, error, last_step = 0, 0, "", BATCH - 1
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         first = last_step + 1 + errors * BATCH   # a failed batch's steps are not used again
@@ -538,10 +576,10 @@ def server_client(url: str, experiment: str, seconds: float) -> None:
         except Exception as e:   # a failed request is counted, the load goes on
             errors += 1
             error = error or f"{type(e).__name__}: {e}"
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu
     latest = server_module().latest_metrics(url, run_id)["loss"]["step"]
     print(json.dumps({"points": points, "start": start, "end": end, "errors": errors, "error": error,
-                      "latest_step": int(latest), "last_step": last_step}), flush=True)
+                      "latest_step": int(latest), "last_step": last_step, "cpu": cpu}), flush=True)
 
 
 # -- search --------------------------------------------------------------------------------
