@@ -16,9 +16,10 @@ tracking store (store.py) writes itself:
   update time);
 - runs by MLflow run id, every view type (deleted ones stay deleted: at the time their
   deleted experiment was, else at their end time, as MLflow's client does not show
-  when); params, tags, status, times, user, dataset inputs; every point of every metric, NaN and infinities as they are. MLflow's SQL
-  store keeps +-inf as +-1.7976931348623157e308 (the largest float64): values of that
-  size read from an SQLite source become +-inf again;
+  when); params, tags, status, times, user, dataset inputs; every point of every
+  metric, NaN and infinities as they are. MLflow's SQL store keeps +-inf as
+  +-1.7976931348623157e308 (the largest float64): values of that size read from an
+  SQLite source become +-inf again;
 - points of a step are written in MLflow's (timestamp, value) order, so that the
   latest metric (highest step, ties the last written) is the one MLflow reports.
 
@@ -349,9 +350,13 @@ def _refuse_incomplete(path: str, runs: list) -> None:
         named = ", ".join(f"{r.info.run_id} ({r.info.run_name!r})" for r in left[:MAX_LISTED])
         more = f" and {len(left) - MAX_LISTED:,} more" if len(left) > MAX_LISTED else ""
         raise IncompleteRunError(
-            f"{path} holds {len(left):,} runs of this MLflow store that an earlier import did not finish (their "
-            f"points may be partly copied): {named}{more}. steplog cannot remove a single run; import into a new "
-            "store instead. Nothing was written.")
+            f"{path} holds {counted(len(left), 'run')} of this MLflow store that an earlier import did not finish "
+            f"(their points may be partly copied): {named}{more}. steplog cannot remove a single run; import into a "
+            "new store instead. Nothing was written.")
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _import_experiments(store, experiments: list, summary: Summary) -> dict[str, str]:

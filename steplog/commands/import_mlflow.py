@@ -43,16 +43,20 @@ def run(args) -> int:
         with progress_bar("importing runs", args.quiet) as progress:
             done = importer.import_mlflow(args.source, args.path, progress=progress)
     except InvalidArgumentError as exc:
-        if exc.argument not in ("source", "target"):
+        option = {"source": "--from", "target": "--to"}.get(exc.argument)
+        if option is None:
             raise
-        return _error(str(exc).replace("source: ", "--from: ", 1).replace("target: ", "--to: ", 1), USAGE_ERROR)
+        return _error(f"{option}: {str(exc).removeprefix(exc.argument + ': ')}", USAGE_ERROR)
     except MlflowException as exc:
         return _error(f"MLflow: {exc.message}", 1)
-    print(f"imported {done.experiments:,} experiments ({done.experiments_existing:,} there already), {done.runs:,} "
-          f"runs ({done.runs_skipped:,} skipped: imported before), {done.params:,} params, {done.tags:,} tags, "
-          f"{done.series:,} metrics, {done.points:,} points from {done.source} into {done.target}")
-    print(f"verified: every count matches the source ({done.experiments + done.experiments_existing:,} experiments, "
-          f"{done.runs + done.runs_skipped:,} runs); {duration(done.seconds)}, {done.points_per_second:,.0f} points/s")
+    c = importer.counted
+    print(f"imported {c(done.experiments, 'experiment')} ({done.experiments_existing:,} there already), "
+          f"{c(done.runs, 'run')} ({done.runs_skipped:,} skipped: imported before), {c(done.params, 'param')}, "
+          f"{c(done.tags, 'tag')}, {c(done.series, 'metric')}, {c(done.points, 'point')} from {done.source} "
+          f"into {done.target}")
+    experiments, runs = done.experiments + done.experiments_existing, done.runs + done.runs_skipped
+    print(f"verified: every count matches the source ({c(experiments, 'experiment')}, {c(runs, 'run')}); "
+          f"{duration(done.seconds)}, {done.points_per_second:,.0f} points/s")
     return 0
 
 
