@@ -13,20 +13,27 @@ that NaN shows. Where those are five different points the first gives way (the l
 stays: the latest value of a live run), so a read returns at most 4 * B points, sorted
 by step, ties in write order, each once.
 
-Rollups keep each group's min and max but not where they lie. Each bucket is covered
-by whole rollup groups, as coarse as fit (downsample.decompose), and by pieces of the
-level-0 groups that its edges cut. The whole group holding the bucket's min (lowest
-min, lowest steps on ties) is followed down, level by level, to the level-0 group
-holding it, and so are those of its max, its first NaN and its first and last points.
-Only the blocks over those level-0 groups and over the cut ones are decoded, about
-3 * B blocks at any length. Where buckets are narrower than two level-0 groups, or the
-series keeps no rollups (fewer than index.ROLLUP_MIN_POINTS points), the range is
-decoded whole; so are the points this store logged and has not flushed (they are few).
+Rollups keep each group's min and max but not where they lie, and no times, so the
+chosen points come from decoded blocks, as few as can be:
 
-Each chosen point is the least of an order over all the points of its bucket, so any
-subset of the points that holds them gives the same choice: the decoded blocks are
-scanned whole, in write order, by one pass (``_fold``, a numba kernel, or its numpy
-twin for small work while engine.twins says so), with no sort.
+1. Zones: the group each bucket edge cuts is decoded whole: its level-1 group where one
+   block holds that (about 8192 points; the block holds the level-0 group anyway),
+   else its level-0 group. The zones give each bucket's points next to its edges.
+2. The rest of each bucket is whole rollup groups, as coarse as fit
+   (downsample.decompose). Where the zones do not already beat them, the group holding
+   the bucket's min (lowest min, lowest steps on ties), its max, its first NaN, and its
+   first and last points are followed down the levels, one round a level for all
+   buckets, to a level-1 group in one block or a level-0 group, whose blocks are decoded.
+
+That decodes about one block an edge and a few a bucket, at any length. Where buckets
+are narrower than two level-0 groups, or the series keeps no rollups (fewer than
+index.ROLLUP_MIN_POINTS points), the range is decoded whole; so are the points this
+store logged and has not flushed (they are few).
+
+Each chosen point is the least of an order over the points of its bucket, so any set of
+points that holds them gives the same choice: the decoded blocks are scanned, in write
+order, where their steps lie in the zones and groups above (``fold``: a numba kernel, or
+its numpy twin for small work while engine.twins says so), with no sort.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ import numpy as np
 from ..engine import twins
 from ..engine.errors import CorruptionError
 from ..engine.rollup import LEVEL_BITS, LEVELS, PAGE_GROUPS, level_shift
-from . import downsample
 from .read import Points
 from .reader import SeriesReader
 
@@ -60,12 +66,11 @@ def m4_points(reader: SeriesReader, start: int | None, stop: int | None, buckets
     top = None if hi > INT64_MAX else hi   # a step range may end at 2**63, past int64
     base = reader.entry.rollup_shift if reader.entry is not None else None
     if base is not None and hi - lo >= (len(edges) - 1) << (base + 1):
-        regions = _regions(reader, edges)
-        stored = reader.stored_points_near(regions, lo, top)
+        parts, spans = _from_rollups(reader, edges)
     else:
-        regions, stored = [(lo, hi)], reader.stored_points(lo, top)
-    recent = reader.recent_points(lo, top)
-    return pick(lo, edges, [stored, *recent], [regions] + [[(lo, hi)]] * len(recent))
+        parts, spans = [reader.stored_points(lo, top)], [_spans([(lo, hi)])]
+    recent = reader.recent_points(lo, top)   # written after every stored point
+    return pick(edges, parts + recent, spans + [_spans([(lo, hi)])] * len(recent))
 
 
 def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
@@ -78,35 +83,38 @@ def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
 # -- choosing the points ---------------------------------------------------------------
 
 
-def pick(lo: int, edges: list[int], parts: list[Points], regions: list[list[tuple[int, int]]]) -> Points:
-    """The M4 points in the buckets ``edges`` of ``parts`` (in write order), of whose
-    points those in ``regions[k]`` ([lo, hi) step ranges, sorted, disjoint, within the
-    edges) count for part k: they must include every bucket's chosen points."""
-    offsets = np.array([e - lo for e in edges[:-1]], np.uint64)   # each below 2**64
-    windows = [(np.array([a for a, _ in r], np.int64), np.array([b - 1 for _, b in r], np.int64)) for r in regions]
+def pick(edges: list[int], parts: list[Points], spans: list[tuple]) -> Points:
+    """The M4 points in the buckets ``edges`` of ``parts`` (in write order), where a
+    point of part k counts if its step lies in one of ``spans[k]`` (``_spans``): the
+    points that count must include every bucket's chosen ones."""
     small = twins.use_numpy(CALL_WORDS + POINT_WORDS * sum(len(p) for p in parts))
-    return _gather(parts, _within_four(fold(parts, windows, lo, offsets, numpy=small)))
+    roles = fold(parts, spans, np.array(edges[:-1], np.int64), numpy=small)[0]
+    return _gather(parts, _within_four(roles))
 
 
-def fold(parts: list[Points], windows: list[tuple], lo: int, offsets: np.ndarray, numpy: bool = False) -> np.ndarray:
-    """The role table of the buckets starting ``offsets`` (uint64, ascending, the first
-    0) after lo: for each role (FIRST, MIN, MAX, LAST, NAN) and bucket, the write-order
-    position in ``parts`` of the point holding it, -1 for none. Only the points of part
-    k with a step in one of its windows count: ``windows[k]`` = (firsts, lasts), int64,
-    inclusive, sorted, disjoint, at or after lo. numpy=True: the numpy twin, the same table."""
-    roles = np.full((ROLES, len(offsets)), -1, np.int64)
+def _spans(ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) step ranges (sorted, disjoint) as int64 (firsts, lasts), inclusive (hi may be 2**63)."""
+    return np.array([a for a, _ in ranges], np.int64), np.array([b - 1 for _, b in ranges], np.int64)
+
+
+def fold(parts: list[Points], spans: list[tuple], starts: np.ndarray, numpy: bool = False) -> tuple:
+    """The role table of the buckets starting at steps ``starts`` (ascending): for each
+    role (FIRST, MIN, MAX, LAST, NAN) and bucket, the write-order position in ``parts``
+    of the point holding it (-1 for none), and its step and value, three (5, B) arrays.
+    Only the points of part k with a step in one of spans[k] (firsts, lasts: inclusive,
+    sorted, disjoint, at or after starts[0]) count. numpy=True: the numpy twin."""
+    roles = np.full((ROLES, len(starts)), -1, np.int64)
+    steps, values = np.zeros((ROLES, len(starts)), np.int64), np.full((ROLES, len(starts)), np.nan)
     if numpy:
-        _fold_numpy(parts, windows, lo, offsets, roles)
-        return roles
-    steps = np.empty((ROLES, len(offsets)), np.int64)
-    values = np.empty((ROLES, len(offsets)), np.float64)
+        _fold_numpy(parts, spans, starts, roles)
+        _role_points(parts, roles, steps, values)
+        return roles, steps, values
     kernel, base = _kernel(), 0
-    for part, (firsts, lasts) in zip(parts, windows):
-        if len(firsts):
-            kernel(part.steps, part.steps.view(np.uint64), part.values, np.int64(base), firsts, lasts,
-                   np.uint64(lo % (1 << 64)), offsets, roles, steps, values)
+    for part, (firsts, lasts) in zip(parts, spans):
+        if len(firsts) and len(part):
+            kernel(part.steps, part.values, np.int64(base), firsts, lasts, starts, roles, steps, values)
         base += len(part)
-    return roles
+    return roles, steps, values
 
 
 def _within_four(roles: np.ndarray) -> np.ndarray:
@@ -120,44 +128,60 @@ def _within_four(roles: np.ndarray) -> np.ndarray:
     return np.unique(roles[roles >= 0])
 
 
-def _gather(parts: list[Points], positions: np.ndarray) -> Points:
-    """The points at write-order ``positions`` of parts, sorted by step, ties in write order."""
+def _locate(parts: list[Points], positions: np.ndarray):
+    """(part, index in it) of write-order ``positions`` over parts, grouped by part."""
     ends = np.cumsum([len(p) for p in parts])
     which = np.searchsorted(ends, positions, side="right")
-    steps, times, values = [], [], []
-    for k, part in enumerate(parts):
-        local = positions[which == k] - (ends[k] - len(part))
+    for k in np.unique(which).tolist():
+        at = np.flatnonzero(which == k)
+        yield parts[k], at, positions[at] - (ends[k] - len(parts[k]))
+
+
+def _gather(parts: list[Points], positions: np.ndarray) -> Points:
+    """The points at write-order ``positions`` of parts, sorted by step, ties in write order."""
+    steps, times, values = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]
+    for part, _, local in _locate(parts, positions):   # ascending positions: write order
         steps.append(part.steps[local]), times.append(part.times[local]), values.append(part.values[local])
     steps, times, values = np.concatenate(steps), np.concatenate(times), np.concatenate(values)
-    order = np.argsort(steps, kind="stable")   # positions ascend: ties stay in write order
+    order = np.argsort(steps, kind="stable")
     return Points(steps[order], times[order], values[order])
 
 
-def _fold_numpy(parts: list[Points], windows: list[tuple], lo: int, offsets: np.ndarray, roles: np.ndarray) -> None:
+def _role_points(parts: list[Points], roles: np.ndarray, steps: np.ndarray, values: np.ndarray) -> None:
+    """Fill the step and value tables of a role table from the points it names."""
+    rows, cols = np.nonzero(roles >= 0)
+    for part, at, local in _locate(parts, roles[rows, cols]):
+        steps[rows[at], cols[at]], values[rows[at], cols[at]] = part.steps[local], part.values[local]
+
+
+def _fold_numpy(parts: list[Points], spans: list[tuple], starts: np.ndarray, roles: np.ndarray) -> None:
     """``fold`` in numpy: the points that count, stably sorted by step, then each bucket's run."""
     steps = np.concatenate([np.empty(0, np.int64)] + [p.steps for p in parts])
     values = np.concatenate([np.empty(0)] + [p.values for p in parts])
-    counts = np.concatenate([np.zeros(0, bool)] + [_in_windows(p.steps, *w) for p, w in zip(parts, windows)])
+    counts = np.concatenate([np.zeros(0, bool)] + [in_spans(p.steps, *w) for p, w in zip(parts, spans)])
     inside = np.flatnonzero(counts)
     order = inside[np.argsort(steps[inside], kind="stable")]
     if not len(order):
         return
-    keys = np.searchsorted(offsets, steps[order].view(np.uint64) - np.uint64(lo % (1 << 64)), side="right") - 1
-    held, starts = np.unique(keys, return_index=True)
-    roles[FIRST, held] = order[starts]
-    roles[LAST, held] = order[np.r_[starts[1:], len(order)] - 1]
+    keys = np.searchsorted(starts, steps[order], side="right") - 1
+    held, first = np.unique(keys, return_index=True)
+    roles[FIRST, held] = order[first]
+    roles[LAST, held] = order[np.r_[first[1:], len(order)] - 1]
     sorted_values = values[order]
     number = ~np.isnan(sorted_values)
     for role, fill, reduce in ((MIN, np.inf, np.minimum), (MAX, -np.inf, np.maximum)):
         filled = np.where(number, sorted_values, fill)
-        extreme = reduce.reduceat(filled, starts)
+        extreme = reduce.reduceat(filled, first)
         _first_where(roles[role], keys, order, number & (filled == extreme[np.searchsorted(held, keys)]))
     _first_where(roles[NAN], keys, order, ~number)
 
 
-def _in_windows(steps: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
-    window = np.searchsorted(firsts, steps, side="right") - 1
-    return (window >= 0) & (steps <= lasts[np.maximum(window, 0)]) if len(firsts) else np.zeros(len(steps), bool)
+def in_spans(steps: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
+    """Whether each step lies in one of the spans [firsts[i], lasts[i]] (sorted, disjoint)."""
+    if not len(firsts):
+        return np.zeros(len(steps), bool)
+    at = np.searchsorted(firsts, steps, side="right") - 1
+    return (at >= 0) & (steps <= lasts[np.maximum(at, 0)])
 
 
 def _first_where(row: np.ndarray, keys: np.ndarray, order: np.ndarray, hit: np.ndarray) -> None:
@@ -166,54 +190,69 @@ def _first_where(row: np.ndarray, keys: np.ndarray, order: np.ndarray, hit: np.n
     row[held] = order[at[first]]
 
 
-def _fold_python(steps, usteps, values, base, firsts, lasts, ulo, offsets, roles, role_steps, role_values):
+def _fold_python(steps, values, base, firsts, lasts, starts, roles, role_steps, role_values):
     """Fold the points of one part (in write order, numbered from ``base``) whose step
-    lies in a window [firsts[w], lasts[w]] into the role table of the buckets starting
-    at ``offsets`` after lo (``fold``), keeping for each role the position, step and
-    value of the point that wins it so far. The numba kernel is made of this function."""
-    count, windows = offsets.shape[0], firsts.shape[0]
-    j, w = 0, 0
-    for i in range(steps.shape[0]):
+    lies in a span [firsts[w], lasts[w]] into the role table of the buckets starting at
+    ``starts`` (``fold``). A run of points in one span and one bucket (steps mostly
+    ascend) is folded with the bucket's winners held in locals. The numba kernel is
+    made of this function (``_kernel``)."""
+    n, count, spans = steps.shape[0], starts.shape[0], firsts.shape[0]
+    i = 0
+    while i < n:
         s = steps[i]
-        if s < firsts[w] or s > lasts[w]:
-            if w + 1 < windows and s > lasts[w] and s < firsts[w + 1]:
-                continue   # between this window and the next: steps mostly ascend
-            if s < firsts[0]:
-                continue
-            a, b = 0, windows - 1   # the last window starting at or before s
-            while a < b:
-                m = (a + b + 1) // 2
-                if firsts[m] <= s:
-                    a = m
-                else:
-                    b = m - 1
-            w = a
-            if s > lasts[w]:
-                continue
-        off = usteps[i] - ulo
-        if off < offsets[j] or (j + 1 < count and off >= offsets[j + 1]):
-            a, b = 0, count - 1   # the last bucket starting at or before off
-            while a < b:
-                m = (a + b + 1) // 2
-                if offsets[m] <= off:
-                    a = m
-                else:
-                    b = m - 1
-            j = a
-        p = base + i
-        v = values[i]
-        if roles[0, j] < 0 or s < role_steps[0, j]:
-            roles[0, j], role_steps[0, j], role_values[0, j] = p, s, v
-        if roles[3, j] < 0 or s >= role_steps[3, j]:
-            roles[3, j], role_steps[3, j], role_values[3, j] = p, s, v
-        if np.isnan(v):
-            if roles[4, j] < 0 or s < role_steps[4, j]:
-                roles[4, j], role_steps[4, j], role_values[4, j] = p, s, v
+        a, b = 0, spans   # w: the last span starting at or before s
+        while a < b:
+            m = (a + b) // 2
+            if firsts[m] <= s:
+                a = m + 1
+            else:
+                b = m
+        w = a - 1
+        if w < 0 or s > lasts[w]:   # in the gap before span w + 1: skip the run of points there
+            i += 1
+            while i < n and (w < 0 or steps[i] > lasts[w]) and (w + 1 == spans or steps[i] < firsts[w + 1]):
+                i += 1
             continue
-        if roles[1, j] < 0 or v < role_values[1, j] or (v == role_values[1, j] and s < role_steps[1, j]):
-            roles[1, j], role_steps[1, j], role_values[1, j] = p, s, v
-        if roles[2, j] < 0 or v > role_values[2, j] or (v == role_values[2, j] and s < role_steps[2, j]):
-            roles[2, j], role_steps[2, j], role_values[2, j] = p, s, v
+        a, b = 0, count   # j: the last bucket starting at or before s (starts[0] <= firsts[0])
+        while a < b:
+            m = (a + b) // 2
+            if starts[m] <= s:
+                a = m + 1
+            else:
+                b = m
+        j = a - 1
+        bottom, top = max(firsts[w], starts[j]), lasts[w]
+        if j + 1 < count and starts[j + 1] - 1 < top:
+            top = starts[j + 1] - 1
+        f_p, f_s, f_v = roles[0, j], role_steps[0, j], role_values[0, j]
+        mn_p, mn_s, mn_v = roles[1, j], role_steps[1, j], role_values[1, j]
+        mx_p, mx_s, mx_v = roles[2, j], role_steps[2, j], role_values[2, j]
+        l_p, l_s, l_v = roles[3, j], role_steps[3, j], role_values[3, j]
+        nan_p, nan_s, nan_v = roles[4, j], role_steps[4, j], role_values[4, j]
+        while i < n:
+            s = steps[i]
+            if s < bottom or s > top:
+                break
+            v = values[i]
+            p = base + i
+            if f_p < 0 or s < f_s:
+                f_p, f_s, f_v = p, s, v
+            if l_p < 0 or s >= l_s:
+                l_p, l_s, l_v = p, s, v
+            if np.isnan(v):
+                if nan_p < 0 or s < nan_s:
+                    nan_p, nan_s, nan_v = p, s, v
+            else:
+                if mn_p < 0 or v < mn_v or (v == mn_v and s < mn_s):
+                    mn_p, mn_s, mn_v = p, s, v
+                if mx_p < 0 or v > mx_v or (v == mx_v and s < mx_s):
+                    mx_p, mx_s, mx_v = p, s, v
+            i += 1
+        roles[0, j], role_steps[0, j], role_values[0, j] = f_p, f_s, f_v
+        roles[1, j], role_steps[1, j], role_values[1, j] = mn_p, mn_s, mn_v
+        roles[2, j], role_steps[2, j], role_values[2, j] = mx_p, mx_s, mx_v
+        roles[3, j], role_steps[3, j], role_values[3, j] = l_p, l_s, l_v
+        roles[4, j], role_steps[4, j], role_values[4, j] = nan_p, nan_s, nan_v
 
 
 _compiled = []
@@ -231,49 +270,123 @@ def _kernel():
     return _compiled[0]
 
 
-# -- the level-0 groups to decode ------------------------------------------------------
+# -- the blocks to decode -------------------------------------------------------------
 
 
-def _regions(reader: SeriesReader, edges: list[int]) -> list[tuple[int, int]]:
-    """Step ranges whose blocks hold every point that M4 may choose in the buckets
-    ``edges``: the level-0 groups the edges cut, and those that the descent finds."""
+def _from_rollups(reader: SeriesReader, edges: list[int]) -> tuple[list[Points], list[tuple]]:
+    """The stored points to choose from, a part a run of blocks in write order, and the
+    spans where they count: the zones, then the groups that the rollups lead to."""
     base = reader.entry.rollup_shift
-    wholes, pieces = _cover(edges, base)
-    fetched = {level: reader.rollup_groups(level, _pages(ranges)) for level, ranges in wholes.items() if level}
-    cut = _cut_groups(pieces, base)
-    level0 = fetched[0] = reader.rollup_groups(0, np.union1d(_pages(wholes.get(0, [])), np.unique(cut // PAGE_GROUPS)))
-    units = _units(fetched, wholes, base)
-    known_first, known_last = _known_ends(pieces, level0, edges)
-    found = _descend(reader, *_targets(units, known_first, known_last))
-    held = np.isin(cut, level0.gid)
+    blocks = _Blocks(reader, base)
+    zones, zone_refs = _zones(blocks, edges, base)
+    near_points, near_blocks = _decode(reader, zone_refs, 0)
+    near = fold([near_points], [_spans(zones)], np.array(edges[:-1], np.int64))
+    wholes, raw = _cover(edges, zones, base)
+    fetched = {level: reader.rollup_groups(level, _pages(ranges)) for level, ranges in wholes.items()}
+    alone, groups = _descend(reader, blocks, *_targets(_units(fetched, wholes, base), near))
+    level0 = [(g << base, (g + 1) << base) for g in groups.tolist()]
+    refs = {ref.seq: ref for a, b in alone + level0 for ref in blocks.within(a, b)}
+    refs.update((ref.seq, ref) for a, b in raw for ref in reader.blocks_in(a, b))
+    decoded = {ref.seq for ref in zone_refs}
+    far_points, far_blocks = _decode(reader, [r for seq, r in refs.items() if seq not in decoded], 1)
+    parts = _runs([near_points, far_points], near_blocks + far_blocks)
+    return parts, [_spans(_merge(zones + alone + level0 + raw))] * len(parts)
+
+
+class _Blocks:
+    """The blocks over each level-1 group, looked up once: those over a range inside
+    one level-1 group are taken from its list by their step bounds."""
+
+    def __init__(self, reader: SeriesReader, base: int):
+        self.reader, self.shift, self.found = reader, level_shift(base, 1), {}
+
+    def of_group(self, g: int) -> list:
+        if g not in self.found:
+            self.found[g] = self.reader.blocks_in(g << self.shift, (g + 1) << self.shift)
+        return self.found[g]
+
+    def within(self, a: int, b: int) -> list:
+        """The blocks holding a step in [a, b), a range inside one level-1 group."""
+        return [r for r in self.of_group(a >> self.shift) if r.header.step_min < b and r.header.step_max >= a]
+
+
+def _decode(reader: SeriesReader, refs: list, batch: int) -> tuple[Points, list[tuple]]:
+    """The points of blocks ``refs``, decoded together in write order, and (seq, batch,
+    first, end) of each block's points in them."""
+    refs = sorted(refs, key=lambda r: r.seq)
+    points = reader.decode(refs, None, None)   # not cut to a range: each block's points stay in place
+    bounds = np.cumsum([0] + [r.header.count for r in refs]).tolist()
+    return points, [(ref.seq, batch, a, b) for ref, a, b in zip(refs, bounds[:-1], bounds[1:])]
+
+
+def _runs(batches: list[Points], blocks: list[tuple]) -> list[Points]:
+    """The blocks (seq, batch, first, end) in write order as parts: views of runs of blocks
+    that follow each other in one batch."""
+    parts, blocks = [], sorted(blocks)
+    i = 0
+    while i < len(blocks):
+        _, batch, first, end = blocks[i]
+        i += 1
+        while i < len(blocks) and blocks[i][1] == batch and blocks[i][2] == end:
+            end = blocks[i][3]
+            i += 1
+        points = batches[batch]
+        parts.append(Points(points.steps[first:end], points.times[first:end], points.values[first:end]))
+    return parts
+
+
+def _zones(blocks: _Blocks, edges: list[int], base: int) -> tuple[list[tuple[int, int]], list]:
+    """The groups that the bucket edges cut, decoded whole, and their blocks: the
+    level-1 group where one block holds it (that block holds the level-0 group too),
+    else the level-0 group. The zones are merged and cut to the edges."""
     lo, hi = edges[0], edges[-1]
-    ranges = [(max(lo, g << base), min(hi, (g + 1) << base)) for g in cut[held].tolist()]
-    ranges += [(g << base, (g + 1) << base) for g in found.tolist()]
-    return _merge(ranges)
+    zones, refs = [], {}
+    for edge in edges:
+        if not edge & ((1 << level_shift(base, 0)) - 1):
+            continue   # on a level-0 group edge: it cuts no group
+        level = 1 if len(blocks.of_group(edge >> level_shift(base, 1))) <= 1 else 0
+        g, shift = edge >> level_shift(base, level), level_shift(base, level)
+        zones.append((max(lo, g << shift), min(hi, (g + 1) << shift)))
+        refs.update((ref.seq, ref) for ref in blocks.within(*zones[-1]))
+    return _merge(zones), list(refs.values())
 
 
-def _cover(edges: list[int], base: int):
-    """Each bucket as whole groups ({level: [(first gid, end gid, bucket)]}, the coarsest
-    that fit, as downsample.decompose covers a range) and raw pieces ([(lo, hi, bucket)])
-    of the level-0 groups its edges cut."""
+def _cover(edges: list[int], zones: list[tuple[int, int]], base: int):
+    """Each bucket less the zones as whole groups ({level: [(first gid, end gid,
+    bucket)]}, the coarsest that fit, as downsample.decompose covers a range), and the
+    raw pieces left ([(lo, hi)]; none, as the zones hold every cut group)."""
     shifts = [level_shift(base, level) for level in range(LEVELS)]
-    wholes, pieces = {}, []
+    wholes, raw, z = {}, [], 0
     for j in range(len(edges) - 1):
         a, b = edges[j], edges[j + 1]
-        inner = None   # the whole groups of the level above, in gids of this level
-        for level in range(LEVELS - 1, -1, -1):
-            first, end = -(-a >> shifts[level]), b >> shifts[level]
-            if first >= end:   # none at this level, so none above either
+        while z < len(zones) and zones[z][1] <= a:
+            z += 1
+        k = z
+        while a < b:
+            if k < len(zones) and zones[k][0] <= a:
+                a, k = zones[k][1], k + 1
                 continue
-            spans = ((first, end),) if inner is None else ((first, inner[0]), (inner[1], end))
-            spans = [(f, e, j) for f, e in spans if f < e]
-            if spans:
-                wholes.setdefault(level, []).extend(spans)
-            inner = (first << LEVEL_BITS, end << LEVEL_BITS)
-        first, end = -(-a >> shifts[0]), b >> shifts[0]
-        cuts = ((a, b),) if first >= end else ((a, first << shifts[0]), (end << shifts[0], b))
-        pieces += [(x, y, j) for x, y in cuts if x < y]
-    return wholes, pieces
+            end = min(b, zones[k][0]) if k < len(zones) else b
+            _whole_groups(a, end, j, shifts, wholes, raw)
+            a = end
+    return wholes, raw
+
+
+def _whole_groups(a: int, b: int, bucket: int, shifts: list[int], wholes: dict, raw: list) -> None:
+    """Cover [a, b) by whole groups, coarsest first, and raw pieces of level-0 groups."""
+    inner = None   # the whole groups of the level above, in gids of this level
+    for level in range(LEVELS - 1, -1, -1):
+        first, end = -(-a >> shifts[level]), b >> shifts[level]
+        if first >= end:   # none at this level, so none above either
+            continue
+        spans = ((first, end),) if inner is None else ((first, inner[0]), (inner[1], end))
+        spans = [(f, e, bucket) for f, e in spans if f < e]
+        if spans:
+            wholes.setdefault(level, []).extend(spans)
+        inner = (first << LEVEL_BITS, end << LEVEL_BITS)
+    first, end = -(-a >> shifts[0]), b >> shifts[0]
+    raw += [(x, y) for x, y in (((a, b),) if first >= end else ((a, first << shifts[0]), (end << shifts[0], b)))
+            if x < y]
 
 
 def _pages(ranges: list[tuple[int, int, int]]) -> np.ndarray:
@@ -282,14 +395,6 @@ def _pages(ranges: list[tuple[int, int, int]]) -> np.ndarray:
     for first, end, _ in ranges:
         pages.update(range(first // PAGE_GROUPS, (end - 1) // PAGE_GROUPS + 1))
     return np.array(sorted(pages), np.int64)
-
-
-def _cut_groups(pieces: list[tuple[int, int, int]], base: int) -> np.ndarray:
-    """The level-0 groups that the raw pieces lie in, ascending."""
-    gids = set()
-    for a, b, _ in pieces:
-        gids.update(range(a >> base, ((b - 1) >> base) + 1))
-    return np.array(sorted(gids), np.int64)
 
 
 def _units(fetched: dict, wholes: dict, base: int) -> dict:
@@ -314,55 +419,54 @@ def _units(fetched: dict, wholes: dict, base: int) -> dict:
     return {name: column[order] for name, column in units.items()}
 
 
-def _known_ends(pieces, level0, edges: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Buckets whose piece at the start (end) surely holds a point, as the first or last
-    step of the group it cuts lies in it: their first (last) point is decoded with
-    that group, and no whole group needs following down for it."""
-    count = len(edges) - 1
-    known_first, known_last = np.zeros(count, bool), np.zeros(count, bool)
-    steps = np.sort(np.concatenate([level0.first_step, level0.last_step]))
-    if not pieces or not len(steps):
-        return known_first, known_last
-    firsts = np.array([a for a, _, _ in pieces], np.int64)
-    lasts = np.array([b - 1 for _, b, _ in pieces], np.int64)   # b may be 2**63, b - 1 is not
-    bucket = np.array([j for _, _, j in pieces], np.int64)
-    at = np.minimum(np.searchsorted(steps, firsts), len(steps) - 1)
-    holds = (np.searchsorted(steps, firsts) < len(steps)) & (steps[at] <= lasts)
-    starts = firsts == np.array(edges[:-1], np.int64)[bucket]
-    ends = lasts == np.array([e - 1 for e in edges[1:]], np.int64)[bucket]
-    known_first[bucket[holds & starts]] = True
-    known_last[bucket[holds & ends]] = True
-    return known_first, known_last
-
-
-def _targets(units: dict, known_first: np.ndarray, known_last: np.ndarray):
+def _targets(units: dict, near: tuple):
     """(role, level, gid) of the whole groups to follow down: in each bucket, the first
-    and the last group (unless a piece surely holds that point), the one with the
-    lowest min and the one with the highest max (lowest steps on ties: the point
-    chosen is the first in step order), and the first holding a NaN."""
-    bucket, n = units["bucket"], len(units["bucket"])
+    and the last group, the one with the lowest min and the one with the highest max
+    (lowest steps on ties: the point chosen is the first in step order), and the first
+    holding a NaN; each unless the zones' points ``near`` (fold's tables) beat it. A
+    zone and a group never share a step, so a tie in value goes by their steps."""
+    bucket, start, n = units["bucket"], units["start"], len(units["bucket"])
     if not n:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-    held, firsts = np.unique(bucket, return_index=True)
+    roles, steps, values = near
+    firsts = np.unique(bucket, return_index=True)[1]
     lasts = np.r_[firsts[1:], n] - 1
-    chosen = [(FIRST, firsts[~known_first[held]]), (LAST, lasts[~known_last[held]])]
+    chosen = []
+
+    def keep(role, at, beaten):
+        b = bucket[at]
+        chosen.append((role, at[~((roles[role, b] >= 0) & beaten(steps[role, b], values[role, b], at))]))
+
+    keep(FIRST, firsts, lambda s, v, at: s < start[at])
+    keep(LAST, lasts, lambda s, v, at: s > start[at])
     valid = np.flatnonzero(units["count"] > units["nan"])
-    for role, key in ((MIN, units["min"]), (MAX, -units["max"])):
-        order = valid[np.lexsort((units["start"][valid], key[valid], bucket[valid]))]
-        chosen.append((role, order[np.unique(bucket[order], return_index=True)[1]]))
+    for role, key, better in ((MIN, units["min"], np.less), (MAX, -units["max"], np.greater)):
+        order = valid[np.lexsort((start[valid], key[valid], bucket[valid]))]
+        best = order[np.unique(bucket[order], return_index=True)[1]]
+        extreme = units["min" if role == MIN else "max"]
+        keep(role, best, lambda s, v, at: better(v, extreme[at]) | ((v == extreme[at]) & (s < start[at])))
     nans = np.flatnonzero(units["nan"] > 0)
-    chosen.append((NAN, nans[np.unique(bucket[nans], return_index=True)[1]]))
+    keep(NAN, nans[np.unique(bucket[nans], return_index=True)[1]], lambda s, v, at: s < start[at])
     at = np.concatenate([i for _, i in chosen])
     role = np.concatenate([np.full(len(i), r, np.int64) for r, i in chosen])
     return role, units["level"][at], units["gid"][at]
 
 
-def _descend(reader: SeriesReader, role: np.ndarray, level: np.ndarray, gid: np.ndarray) -> np.ndarray:
-    """The level-0 groups that the targets lead to, one level a round for all of them:
-    each round reads the pages of the children of that level's targets, once."""
-    level, gid = level.copy(), gid.copy()
+def _descend(reader: SeriesReader, blocks: _Blocks, role: np.ndarray, level: np.ndarray, gid: np.ndarray):
+    """Follow the targets down, one level a round for all of them (each round reads the
+    pages of the children of that level's targets, once), stopping at a level-1 group
+    that one block holds. Returns (the step ranges of those level-1 groups, the level-0
+    gids reached)."""
+    shift = level_shift(reader.entry.rollup_shift, 1)
+    level, gid, alone = level.copy(), gid.copy(), []
     for up in range(LEVELS - 1, 0, -1):
         at = np.flatnonzero(level == up)
+        if up == 1:
+            for g in np.unique(gid[at]).tolist():
+                if len(blocks.of_group(g)) <= 1:
+                    alone.append((g << shift, (g + 1) << shift))
+                    level[at[gid[at] == g]] = -1
+            at = np.flatnonzero(level == up)
         if not len(at):
             continue
         first = (gid[at] << LEVEL_BITS) // PAGE_GROUPS
@@ -370,7 +474,7 @@ def _descend(reader: SeriesReader, role: np.ndarray, level: np.ndarray, gid: np.
         children = reader.rollup_groups(up - 1, np.union1d(first, last))
         gid[at] = _children(children, role[at], gid[at])
         level[at] = up - 1
-    return np.unique(gid)
+    return alone, np.unique(gid[level == 0])
 
 
 def _children(children, role: np.ndarray, parents: np.ndarray) -> np.ndarray:

@@ -150,17 +150,13 @@ class SeriesReader:
                 found += self._txn.rollup_pages(self.entry.series_id, level, int(run[0]), int(run[-1]) + 1)
         return read_groups(found)
 
-    def stored_points_near(self, ranges: list[tuple[int, int]], start: int | None, stop: int | None) -> Points:
-        """The stored points with start <= step < stop of every block that holds a step of
-        one of ``ranges`` ([lo, hi) pairs), each block decoded once, in write order: all
-        the points of the ranges, and the rest of their blocks."""
-        if self.entry is None:
-            return Points.empty()
-        refs = {}
-        for lo, hi in ranges:
-            for ref in self._txn.blocks_overlapping(self.entry.series_id, lo, hi):
-                refs[ref.seq] = ref
-        return decode_blocks(self._segments, self._path_of, list(refs.values()), start, stop)
+    def blocks_in(self, lo: int, hi: int) -> list:
+        """The stored blocks that hold a step in [lo, hi) (hi may be 2**63)."""
+        return self._txn.blocks_overlapping(self.entry.series_id, lo, hi) if self.entry is not None else []
+
+    def decode(self, refs: list, start: int | None, stop: int | None) -> Points:
+        """The points of blocks ``refs`` with start <= step < stop, in write order."""
+        return decode_blocks(self._segments, self._path_of, refs, start, stop)
 
     def _widen_to_groups(self, lo: int, hi: int) -> tuple[int, int]:
         """Move lo down (hi up) to the edge of its level-0 group when none of that group's

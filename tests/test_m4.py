@@ -27,14 +27,16 @@ def m4_read(store, run_id: str, name: str, start=None, stop=None, buckets=80) ->
         return m4.m4_points(readers[key], start, stop, buckets)
 
 
-def regions_of(store, run_id: str, name: str, buckets: int) -> tuple[list, int]:
-    """The step ranges whose blocks an M4 read of the whole series decodes, and the
-    level-0 group width."""
+def blocks_of(store, run_id: str, name: str, buckets: int) -> tuple[list, tuple, list]:
+    """The parts (runs of blocks) that an M4 read of the whole series decodes, the spans
+    of steps that count, and all the blocks of the series."""
     key = SeriesKey(bytes.fromhex(run_id), name, "")
     with store._snapshot([key]) as (_, readers):
         reader = readers[key]
         lo, hi = reader.step_bounds()
-        return m4._regions(reader, m4.bucket_edges(lo, hi, buckets)), 1 << reader.entry.rollup_shift
+        edges = m4.bucket_edges(lo, hi, buckets)
+        parts, spans = m4._from_rollups(reader, edges)
+        return parts, spans[0], reader.blocks_in(lo, hi)
 
 
 def at(steps: np.ndarray, x: int) -> int:
@@ -160,17 +162,17 @@ def test_below_and_above_rollup_threshold_take_both_paths(tmp_path):
         n = ROLLUP_MIN_POINTS - 1
         run.log_batch("m", np.arange(n), random_values(rng, n))
         store.flush()
-        assert regions_of_or_none(store, run.id) is None
+        assert rollup_shift(store, run.id) is None
         for buckets in (1, 3, 80):
             check(store, run.id, "m", None, None, buckets)
         run.log_batch("m", np.arange(n, 4 * n), random_values(rng, 3 * n))
         store.flush()
-        assert regions_of_or_none(store, run.id) is not None
+        assert rollup_shift(store, run.id) is not None
         for buckets in (1, 3, 7, 80):
             check(store, run.id, "m", None, None, buckets)
 
 
-def regions_of_or_none(store, run_id):
+def rollup_shift(store, run_id):
     key = SeriesKey(bytes.fromhex(run_id), "m", "")
     with store._snapshot([key]) as (_, readers):
         return readers[key].entry.rollup_shift
@@ -210,7 +212,7 @@ def test_bucket_edges_on_group_edges(tmp_path):
         values[3000], values[4000], values[33_000], values[34_000] = 10.0, -10.0, 10.0, -10.0
         run.log_batch("m", steps, values)
         store.flush()
-        group = regions_of(store, run.id, "m", 1)[1]
+        group = 1 << rollup_shift(store, run.id)
         for start, stop in [(100, 20 * group), (100, 20 * group + 1), (60 * group, 39_900),
                             (8 * group, 60 * group)]:
             got = check(store, run.id, "m", start, stop, 1)
@@ -251,12 +253,13 @@ def test_numpy_twin_and_kernel_agree():
             cuts = np.unique(rng.integers(lo, last, 6, endpoint=True)) if trial % 2 else np.array([lo, last])
             windows.append((cuts[:-1:2].copy(), cuts[1::2].copy()))
         edges = m4.bucket_edges(lo, last + 1, int(rng.integers(1, 20)))
-        offsets = np.array([e - lo for e in edges[:-1]], np.uint64)
-        kernel = m4.fold(parts, windows, lo, offsets, numpy=False)
-        twin = m4.fold(parts, windows, lo, offsets, numpy=True)
-        assert kernel.tolist() == twin.tolist()
-        counted = any((m4._in_windows(p.steps, *w)).any() for p, w in zip(parts, windows))
-        assert (kernel >= 0).any() == counted
+        starts = np.array(edges[:-1], np.int64)
+        kernel = m4.fold(parts, windows, starts, numpy=False)
+        twin = m4.fold(parts, windows, starts, numpy=True)
+        for k, t in zip(kernel, twin):
+            assert k.view(np.uint64).tolist() == t.view(np.uint64).tolist()
+        counted = any((m4.in_spans(p.steps, *w)).any() for p, w in zip(parts, windows))
+        assert (kernel[0] >= 0).any() == counted
 
 
 @pytest.fixture(scope="module")
@@ -294,10 +297,12 @@ def test_long_series_matches_brute_force(long_series):
         check(store, run_id, "m", start, stop, buckets, full)
 
 
-def test_long_series_decodes_few_groups(long_series):
-    """The read of 80 buckets decodes the blocks over at most about five level-0 groups a
-    bucket (first, min, max, last, the cut ones), not the series: its cost does not grow
-    with the length."""
+def test_long_series_decodes_few_blocks(long_series):
+    """8 buckets of 250,000 points: the read decodes a block at each edge and one for
+    each bucket's min and max at most, not the series: its cost does not grow with it."""
     store, run_id, _ = long_series
-    regions, group = regions_of(store, run_id, "m", 80)
-    assert sum(b - a for a, b in regions) <= 5 * 80 * group
+    parts, (firsts, lasts), everything = blocks_of(store, run_id, "m", 8)
+    decoded = sum(len(p) for p in parts)
+    per_block = everything[0].header.count
+    assert decoded <= (9 + 2 * 8) * per_block < sum(r.header.count for r in everything) / 8
+    assert all(m4.in_spans(p.steps, firsts, lasts).any() for p in parts)
