@@ -633,8 +633,7 @@ def search_runs(ctx: Context) -> dict:
     query = json.loads(done.stdout.strip().splitlines()[-1])
     matching = sum(1 for i in range(made) if run_fields(i)[0]["loss"] < 0.5 and run_fields(i)[1]["opt"] == "adam")
     assert query["returned"] == min(matching, SEARCH_MAX_RESULTS), (query["returned"], matching)
-    note = (f"{made:,} runs (populated in {seconds:.0f} s), {matching} match, {query['returned']} returned; "
-            f"first call {query['first'] * 1e3:.0f} ms")
+    note = f"{made:,} runs (populated in {seconds:.0f} s), {matching} match, {query['returned']} returned"
     return {"search_runs": result(query["warm"], note, first=query["first"]),
             "search_runs_first": result([query["first"]])}
 
@@ -666,22 +665,25 @@ class Figure:
 
 
 def at_least(x):
-    return lambda s, q: s is not None and s >= x
+    return lambda s, q: None if s is None else s >= x
 
 
 def at_most(x):
-    return lambda s, q: s is not None and s <= x
+    return lambda s, q: None if s is None else s <= x
 
 
 FIGURES = [
     Figure("fluent_log_metric", fluent_log_metric, "write", "points/s", ">= 20,000", at_least(20_000)),
     Figure("fluent_log_metric_ceiling", fluent_log_metric_ceiling, "ceiling", "points/s", "(client alone)"),
-    Figure("client_log_metric", client_log_metric, "write", "points/s", "(~44,000 ceiling)"),
+    # The per-call target names the fluent API, but its "client ceiling near 44,000"
+    # is MlflowClient's: the fluent API alone stays far below 20,000 (see its ceiling).
+    Figure("client_log_metric", client_log_metric, "write", "points/s", ">= 20,000 (read as the client's)",
+           at_least(20_000)),
     Figure("client_log_metric_ceiling", client_log_metric_ceiling, "ceiling", "points/s", "(client alone)"),
     Figure("client_log_batch", client_log_batch, "write", "points/s", ">= 80,000", at_least(80_000)),
     Figure("client_log_batch_ceiling", client_log_batch_ceiling, "ceiling", "points/s", "(~150,000)"),
-    Figure("server_log_batch", server_log_batch, "server", "points/s", ">= 10x sqlite",
-           lambda s, q: s is not None and q is not None and s >= 10 * q),
+    Figure("server_log_batch", server_log_batch, "server", "points/s", ">= 10x sqlite", lambda s, q: (
+        None if s is None or q is None else f"{'ok' if s >= 10 * q else 'MISS'} ({s / q:.1f}x)")),
     Figure("server_bulk_interval_1m", server_log_batch, "server", "s", "<= 20 ms", at_most(0.020)),
     Figure("get_metric_history_1m", get_metric_history_1m, "history", "s", "<= 6 s", at_most(6.0)),
     Figure("metric_objects_1m", metric_objects_1m, "history", "s", "(floor, ~3.3 s)"),
@@ -707,15 +709,17 @@ def table(figures: list[Figure], found: dict) -> str:
     notes = []
     for figure in figures:
         values = {b: found.get(b, {}).get(figure.name, {}).get("value") for b in BACKENDS}
-        met = "" if figure.meets is None or values["steplog"] is None else (
-            "ok" if figure.meets(values["steplog"], values["sqlite"]) else "MISS")
+        met = None if figure.meets is None else figure.meets(values["steplog"], values["sqlite"])
+        met = {None: "", True: "ok", False: "MISS"}.get(met, met)
         lines.append(f"| {figure.name} ({figure.unit}) | {shown(values['steplog'], figure.unit)} | "
                      f"{shown(values['sqlite'], figure.unit)} | {figure.target} | {met} |")
         for backend in BACKENDS:
             entry = found.get(backend, {}).get(figure.name)
             if entry and (entry["note"] or len(entry["samples"]) > 1):
                 samples = ", ".join(shown(s, figure.unit) for s in entry["samples"])
-                notes.append(f"- {figure.name}, {backend}: " + "; ".join(filter(None, [entry["note"], samples and f"samples {samples}"])))
+                first = entry["first"] is not None and f"first call {shown(entry['first'], figure.unit)}"
+                parts = [entry["note"], first, samples and f"samples {samples}"]
+                notes.append(f"- {figure.name}, {backend}: " + "; ".join(filter(None, parts)))
     return "\n".join(lines + [""] + notes)
 
 
