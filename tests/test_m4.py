@@ -136,10 +136,14 @@ def log_random(store, rng, n: int, unflushed: int) -> tuple[str, np.ndarray, np.
 QUERIES = [(None, None, 1), (None, None, 2), (None, None, 5), (None, None, 16), (None, None, 80)]
 
 
-@pytest.mark.parametrize("n, unflushed, seed", [(1000, 0, 1), (3000, 200, 2), (40_000, 0, 3), (60_000, 500, 4)])
-def test_m4_matches_brute_force(tmp_path, n, unflushed, seed):
+@pytest.mark.parametrize("n, unflushed, seed, block_points", [(1000, 0, 1, 512), (3000, 200, 2, 512),
+                                                               (40_000, 0, 3, 512), (60_000, 500, 4, 512),
+                                                               (60_000, 300, 5, 8192)])
+def test_m4_matches_brute_force(tmp_path, n, unflushed, seed, block_points):
+    """Small blocks: the groups the edges cut are decoded as level-0 groups; blocks of
+    8192 points: often as level-1 groups that one block holds."""
     rng = np.random.default_rng(seed)
-    with steplog.open(tmp_path / "s", block_points=512, flush_interval=None) as store:
+    with steplog.open(tmp_path / "s", block_points=block_points, flush_interval=None) as store:
         run_id, steps, _ = log_random(store, rng, n, unflushed)
         full = full_read(store, run_id, "m")
         lo, hi = int(full[0][0]), int(full[0][-1]) + 1
@@ -149,8 +153,32 @@ def test_m4_matches_brute_force(tmp_path, n, unflushed, seed):
         queries = QUERIES + [(a, b, int(k)) for (a, b), k in zip(ranges, rng.integers(1, 100, len(ranges)))]
         middle = int(np.median(steps))
         queries.append((middle, middle + 3000, 10**7))   # more buckets than steps: a bucket a step
+        if n <= 3000:
+            queries.append((None, None, 10**7))
         for start, stop, buckets in queries:
             check(store, run_id, "m", start, stop, buckets, full)
+
+
+def test_level_one_groups_in_one_block(tmp_path):
+    """Flushes of whole blocks on level-1 group edges: each level-1 group is one block,
+    decoded whole at the bucket edges and where the descent stops; a second pass over
+    a stretch of steps makes its groups span two blocks, which go down to level 0."""
+    rng = np.random.default_rng(9)
+    with steplog.open(tmp_path / "s", flush_interval=None) as store:
+        run = store.start_run()
+        n = 16 * 8192
+        steps, values = np.arange(n, dtype=np.int64), random_values(rng, n)
+        for a in range(0, n, 4 * 8192):
+            run.log_batch("m", steps[a:a + 4 * 8192], values[a:a + 4 * 8192], times=steps[a:a + 4 * 8192] + 5)
+            store.flush()
+        run.log_batch("m", steps[50_000:60_000], random_values(rng, 10_000))
+        store.flush()
+        parts, (firsts, lasts), _ = blocks_of(store, run.id, "m", 5)
+        assert (lasts - firsts + 1).max() >= 8192   # some level-1 group decoded whole
+        full = full_read(store, run.id, "m")
+        for start, stop, buckets in [(None, None, 1), (None, None, 5), (None, None, 7), (None, None, 60),
+                                     (3000, 120_000, 9), (51_000, 59_000, 3)]:
+            check(store, run.id, "m", start, stop, buckets, full)
 
 
 def test_below_and_above_rollup_threshold_take_both_paths(tmp_path):
