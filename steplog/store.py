@@ -367,7 +367,7 @@ class Store:
             if id is not None and any(e.get("id") == id for e in txn.experiments()):
                 raise AlreadyExistsError(f"id: an experiment has id {id!r}")
             now = _time_ns()
-            record = {"name": name, "created": now, "id": id or str(txn.next_ids(b"next_experiment")),
+            record = {"name": name, "created": now, "id": id or new_experiment_id(txn),
                       "tags": tags, "artifact_location": artifact_location, "updated": now}
             return record, [experiment_record(txn, record)]
 
@@ -387,7 +387,7 @@ class Store:
             change(record)
             record["name"] = _args.name_arg(record["name"], "name")
             record.setdefault("id", None)
-            record["id"] = record["id"] or str(txn.next_ids(b"next_experiment"))
+            record["id"] = record["id"] or new_experiment_id(txn)
             renamed = record["name"] != name
             if renamed and txn.get_experiment(record["name"]) is not None:
                 raise AlreadyExistsError(f"name: an experiment named {record['name']!r} exists")
@@ -1066,7 +1066,17 @@ def new_experiment_records(txn, name: str, now: int) -> list:
     segment records to append."""
     if txn.get_experiment(name) is not None:
         return []
-    return [experiment_record(txn, {"name": name, "created": now, "id": str(txn.next_ids(b"next_experiment"))})]
+    return [experiment_record(txn, {"name": name, "created": now, "id": new_experiment_id(txn)})]
+
+
+def new_experiment_id(txn) -> str:
+    """The next number of meta/next_experiment that no experiment holds as its id (a
+    frontend or an importer may have given one its own)."""
+    used = {e.get("id") for e in txn.experiments()}
+    found = str(txn.next_ids(b"next_experiment"))
+    while found in used:
+        found = str(txn.next_ids(b"next_experiment"))
+    return found
 
 
 class SeriesCounts(NamedTuple):

@@ -107,3 +107,13 @@ def test_points_keep_the_times_the_caller_gives(tmp_path):
         assert store.read(run.id, "a").column("time_ns").to_pylist() == [1_000, int(when.timestamp()) * 10 ** 9]
         assert store.read(run.id, "c").column("time_ns").to_pylist() == [int(when.timestamp()) * 10 ** 9]
         assert store.read(run.id, "a").num_rows == 2
+
+
+def test_an_automatic_id_skips_the_ids_given_explicitly(tmp_path):
+    with steplog.open(tmp_path / "s") as store:
+        for name, given in (("zero", "0"), ("one", "1"), ("two", "2")):
+            store.create_experiment(name, id=given)
+        made = [store.create_experiment(f"auto{i}")["id"] for i in range(2)]
+        made.append(store.start_run(experiment="by-run", capture=False).id and
+                    {e["name"]: e["id"] for e in store.experiments()}["by-run"])
+    assert made == ["3", "4", "5"]

@@ -227,9 +227,6 @@ def test_an_experiment_id_in_use_gets_a_new_one(sources, tmp_path):
             == {r.info.run_id for r in source.search_runs([source_train], run_view_type=ViewType.ALL)})
 
 
-@pytest.mark.xfail(strict=True, reason="steplog/store.py Store.create_experiment: an id given explicitly does not "
-                                       "advance the experiment counter, so the next experiment made without one "
-                                       "may take an id in use")
 def test_an_experiment_created_after_the_import_gets_an_id_of_its_own(sources, tmp_path):
     importer.import_mlflow(sources["sqlite"], tmp_path / "store")
     client = steplog_client(tmp_path / "store")

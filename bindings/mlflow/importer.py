@@ -9,8 +9,7 @@ model, without a Metric object a point (MlflowClient.get_metric_history reads ab
 tracking store (store.py) writes itself:
 
 - experiments by name; one the target already holds is kept as it is, and the runs go
-  into it (their artifact URIs then follow its artifact location: steplog derives a
-  run's from its experiment's). A new one keeps its MLflow id unless the target uses
+  into it (each run keeps its own artifact URI). A new one keeps its MLflow id unless the target uses
   that id already (then it gets the number after every id in use), its creation and
   last update times, tags, artifact location and deleted state (deleted at its last
   update time);
@@ -456,7 +455,7 @@ def run_record(run, experiment_name: str, experiment_deleted: int | None = None)
               "status": STATUS_FROM_MLFLOW.get(info.status, "running"), "start_time": _ns(info.start_time),
               "end_time": _ns(info.end_time), "params": {k: rec.text(v) for k, v in run.data.params.items()},
               "tags": {k: rec.text(v) for k, v in run.data.tags.items()}, "user": info.user_id or "", "kind": None,
-              "resources": {}, "environment": None}
+              "resources": {}, "environment": None, "artifact_uri": info.artifact_uri or None}
     if info.lifecycle_stage == LifecycleStage.DELETED:
         # MLflow's client does not show when a run was deleted; one of a deleted
         # experiment most likely went with it

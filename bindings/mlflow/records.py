@@ -46,6 +46,9 @@ def run_info(record: dict, experiment: dict) -> RunInfo:
 
 
 def artifact_uri(record: dict, experiment: dict) -> str:
+    """The run's own (kept by the importer), else under its experiment's location."""
+    if record.get("artifact_uri"):
+        return record["artifact_uri"]
     root = (experiment.get("artifact_location") or "").rstrip("/")
     return f"{root}/{record['id']}/artifacts"
 
