@@ -811,7 +811,8 @@ def main(argv: list[str] | None = None) -> None:
             for backend in backends:
                 began = time.perf_counter()
                 found[backend].update(run_group(names, backend, root, options))
-                print(f"  {group} on {backend}: {time.perf_counter() - began:.0f} s", flush=True)
+                print(f"  {group} on {backend}: {time.perf_counter() - began:.0f} s, "
+                      f"load average {os.getloadavg()[0]:.1f} after", flush=True)
     print(table(figures, found))
     print(f"load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     if args.json:
