@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"steplog {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in [*COMMANDS, "import_mlflow"]:   # import_mlflow: steplog.bindings.mlflow.importer
+    for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     return parser
 
