@@ -32,8 +32,14 @@ store logged and has not flushed (they are few).
 
 Each chosen point is the least of an order over the points of its bucket, so any set of
 points that holds them gives the same choice: the decoded blocks are scanned, in write
-order, where their steps lie in the zones and groups above (``fold``: a numba kernel, or
-its numpy twin for small work while engine.twins says so), with no sort.
+order, where their steps lie in the zones and then in the groups above (``fold``: a
+numba kernel, or its numpy twin for small work while engine.twins says so), with no
+sort. Zones and groups share no step, so the second scan folds into the tables of the
+first without a tie between them to settle by write order.
+
+Cost at 80 buckets, the standard curve of benchmarks/test_m4.py: about 110 blocks of
+8192 points decoded at 10 M points (one an edge, and where the zones do not hold a
+bucket's min or max), 98 of 123 at 1 M; decoding them is about 70 % of the time.
 """
 
 from __future__ import annotations
@@ -63,14 +69,19 @@ def m4_points(reader: SeriesReader, start: int | None, stop: int | None, buckets
     if lo >= hi:
         return Points.empty()
     edges = bucket_edges(lo, hi, buckets)
+    starts, whole = np.array(edges[:-1], np.int64), _spans([(lo, hi)])
     top = None if hi > INT64_MAX else hi   # a step range may end at 2**63, past int64
+    recent = reader.recent_points(lo, top)   # written after every stored point
     base = reader.entry.rollup_shift if reader.entry is not None else None
     if base is not None and hi - lo >= (len(edges) - 1) << (base + 1):
-        parts, spans = _from_rollups(reader, edges)
+        sources, tables = _from_rollups(reader, edges, starts)
+        fold(recent, [whole] * len(recent), starts, into=tables, base=sum(len(p) for p in sources))
+        sources += recent
     else:
-        parts, spans = [reader.stored_points(lo, top)], [_spans([(lo, hi)])]
-    recent = reader.recent_points(lo, top)   # written after every stored point
-    return pick(edges, parts + recent, spans + [_spans([(lo, hi)])] * len(recent))
+        sources = [reader.stored_points(lo, top), *recent]
+        small = twins.use_numpy(CALL_WORDS + POINT_WORDS * sum(len(p) for p in sources))
+        tables = fold(sources, [whole] * len(sources), starts, numpy=small)
+    return _gather(sources, _within_four(tables[0]))
 
 
 def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
@@ -83,38 +94,36 @@ def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
 # -- choosing the points ---------------------------------------------------------------
 
 
-def pick(edges: list[int], parts: list[Points], spans: list[tuple]) -> Points:
-    """The M4 points in the buckets ``edges`` of ``parts`` (in write order), where a
-    point of part k counts if its step lies in one of ``spans[k]`` (``_spans``): the
-    points that count must include every bucket's chosen ones."""
-    small = twins.use_numpy(CALL_WORDS + POINT_WORDS * sum(len(p) for p in parts))
-    roles = fold(parts, spans, np.array(edges[:-1], np.int64), numpy=small)[0]
-    return _gather(parts, _within_four(roles))
-
-
 def _spans(ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """[lo, hi) step ranges (sorted, disjoint) as int64 (firsts, lasts), inclusive (hi may be 2**63)."""
     return np.array([a for a, _ in ranges], np.int64), np.array([b - 1 for _, b in ranges], np.int64)
 
 
-def fold(parts: list[Points], spans: list[tuple], starts: np.ndarray, numpy: bool = False) -> tuple:
-    """The role table of the buckets starting at steps ``starts`` (ascending): for each
-    role (FIRST, MIN, MAX, LAST, NAN) and bucket, the write-order position in ``parts``
-    of the point holding it (-1 for none), and its step and value, three (5, B) arrays.
-    Only the points of part k with a step in one of spans[k] (firsts, lasts: inclusive,
-    sorted, disjoint, at or after starts[0]) count. numpy=True: the numpy twin."""
-    roles = np.full((ROLES, len(starts)), -1, np.int64)
-    steps, values = np.zeros((ROLES, len(starts)), np.int64), np.full((ROLES, len(starts)), np.nan)
+def fold(parts: list[Points], spans: list[tuple], starts: np.ndarray, numpy: bool = False, into=None,
+         base: int = 0, bases: list[int] | None = None) -> tuple:
+    """The role tables of the buckets starting at steps ``starts`` (ascending): for each
+    role (FIRST, MIN, MAX, LAST, NAN) and bucket, the write-order position of the point
+    holding it (-1 for none), its step and its value, three (5, B) arrays. The points of
+    parts[k], in write order, are numbered from bases[k] (default: one after another
+    from ``base``) and count where their step lies in one of spans[k] (firsts, lasts:
+    inclusive, sorted, disjoint, at or after starts[0]). ``into``: tables that earlier
+    writes filled, to fold later ones into. numpy=True: the numpy twin, the same tables
+    (for new tables of parts numbered from 0 only)."""
+    if bases is None:
+        bases = (base + np.cumsum([0] + [len(p) for p in parts[:-1]])).tolist()
+    if into is None:
+        into = (np.full((ROLES, len(starts)), -1, np.int64), np.zeros((ROLES, len(starts)), np.int64),
+                np.full((ROLES, len(starts)), np.nan))
+    roles, steps, values = into
     if numpy:
         _fold_numpy(parts, spans, starts, roles)
         _role_points(parts, roles, steps, values)
-        return roles, steps, values
-    kernel, base = _kernel(), 0
-    for part, (firsts, lasts) in zip(parts, spans):
+        return into
+    kernel = _kernel() if parts else None
+    for part, (firsts, lasts), at in zip(parts, spans, bases):
         if len(firsts) and len(part):
-            kernel(part.steps, part.values, np.int64(base), firsts, lasts, starts, roles, steps, values)
-        base += len(part)
-    return roles, steps, values
+            kernel(part.steps, part.values, np.int64(at), firsts, lasts, starts, roles, steps, values)
+    return into
 
 
 def _within_four(roles: np.ndarray) -> np.ndarray:
@@ -273,24 +282,28 @@ def _kernel():
 # -- the blocks to decode -------------------------------------------------------------
 
 
-def _from_rollups(reader: SeriesReader, edges: list[int]) -> tuple[list[Points], list[tuple]]:
-    """The stored points to choose from, a part a run of blocks in write order, and the
-    spans where they count: the zones, then the groups that the rollups lead to."""
+def _from_rollups(reader: SeriesReader, edges: list[int], starts: np.ndarray) -> tuple[list[Points], tuple]:
+    """The decoded stored points (the zones' blocks, then the others) and the role tables
+    (``fold``) of their points that count: in the zones, then in the groups that the
+    rollups lead to."""
     base = reader.entry.rollup_shift
     blocks = _Blocks(reader, base)
     zones, zone_refs = _zones(blocks, edges, base)
     near_points, near_blocks = _decode(reader, zone_refs, 0)
-    near = fold([near_points], [_spans(zones)], np.array(edges[:-1], np.int64))
+    tables = fold([near_points], [_spans(zones)], starts)
     wholes, raw = _cover(edges, zones, base)
     fetched = {level: reader.rollup_groups(level, _pages(ranges)) for level, ranges in wholes.items()}
-    alone, groups = _descend(reader, blocks, *_targets(_units(fetched, wholes, base), near))
+    alone, groups = _descend(reader, blocks, *_targets(_units(fetched, wholes, base), tables))
     level0 = [(g << base, (g + 1) << base) for g in groups.tolist()]
     refs = {ref.seq: ref for a, b in alone + level0 for ref in blocks.within(a, b)}
     refs.update((ref.seq, ref) for a, b in raw for ref in reader.blocks_in(a, b))
     decoded = {ref.seq for ref in zone_refs}
-    far_points, far_blocks = _decode(reader, [r for seq, r in refs.items() if seq not in decoded], 1)
-    parts = _runs([near_points, far_points], near_blocks + far_blocks)
-    return parts, [_spans(_merge(zones + alone + level0 + raw))] * len(parts)
+    far_points, far_blocks = _decode(reader, [r for seq, r in refs.items() if seq not in decoded], len(near_points))
+    # the groups share no step with the zones: their points fold into the zones' tables
+    # in write order across both batches, and no tie between the two needs write order
+    parts, bases = _runs([near_points, far_points], near_blocks + far_blocks)
+    fold(parts, [_spans(_merge(alone + level0 + raw))] * len(parts), starts, into=tables, bases=bases)
+    return [near_points, far_points], tables
 
 
 class _Blocks:
@@ -310,29 +323,32 @@ class _Blocks:
         return [r for r in self.of_group(a >> self.shift) if r.header.step_min < b and r.header.step_max >= a]
 
 
-def _decode(reader: SeriesReader, refs: list, batch: int) -> tuple[Points, list[tuple]]:
-    """The points of blocks ``refs``, decoded together in write order, and (seq, batch,
-    first, end) of each block's points in them."""
+def _decode(reader: SeriesReader, refs: list, base: int) -> tuple[Points, list[tuple]]:
+    """The points of blocks ``refs``, decoded together in write order, and (seq, first,
+    end) of each block's points in them, numbered from ``base``."""
     refs = sorted(refs, key=lambda r: r.seq)
     points = reader.decode(refs, None, None)   # not cut to a range: each block's points stay in place
-    bounds = np.cumsum([0] + [r.header.count for r in refs]).tolist()
-    return points, [(ref.seq, batch, a, b) for ref, a, b in zip(refs, bounds[:-1], bounds[1:])]
+    bounds = (base + np.cumsum([0] + [r.header.count for r in refs])).tolist()
+    return points, [(ref.seq, a, b) for ref, a, b in zip(refs, bounds[:-1], bounds[1:])]
 
 
-def _runs(batches: list[Points], blocks: list[tuple]) -> list[Points]:
-    """The blocks (seq, batch, first, end) in write order as parts: views of runs of blocks
-    that follow each other in one batch."""
-    parts, blocks = [], sorted(blocks)
-    i = 0
+def _runs(batches: list[Points], blocks: list[tuple]) -> tuple[list[Points], list[int]]:
+    """The blocks (seq, first, end: numbered over the batches one after another) in
+    write order, as views of runs of blocks that follow each other in one batch, and
+    the number of the first point of each."""
+    offsets = np.cumsum([0] + [len(p) for p in batches]).tolist()
+    parts, bases, blocks, i = [], [], sorted(blocks), 0
     while i < len(blocks):
-        _, batch, first, end = blocks[i]
+        _, first, end = blocks[i]
         i += 1
-        while i < len(blocks) and blocks[i][1] == batch and blocks[i][2] == end:
-            end = blocks[i][3]
+        while i < len(blocks) and blocks[i][1] == end and end not in offsets:   # not into the next batch
+            end = blocks[i][2]
             i += 1
-        points = batches[batch]
-        parts.append(Points(points.steps[first:end], points.times[first:end], points.values[first:end]))
-    return parts
+        k = int(np.searchsorted(offsets, first, side="right")) - 1
+        points, a, b = batches[k], first - offsets[k], end - offsets[k]
+        parts.append(Points(points.steps[a:b], points.times[a:b], points.values[a:b]))
+        bases.append(first)
+    return parts, bases
 
 
 def _zones(blocks: _Blocks, edges: list[int], base: int) -> tuple[list[tuple[int, int]], list]:

@@ -27,16 +27,17 @@ def m4_read(store, run_id: str, name: str, start=None, stop=None, buckets=80) ->
         return m4.m4_points(readers[key], start, stop, buckets)
 
 
-def blocks_of(store, run_id: str, name: str, buckets: int) -> tuple[list, tuple, list]:
-    """The parts (runs of blocks) that an M4 read of the whole series decodes, the spans
-    of steps that count, and all the blocks of the series."""
+def decoded_by(store, run_id: str, name: str, buckets: int) -> tuple[list, int, list]:
+    """What an M4 read of the whole series decodes: the zones at its bucket edges, the
+    number of points, and all the blocks of the series."""
     key = SeriesKey(bytes.fromhex(run_id), name, "")
     with store._snapshot([key]) as (_, readers):
         reader = readers[key]
         lo, hi = reader.step_bounds()
-        edges = m4.bucket_edges(lo, hi, buckets)
-        parts, spans = m4._from_rollups(reader, edges)
-        return parts, spans[0], reader.blocks_in(lo, hi)
+        edges, base = m4.bucket_edges(lo, hi, buckets), reader.entry.rollup_shift
+        zones = m4._zones(m4._Blocks(reader, base), edges, base)[0]
+        sources = m4._from_rollups(reader, edges, np.array(edges[:-1], np.int64))[0]
+        return zones, sum(len(p) for p in sources), reader.blocks_in(lo, hi)
 
 
 def at(steps: np.ndarray, x: int) -> int:
@@ -173,8 +174,8 @@ def test_level_one_groups_in_one_block(tmp_path):
             store.flush()
         run.log_batch("m", steps[50_000:60_000], random_values(rng, 10_000))
         store.flush()
-        parts, (firsts, lasts), _ = blocks_of(store, run.id, "m", 5)
-        assert (lasts - firsts + 1).max() >= 8192   # some level-1 group decoded whole
+        zones = decoded_by(store, run.id, "m", 5)[0]
+        assert max(b - a for a, b in zones) >= 8192 > min(b - a for a, b in zones)   # level-1 and level-0 zones
         full = full_read(store, run.id, "m")
         for start, stop, buckets in [(None, None, 1), (None, None, 5), (None, None, 7), (None, None, 60),
                                      (3000, 120_000, 9), (51_000, 59_000, 3)]:
@@ -329,8 +330,6 @@ def test_long_series_decodes_few_blocks(long_series):
     """8 buckets of 250,000 points: the read decodes a block at each edge and one for
     each bucket's min and max at most, not the series: its cost does not grow with it."""
     store, run_id, _ = long_series
-    parts, (firsts, lasts), everything = blocks_of(store, run_id, "m", 8)
-    decoded = sum(len(p) for p in parts)
+    _, decoded, everything = decoded_by(store, run_id, "m", 8)
     per_block = everything[0].header.count
     assert decoded <= (9 + 2 * 8) * per_block < sum(r.header.count for r in everything) / 8
-    assert all(m4.in_spans(p.steps, firsts, lasts).any() for p in parts)
