@@ -74,14 +74,14 @@ def m4_points(reader: SeriesReader, start: int | None, stop: int | None, buckets
     recent = reader.recent_points(lo, top)   # written after every stored point
     base = reader.entry.rollup_shift if reader.entry is not None else None
     if base is not None and hi - lo >= (len(edges) - 1) << (base + 1):
-        sources, tables = _from_rollups(reader, edges, starts)
+        sources, tables, blocks = _from_rollups(reader, edges, starts)
         fold(recent, [whole] * len(recent), starts, into=tables, base=sum(len(p) for p in sources))
         sources += recent
     else:
-        sources = [reader.stored_points(lo, top), *recent]
+        sources, blocks = [reader.stored_points(lo, top), *recent], None
         small = twins.use_numpy(CALL_WORDS + POINT_WORDS * sum(len(p) for p in sources))
         tables = fold(sources, [whole] * len(sources), starts, numpy=small)
-    return _gather(sources, _within_four(tables[0]))
+    return _gather(sources, _within_four(tables[0]), blocks)
 
 
 def bucket_edges(lo: int, hi: int, buckets: int) -> list[int]:
@@ -146,13 +146,22 @@ def _locate(parts: list[Points], positions: np.ndarray):
         yield parts[k], at, positions[at] - (ends[k] - len(parts[k]))
 
 
-def _gather(parts: list[Points], positions: np.ndarray) -> Points:
-    """The points at write-order ``positions`` of parts, sorted by step, ties in write order."""
+def _gather(parts: list[Points], positions: np.ndarray, blocks: tuple | None = None) -> Points:
+    """The points at ``positions`` of parts, sorted by step, ties in write order: the
+    order of the positions, or where ``blocks`` (first position, seq: the decoded blocks,
+    by first position) says, block by block in seq order; positions past the blocks
+    come later, in their order."""
     steps, times, values = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]
-    for part, _, local in _locate(parts, positions):   # ascending positions: write order
+    for part, _, local in _locate(parts, positions):   # ascending positions
         steps.append(part.steps[local]), times.append(part.times[local]), values.append(part.values[local])
     steps, times, values = np.concatenate(steps), np.concatenate(times), np.concatenate(values)
-    order = np.argsort(steps, kind="stable")
+    if blocks is None or not len(blocks[0]):
+        order = np.argsort(steps, kind="stable")
+    else:
+        firsts, seqs, end = blocks
+        at = np.searchsorted(firsts, positions, side="right") - 1
+        seq = np.where(positions < end, seqs[np.maximum(at, 0)], np.iinfo(np.int64).max)
+        order = np.lexsort((positions, seq, steps))
     return Points(steps[order], times[order], values[order])
 
 
@@ -282,10 +291,10 @@ def _kernel():
 # -- the blocks to decode -------------------------------------------------------------
 
 
-def _from_rollups(reader: SeriesReader, edges: list[int], starts: np.ndarray) -> tuple[list[Points], tuple]:
-    """The decoded stored points (the zones' blocks, then the others) and the role tables
-    (``fold``) of their points that count: in the zones, then in the groups that the
-    rollups lead to."""
+def _from_rollups(reader: SeriesReader, edges: list[int], starts: np.ndarray) -> tuple[list[Points], tuple, tuple]:
+    """The decoded stored points (the zones' blocks, then the others), the role tables
+    (``fold``) of their points that count (in the zones, then in the groups that the
+    rollups lead to), and where their blocks lie in them (``_gather``)."""
     base = reader.entry.rollup_shift
     blocks = _Blocks(reader, base)
     zones, zone_refs = _zones(blocks, edges, base)
@@ -303,7 +312,10 @@ def _from_rollups(reader: SeriesReader, edges: list[int], starts: np.ndarray) ->
     # in write order across both batches, and no tie between the two needs write order
     parts, bases = _runs([near_points, far_points], near_blocks + far_blocks)
     fold(parts, [_spans(_merge(alone + level0 + raw))] * len(parts), starts, into=tables, bases=bases)
-    return [near_points, far_points], tables
+    numbered = sorted((first, seq) for seq, first, _ in near_blocks + far_blocks)
+    blocks = (np.array([f for f, _ in numbered], np.int64), np.array([q for _, q in numbered], np.int64),
+              len(near_points) + len(far_points))
+    return [near_points, far_points], tables, blocks
 
 
 class _Blocks:

@@ -182,6 +182,27 @@ def test_level_one_groups_in_one_block(tmp_path):
             check(store, run.id, "m", start, stop, buckets, full)
 
 
+def test_ties_across_zone_and_group_blocks_in_write_order(tmp_path):
+    """Step 60500 holds the bucket's max in a block of the first pass, which no zone
+    touches, and its min in a later block that reaches back into a zone: the two come
+    back in write order, the max first."""
+    rng = np.random.default_rng(3)
+    with steplog.open(tmp_path / "s", block_points=20_000, flush_interval=None) as store:
+        run = store.start_run()
+        steps = np.arange(100_000, dtype=np.int64)
+        values = rng.normal(size=len(steps))
+        values[60_500] = 1000.0
+        run.log_batch("m", steps, values)
+        store.flush()
+        again = np.arange(49_000, 61_001, dtype=np.int64)
+        later = rng.normal(size=len(again))
+        later[again == 60_500] = -1000.0
+        run.log_batch("m", again, later)
+        store.flush()
+        got = check(store, run.id, "m", None, None, 2)
+        assert got.values[got.steps == 60_500].tolist() == [1000.0, -1000.0]
+
+
 def test_below_and_above_rollup_threshold_take_both_paths(tmp_path):
     """A series of ROLLUP_MIN_POINTS - 1 points keeps no rollups (decoded whole); one more
     flush past the threshold gives it rollups, which the read then descends."""
