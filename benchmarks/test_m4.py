@@ -22,8 +22,6 @@ import pytest
 
 import steplog
 from steplog.bench import standard_curve
-from steplog.engine.writer import SeriesKey
-from steplog.query.m4 import m4_points
 
 CHUNK = 1_000_000
 SPIKE = 1000.0
@@ -36,10 +34,7 @@ def full_size(request) -> bool:
 
 
 def m4_read(store, run_id: str, buckets: int):
-    """The table an M4 read of the whole series "loss" returns."""
-    key = SeriesKey(bytes.fromhex(run_id), "loss", "")
-    with store._snapshot([key]) as (_, readers):
-        return m4_points(readers[key], None, None, buckets).to_arrow()
+    return store.read(run_id, "loss", buckets=buckets, method="m4")
 
 
 def write_curve(path: str, n: int) -> tuple[str, int]:
@@ -70,7 +65,8 @@ def curve_store(request):
 
 
 def test_m4_buckets_80(benchmark, curve_store):
-    """An M4 read of 80 buckets (at most 320 points) over the whole series, into Arrow.
+    """store.read(run, "loss", buckets=80, method="m4"): at most 320 real points over the
+    whole series.
     Target: <= 20 ms at 1 M and at 10 M points.
 
         .venv/bin/python -m pytest "benchmarks/test_m4.py::test_m4_buckets_80" --benchmark-only

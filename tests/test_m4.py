@@ -1,5 +1,6 @@
-"""M4 reads (query/m4.py): the real points holding each bucket's first, min, max and
-last value, equal to a brute-force M4 over the full read of the same store.
+"""M4 reads (``Store.read(method="m4")``, query/m4.py): the real points holding each
+bucket's first, min, max and last value, equal to a brute-force M4 over the full read
+of the same store.
 
 The brute force takes ``store.read`` (every point, by step, ties in write order), cuts
 the range into the same buckets and picks each bucket's points with numpy; the read
@@ -22,9 +23,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def m4_read(store, run_id: str, name: str, start=None, stop=None, buckets=80) -> Points:
-    key = SeriesKey(bytes.fromhex(run_id), name, "")
-    with store._snapshot([key]) as (_, readers):
-        return m4.m4_points(readers[key], start, stop, buckets)
+    """``store.read(method="m4")`` as Points (time_ns as the times)."""
+    table = store.read(run_id, name, start=start, stop=stop, buckets=buckets, method="m4", missing_ok=True)
+    return Points(*(table.column(c).to_numpy() for c in ("step", "time_ns", "value")))
 
 
 def decoded_by(store, run_id: str, name: str, buckets: int) -> tuple[list, int, list]:
