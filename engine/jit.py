@@ -89,6 +89,7 @@ with tempfile.TemporaryDirectory() as d, steplog.open(d + "/s") as store:
     run.flush()
     store.read(run.id, "loss", buckets=100)
     store.read(run.id, "loss", buckets=100, method="lttb")
+    store.read(run.id, "loss", buckets=10, method="m4")
     store.read(run.id, "loss")
     store.read_tensor(run.id, "w")
 """
