@@ -51,6 +51,20 @@ def histogram_row(lefts, rights, counts, minimum=None, maximum=None, total=None,
     return stats, counts, edges
 
 
+def proto_histogram(minimum, maximum, num, total, sum_squares, limits, counts):
+    """A HistogramProto's fields as a row, read as TensorBoard's data_compat reads them:
+    empty end buckets dropped, min and max as the outer edges (``bucket_limit[i]`` is
+    bucket i's right edge)."""
+    counts = np.asarray(counts, np.float64)
+    full = np.flatnonzero(counts > 0)
+    if not len(full):
+        return histogram_row([], [], [])
+    a, b = full[0], full[-1] + 1
+    inner = np.asarray(limits, np.float64)[a:b - 1]
+    lefts, rights = np.append(float(minimum), inner), np.append(inner, float(maximum))
+    return histogram_row(lefts, rights, counts[a:b], minimum, maximum, total, sum_squares)
+
+
 def increasing(edges: np.ndarray) -> np.ndarray:
     edges = np.array(edges, np.float64)
     for i in range(1, len(edges)):
@@ -68,16 +82,22 @@ def _quantiles(edges, counts, lo, hi):
     return np.clip(q, lo, hi)
 
 
-def k3_buckets(edges, counts) -> np.ndarray:
+def k3_buckets(edges, counts, minimum=None, maximum=None) -> np.ndarray:
     """A stored histogram as TensorBoard's data_compat gives it: ``[k, 3]`` float32
-    (left, right, count), empty buckets at both ends dropped."""
+    (left, right, count), empty buckets at both ends dropped, and the outer edges
+    replaced by ``minimum`` and ``maximum`` when given (a row's min and max)."""
     edges = np.asarray(edges, np.float64)
     counts = np.asarray(counts)
     full = np.flatnonzero(counts > 0)
     if not len(full):
         return np.zeros((0, 3), np.float32)
     a, b = full[0], full[-1] + 1
-    return np.stack([edges[a:b], edges[a + 1:b + 1], counts[a:b]], axis=1).astype(np.float32)
+    lefts, rights = edges[a:b].copy(), edges[a + 1:b + 1].copy()
+    if minimum is not None:
+        lefts[0] = minimum
+    if maximum is not None:
+        rights[-1] = maximum
+    return np.stack([lefts, rights, counts[a:b]], axis=1).astype(np.float32)
 
 
 def log_texts(run, texts: dict) -> int:

@@ -149,9 +149,9 @@ def run_directories(logdir: str) -> dict[str, list[str]]:
 
 def wall_time_ns(wall_times) -> np.ndarray:
     """Event wall times (float64 seconds) as int64 nanoseconds: the whole seconds exactly,
-    the fraction rounded to the nearest nanosecond (half to even), so the result is
-    within 0.5 ns of the double and ``ns / 1e9`` gives the double back to within one
-    unit in its last place. The product ``w * 1e9`` in float64 would be off by up to
+    the fraction rounded to the nearest nanosecond (half to even; the product of the
+    fraction and 1e9 is off by less than 1e-6 ns), so ``ns / 1e9`` gives the double back
+    to within one unit in its last place. The product ``w * 1e9`` in float64 would be off by up to
     128 ns at today's times."""
     w = np.asarray(wall_times, np.float64)
     seconds = np.floor(w)

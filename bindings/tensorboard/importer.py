@@ -306,7 +306,8 @@ def _gather(event, data: RunData, order: int) -> None:
                 _tensor(tag, step, wall, value, data, order)   # hparams records may hold no tensor
             elif kind == "histo":
                 h = value.histo
-                data.histograms.setdefault(tag, []).append((step, wall, _proto_histogram(h)))
+                row = rec.proto_histogram(h.min, h.max, h.num, h.sum, h.sum_squares, h.bucket_limit, h.bucket)
+                data.histograms.setdefault(tag, []).append((step, wall, row))
             else:
                 data.skip(kind or "empty value")
     elif what == "session_log":
@@ -359,19 +360,6 @@ def _text_of(tensor):
     return texts.reshape(-1)[0] if texts.size == 1 else texts.tolist()
 
 
-def _proto_histogram(h):
-    """A HistogramProto as data_compat reads it: empty end buckets dropped, min and max as
-    the outer edges."""
-    counts = np.asarray(h.bucket, np.float64)
-    full = np.flatnonzero(counts > 0)
-    if not len(full):
-        return rec.histogram_row([], [], [])
-    a, b = full[0], full[-1] + 1
-    inner = np.asarray(h.bucket_limit, np.float64)[a:b - 1]
-    lefts, rights = np.append(h.min, inner), np.append(inner, h.max)
-    return rec.histogram_row(lefts, rights, counts[a:b], h.min, h.max, h.sum, h.sum_squares)
-
-
 def hparams_from(content: bytes) -> dict:
     """The hparams of an hparams-plugin session-start record (kept in its metadata content)."""
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -390,6 +378,8 @@ def hparams_from(content: bytes) -> dict:
 def _log_scalars(run, data: RunData, summary: Summary) -> None:
     """Log the scalars gathered so far (one file's), in their order."""
     for tag, chunks in data.scalars.items():
+        if not _nameable(tag, sum(len(c[0]) for c in chunks), summary):
+            continue
         if len(chunks) == 1:
             _, steps, walls, values = chunks[0]
         else:
@@ -407,6 +397,8 @@ def _log_rest(store, run, data: RunData, summary: Summary) -> None:
     from steplog.transfer import append_summary_rows
 
     for tag, rows in data.histograms.items():
+        if not _nameable(tag, len(rows), summary):
+            continue
         steps = np.array([r[0] for r in rows], np.int64)
         times = wall_time_ns([r[1] for r in rows])
         stats = np.stack([r[2][0] for r in rows])
@@ -415,8 +407,23 @@ def _log_rest(store, run, data: RunData, summary: Summary) -> None:
         summary.histograms += len(rows)
         summary.series += 1
     if data.texts:
-        texts = {tag: [(s, int(wall_time_ns([w])[0]), t) for s, w, t in rows] for tag, rows in data.texts.items()}
+        texts = {tag: [(s, int(wall_time_ns([w])[0]), t) for s, w, t in rows] for tag, rows in data.texts.items()
+                 if _nameable(rec.TEXT_ARTIFACT + tag, len(rows), summary)}
         summary.texts += rec.log_texts(run, texts)
+
+
+def _nameable(tag: str, values: int, summary: Summary) -> bool:
+    """Whether steplog takes ``tag`` as a name (1 to 250 characters, no control
+    characters); the values of one it refuses are counted as not imported."""
+    from steplog._args import name_arg
+
+    try:
+        name_arg(tag, "tag")
+        return True
+    except InvalidArgumentError:
+        kind = "values of tags steplog cannot name (empty, over 250 characters or with control characters)"
+        summary.not_imported[kind] = summary.not_imported.get(kind, 0) + values
+        return False
 
 
 def _shared_edges(edges: list) -> list:
