@@ -100,6 +100,25 @@ tensor = np.arange(100).astype(sys.argv[1])
 summarize(tensor)
 summarize(tensor, edges=np.linspace(0.0, 99.0, 9))   # caller edges compile a path of their own
 """
+_WARM_TENSORBOARD = """
+import os, struct, tempfile
+try:
+    from tensorboard.compat.proto.event_pb2 import Event
+except ImportError:
+    raise SystemExit(0)   # the tensorboard extra is not installed: nothing of it to compile
+from steplog.bindings.tensorboard.events import masked_crc32c
+from steplog.bindings.tensorboard.importer import import_tensorboard
+with tempfile.TemporaryDirectory() as d:
+    os.makedirs(d + "/logs/run")
+    with open(d + "/logs/run/events.out.tfevents.0.warm", "wb") as f:
+        for step in range(3):
+            event = Event(wall_time=1.0 + step, step=step)
+            event.summary.value.add(tag="loss", simple_value=0.5)
+            data = event.SerializeToString()
+            head = struct.pack("<Q", len(data))
+            f.write(head + struct.pack("<I", masked_crc32c(head)) + data + struct.pack("<I", masked_crc32c(data)))
+    import_tensorboard(d + "/logs", d + "/store")
+"""
 WARM_UP_DTYPES = ("float64", "float16", "int64")   # float32: the store job logs one
 
 
@@ -109,7 +128,8 @@ def warm_up(dtypes=WARM_UP_DTYPES, jobs: int | None = None) -> bool:
     every job succeeded (a failed one only leaves its kernels to compile on first use)."""
     import subprocess
 
-    commands = [[sys.executable, "-c", _WARM_STORE]] + [[sys.executable, "-c", _WARM_DTYPE, d] for d in dtypes]
+    commands = ([[sys.executable, "-c", _WARM_STORE], [sys.executable, "-c", _WARM_TENSORBOARD]]
+                + [[sys.executable, "-c", _WARM_DTYPE, d] for d in dtypes])
     jobs = max(1, jobs or os.cpu_count() or 1)
     ok = True
     running: list[subprocess.Popen] = []

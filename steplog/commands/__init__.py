@@ -2,4 +2,4 @@
 ``run(args) -> int``. They import only argparse at module level: ``steplog --help`` and
 ``steplog ls`` stay fast, and optional libraries load in the command that needs them."""
 
-COMMANDS = ["ls", "show", "read", "plot", "sql", "transfer", "import_mlflow", "provenance", "diff", "maintenance"]
+COMMANDS = ["ls", "show", "read", "plot", "sql", "transfer", "import_mlflow", "import_tensorboard", "provenance", "diff", "maintenance"]
