@@ -6,7 +6,7 @@ client ceilings patch the store class, so they never share a process with a real
 Each figure's function says exactly what it times. Rates are medians of REPEATS repeats;
 times are medians of their repeats, with the first call of the process noted apart.
 
-    .venv/bin/python benchmarks/mlflow.py                         # every figure (about 20 min)
+    .venv/bin/python benchmarks/mlflow.py                         # every figure (about 15 min)
     .venv/bin/python benchmarks/mlflow.py --quick                 # shorter loops, 1,000 runs to search;
                                                                   # no SQLite 1 M-point reads, no 100 M points
     .venv/bin/python benchmarks/mlflow.py --only search_runs --backends steplog
