@@ -95,19 +95,47 @@ def text(value) -> str:
 
 class RunView:
     """What MLflow's SearchUtils.filter and sort read of a run (run.info attributes,
-    run.data dicts, run.inputs), without building the entities of every run searched."""
+    run.data dicts, run.inputs), each part made when first read: a search builds no
+    entity for the runs it leaves out."""
 
-    __slots__ = ("info", "data", "record", "_experiment")
+    __slots__ = ("record", "_experiment", "_metrics", "_info", "_data")
 
     def __init__(self, record: dict, experiment: dict, metrics: dict):
-        self.record = record
-        self._experiment = experiment
-        self.info = run_info(record, experiment)
-        self.data = _Data(metrics, texts(record["params"]), texts(record["tags"]))
+        self.record, self._experiment, self._metrics = record, experiment, metrics
+        self._info = self._data = None
+
+    @property
+    def info(self) -> "_Info":
+        if self._info is None:
+            self._info = _Info(self.record, self._experiment)
+        return self._info
+
+    @property
+    def data(self) -> "_Data":
+        if self._data is None:
+            self._data = _Data(self._metrics, texts(self.record["params"]), texts(self.record["tags"]))
+        return self._data
 
     @property
     def inputs(self) -> RunInputs:
         return run_inputs(self.record)
+
+
+class _Info:
+    """RunInfo's searchable attributes, as plain values."""
+
+    __slots__ = ("run_id", "run_uuid", "experiment_id", "user_id", "status", "start_time", "end_time",
+                 "lifecycle_stage", "artifact_uri", "run_name")
+
+    def __init__(self, record: dict, experiment: dict):
+        self.run_id = self.run_uuid = record["id"]
+        self.experiment_id = experiment["id"]
+        self.user_id = record.get("user") or ""
+        self.status = STATUS_TO_MLFLOW.get(record["status"], "RUNNING")
+        self.start_time, self.end_time = ms(record["start_time"]), ms(record["end_time"])
+        self.lifecycle_stage = lifecycle(record)
+        self.artifact_uri = artifact_uri(record, experiment)
+        self.run_name = record["name"]
 
 
 class _Data:

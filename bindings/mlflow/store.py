@@ -14,7 +14,6 @@ another worker process, reads it.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -45,6 +44,7 @@ from .records import NS_PER_MS, STATUS_FROM_MLFLOW
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 ACTIVE_SECONDS = 1.0   # how long a run seen active is trusted to stay so, for per-call logging
+HISTORY_KEPT_SECONDS = 30.0   # how long a paged history is kept for its next page
 
 
 class SteplogStore(AbstractStore):
@@ -57,7 +57,7 @@ class SteplogStore(AbstractStore):
         self.artifact_root = artifact_uri or (Path(self.path) / "mlflow-artifacts").as_uri()
         self.flush_each_write = "mlflow.server.handlers" in sys.modules
         self._runs: dict[str, tuple[steplog.Run, float]] = {}   # run id -> (logging handle, when seen active)
-        self._lock = threading.Lock()
+        self._kept_history = None   # ((run id, key), when, (steps, times, values)) of the last page read
         self._ensure_default_experiment()
 
     def __repr__(self) -> str:
@@ -353,12 +353,22 @@ class SteplogStore(AbstractStore):
                 table.column("value").to_numpy())
 
     def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
+        """A page of the history in step order. The client asks for the pages one after
+        another: the history read for the first is kept for the next (HISTORY_KEPT_SECONDS)."""
         _validate_run_id(run_id)
-        steps, times, values = self._history(run_id, metric_key)
+        kept = self._kept_history
+        if page_token and kept is not None and kept[0] == (run_id, metric_key) and \
+                time.monotonic() - kept[1] < HISTORY_KEPT_SECONDS:
+            steps, times, values = kept[2]
+        else:
+            steps, times, values = self._history(run_id, metric_key)
+        self._kept_history = ((run_id, metric_key), time.monotonic(), (steps, times, values))
         offset = SearchUtils.parse_start_offset_from_page_token(page_token) if page_token else 0
         end = len(steps) if max_results is None else min(len(steps), offset + int(max_results))
         metrics = _metrics(metric_key, steps[offset:end], times[offset:end], values[offset:end])
         token = SearchUtils.create_page_token(end) if end < len(steps) else None
+        if token is None:
+            self._kept_history = None
         return PagedList(metrics, token)
 
     def get_metric_history_bulk(self, run_ids, metric_key, max_results):
