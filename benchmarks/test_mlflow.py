@@ -1,16 +1,14 @@
-"""steplog as MLflow's tracking store, at small sizes: what benchmarks/mlflow.py measures
+"""steplog as MLflow's tracking store, at small sizes: what benchmarks/mlflow_figures.py measures
 side by side with MLflow's SQLite store (the issue 12 table), here on steplog alone so
 that CI checks every path in seconds.
 
     .venv/bin/python -m pytest benchmarks/test_mlflow.py --benchmark-only
-    .venv/bin/python benchmarks/mlflow.py                 # the issue's sizes, next to SQLite
+    .venv/bin/python benchmarks/mlflow_figures.py                 # the issue's sizes, next to SQLite
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,17 +19,7 @@ from mlflow import MlflowClient  # noqa: E402
 
 import steplog  # noqa: E402
 
-
-def _figures():
-    """benchmarks/mlflow.py, loaded under a name that does not shadow the mlflow package."""
-    spec = importlib.util.spec_from_file_location("steplog_mlflow_figures", Path(__file__).with_name("mlflow.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # its dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-figures = _figures()
+import mlflow_figures as figures  # noqa: E402  (benchmarks/ is on the path under pytest)
 
 HISTORY_POINTS = 100_000
 LONG_POINTS = 1_000_000

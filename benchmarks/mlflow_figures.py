@@ -6,11 +6,11 @@ client ceilings patch the store class, so they never share a process with a real
 Each figure's function says exactly what it times. Rates are medians of REPEATS repeats;
 times are medians of their repeats, with the first call of the process noted apart.
 
-    .venv/bin/python benchmarks/mlflow.py                         # every figure (about 15 min)
-    .venv/bin/python benchmarks/mlflow.py --quick                 # shorter loops, 1,000 runs to search;
+    .venv/bin/python benchmarks/mlflow_figures.py                         # every figure (about 15 min)
+    .venv/bin/python benchmarks/mlflow_figures.py --quick                 # shorter loops, 1,000 runs to search;
                                                                   # no SQLite 1 M-point reads, no 100 M points
-    .venv/bin/python benchmarks/mlflow.py --only search_runs --backends steplog
-    .venv/bin/python benchmarks/mlflow.py --json figures.json     # the raw samples too
+    .venv/bin/python benchmarks/mlflow_figures.py --only search_runs --backends steplog
+    .venv/bin/python benchmarks/mlflow_figures.py --json figures.json     # the raw samples too
 
 SQLite keeps its sizes feasible: per-call loops run for seconds, not to a point count; its
 1 M-point history is read once; it populates at most POPULATE_SECONDS of runs to search.
@@ -23,15 +23,6 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# This file has the name of the package it measures: while its folder is on sys.path (a
-# script's own folder; pytest's prepend import mode) `import mlflow` would find this file.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-if __name__ == "mlflow":   # imported by mistake in the package's place: hand over to the package
-    import importlib
-
-    del sys.modules[__name__]
-    sys.modules[__name__] = importlib.import_module("mlflow")
-
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
