@@ -111,11 +111,12 @@ def imported(sources, tmp_path_factory):
 # -- what MLflow's client shows -----------------------------------------------------------
 
 def number(value: float, sql: bool):
-    """A metric value as compared: NaN as "nan"; from MLflow's SQL store (``sql``), its
-    stand-in for +-inf as inf (steplog must give inf itself)."""
+    """A metric value as compared: NaN as "nan"; +-FLOAT64_MAX, the stand-in for +-inf
+    that MLflow's SQL store and the steplog tracking store both give MLflow's clients, as
+    inf (that steplog itself keeps inf is checked on the store)."""
     if math.isnan(value):
         return "nan"
-    return math.copysign(math.inf, value) if sql and abs(value) >= FLOAT64_MAX else value
+    return math.copysign(math.inf, value) if abs(value) >= FLOAT64_MAX else value
 
 
 def snapshot(client: MlflowClient) -> dict:
@@ -164,6 +165,9 @@ def test_the_copy_reads_through_mlflow_as_the_source(kind, expected, imported):
     path, summary = imported[kind]
     assert snapshot(steplog_client(path)) == expected[kind]
     runs = expected[kind]["runs"]
+    parent = next(run_id for run_id, r in runs.items() if r["info"][-1] == "parent")
+    with contextlib.closing(steplog.open(path, mode="r")) as store:   # the copy holds inf, not MLflow's stand-in
+        assert store.read(parent, "edge").column("value").to_pylist()[2:4] == [math.inf, -math.inf]
     assert (summary.runs, summary.runs_skipped, summary.experiments_existing) == (len(runs), 0, 0)
     assert summary.experiments == len(expected[kind]["experiments"]) == 3
     assert summary.points == sum(len(h) for r in runs.values() for h in r["histories"].values())

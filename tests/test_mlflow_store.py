@@ -101,7 +101,8 @@ def test_points_keep_the_clients_timestamps_and_steps(tmp_path):
     history = sorted((m.step, m.timestamp, m.value) for m in c.get_metric_history(run.info.run_id, "m"))
     expected = sorted((m.step, m.timestamp, m.value) for m in metrics)
     assert [h[:2] for h in history] == [e[:2] for e in expected]
-    assert np.array_equal([h[2] for h in history], [e[2] for e in expected], equal_nan=True)
+    mlflow_values = [sys.float_info.max if e[2] == float("inf") else e[2] for e in expected]   # as MLflow's SQL store
+    assert np.array_equal([h[2] for h in history], mlflow_values, equal_nan=True)
     got = c.get_run(run.info.run_id)
     assert got.info.start_time == 1_700_000_000_123
     assert got.data.metrics == {"m": 2.5}   # the highest step, the later of its two points
@@ -191,3 +192,81 @@ def test_the_registry_of_the_scheme_searches_empty_and_says_where_a_registry_liv
     with pytest.raises(MlflowException) as caught:
         c.get_registered_model("model")
     assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _forked_trial(args):
+    uri, lr = args
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_name=f"lr={lr}", experiment_id=mlflow.get_experiment_by_name("sweep").experiment_id):
+        mlflow.log_param("lr", lr)
+        for step in range(20):
+            mlflow.log_metric("loss", lr * step, step=step)
+    return lr
+
+
+def _forked_unended(args):
+    uri, name = args
+    c = MlflowClient(uri)
+    run_id = c.create_run("0", run_name=name).info.run_id
+    for step in range(20):
+        c.log_metric(run_id, "m", float(step), step=step)
+    return run_id   # neither ended nor flushed: the store flushes as the worker exits
+
+
+def test_a_pool_forked_after_the_parent_used_the_store_logs_every_point(tmp_path):
+    import multiprocessing
+
+    uri = f"steplog://{tmp_path}/s"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("sweep")   # the parent builds MLflow's store before the fork
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            assert pool.map(_forked_trial, [(uri, 0.1), (uri, 0.01)]) == [0.1, 0.01]
+            unended = pool.map(_forked_unended, [(uri, "a"), (uri, "b")])
+            pool.close()
+            pool.join()   # the workers exit as processes do: their finalizers run
+        c = MlflowClient(uri)
+        runs = c.search_runs([c.get_experiment_by_name("sweep").experiment_id])
+        assert sorted(r.data.params["lr"] for r in runs) == ["0.01", "0.1"]
+        assert all(len(c.get_metric_history(r.info.run_id, "loss")) == 20 for r in runs)
+        assert [len(c.get_metric_history(run_id, "m")) for run_id in unended] == [20, 20]
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_inf_reaches_mlflow_as_its_sql_store_gives_it_and_stays_inf_in_steplog(tmp_path):
+    c = client(tmp_path / "s")
+    run_id = c.create_run("0").info.run_id
+    c.log_batch(run_id, metrics=[Metric("up", float("inf"), 1, 0), Metric("down", float("-inf"), 1, 0),
+                                 Metric("nan", float("nan"), 1, 0)])
+    got = c.get_run(run_id).data.metrics
+    assert got["up"] == sys.float_info.max and got["down"] == -sys.float_info.max and np.isnan(got["nan"])
+    assert [m.value for m in c.get_metric_history(run_id, "up")] == [sys.float_info.max]
+    assert [r.info.run_id for r in c.search_runs(["0"], "metrics.up > 1e308")] == [run_id]
+    with steplog.open(tmp_path / "s", "r") as store:
+        assert store.read(run_id, "up").column("value").to_pylist() == [float("inf")]
+
+
+def test_runs_of_steplogs_own_api_carry_mlflows_name_and_parent_tags(tmp_path):
+    with steplog.open(tmp_path / "s") as store:
+        parent = store.start_run(experiment="e", name="sweep", capture=False)
+        child = store.start_run(experiment="e", name="trial", parent=parent, capture=False)
+        child.end(), parent.end()
+    tags = client(tmp_path / "s").get_run(child.id).data.tags
+    assert tags["mlflow.runName"] == "trial" and tags["mlflow.parentRunId"] == parent.id
+
+
+def test_a_read_only_store_is_browsed(tmp_path):
+    c = client(tmp_path / "s")
+    run_id = c.create_run("0", run_name="kept").info.run_id
+    c.log_metric(run_id, "m", 1.0)
+    mlflow.MlflowClient(f"steplog://{tmp_path}/s")._tracking_client.store.store.close()
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount --bind -o ro {tmp_path}/s {tmp_path}/s && "
+         f"{sys.executable} -c \"import mlflow; c = mlflow.MlflowClient('steplog://{tmp_path}/s'); "
+         f"print(c.get_run('{run_id}').info.run_name, len(c.get_metric_history('{run_id}', 'm')))\""],
+        capture_output=True, text=True, timeout=120)
+    if "unshare" in done.stderr and "Operation not permitted" in done.stderr:
+        pytest.skip(f"this machine refuses a mount namespace: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["kept", "1"]

@@ -184,10 +184,19 @@ def _check_file_store(path: str) -> None:
 
 
 def check_target(target) -> str:
-    """The absolute path of ``target``: a steplog store, or a new or empty directory."""
+    """The absolute path of ``target``: a steplog store, or a new or empty directory (or
+    the tracking URI steplog:///abs/path of one)."""
     if not isinstance(target, (str, os.PathLike)) or not os.fspath(target).strip():
         raise InvalidArgumentError("target", f"must be a directory path, got {target!r}")
-    path = os.path.abspath(os.path.expanduser(os.fspath(target)))
+    target = os.fspath(target)
+    if target.startswith("steplog:"):
+        from .store import store_path
+
+        try:
+            target = store_path(target)
+        except MlflowException:
+            raise InvalidArgumentError("target", f"a steplog URI is steplog:///absolute/path, got {target!r}") from None
+    path = os.path.abspath(os.path.expanduser(target))
     if os.path.exists(path) and not os.path.isdir(path):
         raise InvalidArgumentError("target", f"{path} is a file; a steplog store is a directory")
     if os.path.isdir(path) and os.listdir(path):

@@ -9,6 +9,8 @@ a metric point is a point of the scalar series named by the key, its MLflow time
 from __future__ import annotations
 
 import json
+import math
+import sys
 
 from mlflow.entities import (Dataset, DatasetInput, Experiment, ExperimentTag, InputTag, LifecycleStage, Metric,
                              Param, Run, RunData, RunInfo, RunInputs, RunOutputs, RunTag)
@@ -16,9 +18,15 @@ from mlflow.entities import (Dataset, DatasetInput, Experiment, ExperimentTag, I
 from steplog.engine.catalog import flatten
 
 NS_PER_MS = 1_000_000
+FLOAT_MAX = sys.float_info.max   # what MLflow's SQL store gives for inf: MLflow's UI (GraphQL) cannot show inf
 STATUS_TO_MLFLOW = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED",
                     "scheduled": "SCHEDULED", "crashed": "RUNNING"}
 STATUS_FROM_MLFLOW = {value: key for key, value in STATUS_TO_MLFLOW.items() if key != "crashed"}
+
+
+def mlflow_value(value: float) -> float:
+    """A metric value as MLflow's clients get it: +-inf as +-FLOAT_MAX (kept as inf in steplog)."""
+    return math.copysign(FLOAT_MAX, value) if math.isinf(value) else value
 
 
 def ms(ns: int | None) -> int | None:
@@ -57,7 +65,7 @@ def run_entity(record: dict, experiment: dict, latest: dict) -> Run:
     """latest: metric key -> (value, timestamp ms, step)."""
     metrics = [Metric(key, value, timestamp, step) for key, (value, timestamp, step) in latest.items()]
     data = RunData(metrics=metrics, params=[Param(k, v) for k, v in texts(record["params"]).items()],
-                   tags=[RunTag(k, v) for k, v in texts(record["tags"]).items()])
+                   tags=[RunTag(k, v) for k, v in run_tags(record).items()])
     return Run(run_info(record, experiment), data, run_inputs(record), RunOutputs(model_outputs=[]))
 
 
@@ -75,6 +83,16 @@ def dataset_record(dataset_input: DatasetInput) -> dict:
     return {"name": dataset.name, "digest": dataset.digest, "source_type": dataset.source_type,
             "source": dataset.source, "schema": dataset.schema, "profile": dataset.profile,
             "tags": {tag.key: tag.value for tag in dataset_input.tags}}
+
+
+def run_tags(record: dict) -> dict[str, str]:
+    """A run's tags as MLflow shows them; a run steplog's own API logged gets the tags
+    MLflow would have given it (its name, its parent run)."""
+    tags = texts(record["tags"])
+    tags.setdefault("mlflow.runName", record["name"])
+    if record.get("parent"):
+        tags.setdefault("mlflow.parentRunId", record["parent"])
+    return tags
 
 
 def texts(mapping: dict) -> dict[str, str]:
@@ -113,7 +131,7 @@ class RunView:
     @property
     def data(self) -> "_Data":
         if self._data is None:
-            self._data = _Data(self._metrics, texts(self.record["params"]), texts(self.record["tags"]))
+            self._data = _Data(self._metrics, texts(self.record["params"]), run_tags(self.record))
         return self._data
 
     @property

@@ -5,14 +5,18 @@ them with what differs from MLflow's SQL store). Semantics follow MLflow's own s
 MLflow's validators, param immutability, soft delete, the Default experiment "0",
 search filters, orderings and page tokens by MLflow's SearchUtils.
 
-Durability: in a client process points are buffered and flushed every second (and by
-``flush_async_logging``, ``update_run_info`` and at exit); under ``mlflow server``
+Durability: in a client process points are buffered and flushed within steplog's
+flush_interval (5 s), by ``flush_async_logging``, ``update_run_info`` and at exit (a
+forked worker's at its exit too); under ``mlflow server``
 every write is flushed before its request returns, so that the next request, served by
 another worker process, reads it.
 """
 
 from __future__ import annotations
 
+import errno
+import multiprocessing.util
+import os
 import sys
 import time
 import urllib.parse
@@ -45,6 +49,7 @@ DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 ACTIVE_SECONDS = 1.0   # how long a run seen active is trusted to stay so, for per-call logging
 HISTORY_KEPT_SECONDS = 30.0   # how long a paged history is kept for its next page
+_FIRST_PID = os.getpid()
 
 
 class SteplogStore(AbstractStore):
@@ -53,12 +58,37 @@ class SteplogStore(AbstractStore):
     def __init__(self, store_uri: str | None = None, artifact_uri: str | None = None):
         super().__init__()   # MLflow's async logging queue
         self.path = store_path(store_uri)
-        self.store = steplog.open(self.path)
         self.artifact_root = artifact_uri or (Path(self.path) / "mlflow-artifacts").as_uri()
         self.flush_each_write = "mlflow.server.handlers" in sys.modules
+        self._open()
+        if not self._store.read_only:
+            self._ensure_default_experiment()
+
+    def _open(self) -> None:
+        """Open the steplog store (read only when its files cannot be written, so that a
+        read-only volume can still be browsed), in this process."""
+        try:
+            self._store = steplog.open(self.path)   # steplog's own options: a script may open it too
+        except steplog.StepLogError as exc:
+            if not _read_only_path(self.path):
+                raise
+            try:
+                self._store = steplog.open(self.path, "r")
+            except steplog.StepLogError:
+                raise exc from None
+        self._pid = os.getpid()
         self._runs: dict[str, tuple[steplog.Run, float]] = {}   # run id -> (logging handle, when seen active)
         self._kept_history = None   # ((run id, key), when, (steps, times, values)) of the last page read
-        self._ensure_default_experiment()
+        if self._pid != _FIRST_PID:   # a forked child (a worker of a pool): flush when it exits
+            multiprocessing.util.Finalize(self, self._store.flush, exitpriority=10)
+
+    @property
+    def store(self) -> steplog.Store:
+        """The steplog store, opened again in a child process: MLflow keeps one tracking
+        store a process and hands it over fork() (a multiprocessing pool, say)."""
+        if self._pid != os.getpid():
+            self._open()
+        return self._store
 
     def __repr__(self) -> str:
         return f"<SteplogStore {self.path!r}>"
@@ -445,7 +475,7 @@ class SteplogStore(AbstractStore):
         columns = [table.column(c).to_pylist() for c in ("run_id", "metric", "context", "kind", "last")]
         for run_id, key, context, kind, last in zip(*columns):
             if context is None and kind == "scalar":
-                found.setdefault(run_id, {})[key] = last
+                found.setdefault(run_id, {})[key] = rec.mlflow_value(last)
         return found
 
     def _latest_metrics(self, run_ids: list[str]) -> dict[str, dict]:
@@ -455,7 +485,7 @@ class SteplogStore(AbstractStore):
         found: dict[str, dict] = {run_id: {} for run_id in run_ids}
         for run_id, key, context, step, time_ns, value in zip(*[c.to_pylist() for c in table.columns]):
             if context is None:
-                found[run_id][key] = (value, time_ns // NS_PER_MS, step)
+                found[run_id][key] = (rec.mlflow_value(value), time_ns // NS_PER_MS, step)
         return found
 
     # -- what steplog does not keep: traces, logged models and the other GenAI surfaces ----
@@ -518,6 +548,19 @@ for _name in _EMPTY_LIST:
     setattr(SteplogStore, _name, _nothing(list))
 for _name in _REFUSED:
     setattr(SteplogStore, _name, _refusing(_name))
+
+
+def _read_only_path(path: str) -> bool:
+    """Whether the store's index cannot be opened to write (a read-only file system or files)."""
+    index = os.path.join(path, "index")
+    if not os.path.isdir(index):
+        return False
+    try:
+        probe = os.open(os.path.join(index, "data.mdb"), os.O_RDWR)
+    except OSError as exc:
+        return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    os.close(probe)
+    return False
 
 
 def store_path(store_uri: str | None) -> str:
@@ -592,5 +635,6 @@ def _check_metric(m, path: str) -> None:
 
 
 def _metrics(key: str, steps, times, values) -> list:
+    values = np.where(np.isinf(values), np.copysign(rec.FLOAT_MAX, values), values)
     return [Metric(key, v, t, s) for s, t, v in zip(steps.tolist(), times.tolist(), values.tolist())]
 

@@ -7,7 +7,7 @@ points and flushed; 1 M and 10 M points (tiny sizes under --benchmark-disable). 
 <= 20 ms at any length (query/m4.py descends the rollups and decodes a few blocks a
 bucket, whatever the length).
 
-    .venv/bin/python -m pytest benchmarks/test_m4.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/test_m4_read.py --benchmark-only
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_m4_buckets_80(benchmark, curve_store):
     whole series.
     Target: <= 20 ms at 1 M and at 10 M points.
 
-        .venv/bin/python -m pytest "benchmarks/test_m4.py::test_m4_buckets_80" --benchmark-only
+        .venv/bin/python -m pytest "benchmarks/test_m4_read.py::test_m4_buckets_80" --benchmark-only
     """
     store, run_id, spike, n = curve_store
     benchmark.extra_info["points"] = n
