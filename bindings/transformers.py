@@ -46,6 +46,7 @@ from steplog import StepLogError
 from steplog.run import exit_status
 
 log = logging.getLogger(__name__)
+_FLOATS = frozenset((float,))
 
 
 class SteplogCallback(TrainerCallback):
@@ -176,10 +177,12 @@ def _trainer_holding(callback, depth: int = 8):
 def _numbers(logs: dict) -> dict:
     """The numbers of an on_log dict (one-element tensors as numbers); others are left
     out with a warning, as transformers' MLflow callback does."""
+    if _FLOATS.issuperset(map(type, logs.values())):   # Run.log reads a dict of floats alone fastest
+        return logs
     metrics = {}
     for key, value in logs.items():
         if isinstance(value, (int, float)):
-            metrics[key] = value
+            metrics[key] = float(value)
         elif isinstance(value, torch.Tensor) and value.numel() == 1:
             metrics[key] = value.item()
         else:

@@ -187,3 +187,17 @@ def test_other_processes_log_nothing(tmp_path):
 def test_log_tensors_every_is_checked(tmp_path):
     with pytest.raises(steplog.InvalidArgumentError, match="log_tensors_every"):
         SteplogCallback(tmp_path / "runs.steplog", log_tensors_every=0)
+
+
+def test_evaluate_alone_logs_numbers_only(tmp_path, caplog):
+    path = tmp_path / "runs.steplog"
+    callback = SteplogCallback(path, capture=False)
+    trainer = make_trainer(tmp_path, [callback])
+    trainer.evaluate()   # no train(): on_log opens the run
+    state = trainer.state
+    callback.on_log(trainer.args, state, None, logs={"seen": torch.tensor(3.5), "note": "text", "count": 7})
+    assert "'note'" in caplog.text
+    history = stored_history(path, callback.run.id)
+    assert history["seen"] == [(0, 3.5)] and history["count"] == [(0, 7.0)] and "note" not in history
+    assert history["eval_loss"] == [(0, trainer.state.log_history[0]["eval_loss"])]
+    assert run_record(path, callback.run.id)["params"]["max_steps"] == STEPS
