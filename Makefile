@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,frames,torch,sql,plot,mlflow,tensorboard]'
+	$(BIN)/pip install --quiet -e '.[test,frames,torch,sql,plot,mlflow,tensorboard,lightning,transformers]'
 	@# Compile the common numba kernels into their on-disk cache, in parallel processes, so
 	@# that a first flush, summary or read does not wait for them (they compile on first
 	@# use anyway if this step fails).
