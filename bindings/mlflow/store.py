@@ -376,7 +376,7 @@ class SteplogStore(AbstractStore):
     def _history(self, run_id: str, metric_key: str, start=None, stop=None, **how):
         """(steps, times ms, values) of a series as numpy arrays, in step order; empty for
         a run the store does not hold, as in MLflow's SQL store."""
-        if len(run_id) != 32 or self.store.run_record(run_id) is None:
+        if not self._holds(run_id):
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
         table = self.store.read(run_id, metric_key, start=start, stop=stop, missing_ok=True, **how)
         return (table.column("step").to_numpy(), table.column("time_ns").to_numpy() // NS_PER_MS,
@@ -417,9 +417,14 @@ class SteplogStore(AbstractStore):
         chosen = _metrics(metric_key, history_steps[keep][order], times[keep][order], values[keep][order])
         return [MetricWithRunId(m, run_id) for m in chosen]
 
+    def _holds(self, run_id: str) -> bool:
+        """Whether the store holds a run of that id (MLflow's SQL store reads an unknown
+        run's histories as empty)."""
+        return len(run_id) == 32 and self.store.run_record(run_id) is not None
+
     def _count(self, run_id: str, metric_key: str, start, stop) -> int:
         """How many points a series holds in [start, stop), from its rollups."""
-        if len(run_id) != 32 or self.store.run_record(run_id) is None:
+        if not self._holds(run_id):
             return 0
         table = self.store.read(run_id, metric_key, start=start, stop=stop, buckets=1, missing_ok=True)
         return sum(table.column("count").to_pylist())
